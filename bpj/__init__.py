@@ -1,0 +1,42 @@
+"""bpj: a small, fast client for Vertex AI batch prediction jobs.
+
+Public names load lazily, so ``import bpj`` pulls in no grpc, no protobuf message module and no
+google.cloud package until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "init": "bpj.config",
+    "config": "bpj.config",
+    "errors": "bpj.errors",
+    "types": "bpj.types",
+}
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'bpj' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    value = mod if module == f"bpj.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from bpj import config as config
+    from bpj import errors as errors
+    from bpj import types as types
+    from bpj.config import init as init
