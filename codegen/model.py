@@ -138,7 +138,7 @@ def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings
     wanted_services = set(settings.get("generate", ()))
     files: list[FileModel] = []
     services: list[ServiceModel] = []
-    for name in [*inputs, *exposed]:
+    for name in [*inputs, *(e for e in exposed if e in by_name)]:
         fdp = by_name[name]
         files.append(
             FileModel(

@@ -1,0 +1,231 @@
+"""Where bpj sends its calls: project, location, endpoints, transport and credentials.
+
+``bpj.init(...)`` sets them for the process; each also comes from an environment variable, so a process
+started with the local stack's environment (``bpj local start`` prints it) needs no code change:
+
+    ==========================  ================================  ==========================================
+    init() argument             environment variable              default
+    ==========================  ================================  ==========================================
+    project                     BPJ_PROJECT, GOOGLE_CLOUD_PROJECT  (none; required to create jobs)
+    location                    BPJ_LOCATION                      us-central1
+    api_endpoint                BPJ_API_ENDPOINT                  {location}-aiplatform.googleapis.com
+    transport                   BPJ_TRANSPORT                     grpc
+    gcs_endpoint                BPJ_GCS_ENDPOINT, STORAGE_EMULATOR_HOST   https://storage.googleapis.com
+    bigquery_endpoint           BPJ_BIGQUERY_ENDPOINT             https://bigquery.googleapis.com
+    bigquery_storage_endpoint   BPJ_BIGQUERY_STORAGE_ENDPOINT     bigquerystorage.googleapis.com:443
+    tls_root_cert               BPJ_TLS_ROOT_CERT (a PEM path)    the system's roots
+    ==========================  ================================  ==========================================
+
+An endpoint on a loopback address is plaintext and anonymous unless TLS is asked for (an ``https://``
+endpoint or a root certificate); every other endpoint is TLS with Application Default Credentials, which
+are resolved only when the first call to a real endpoint is made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from bpj import errors
+from bpj.transport.base import Transport
+
+TRANSPORTS = ("grpc", "rest")
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+_LOCATION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str | None = None
+    location: str = "us-central1"
+    api_endpoint: str | None = None
+    transport: str = "grpc"
+    credentials: Any = field(default=None, repr=False)
+    gcs_endpoint: str = "https://storage.googleapis.com"
+    bigquery_endpoint: str = "https://bigquery.googleapis.com"
+    bigquery_storage_endpoint: str = "bigquerystorage.googleapis.com:443"
+    tls_root_cert: str | None = None
+
+    @property
+    def vertex_endpoint(self) -> str:
+        """The Vertex AI endpoint: the one set, else the regional one for ``location``."""
+        if self.api_endpoint:
+            return self.api_endpoint
+        if self.location == "global":
+            return "aiplatform.googleapis.com"
+        return f"{self.location}-aiplatform.googleapis.com"
+
+    @property
+    def parent(self) -> str:
+        """``projects/{project}/locations/{location}``; a UsageError when no project is set."""
+        if not self.project:
+            raise errors.UsageError(
+                "no project set: pass project=, call bpj.init(project=...), or set BPJ_PROJECT"
+            )
+        return f"projects/{self.project}/locations/{self.location}"
+
+
+_ENV: dict[str, tuple[str, ...]] = {
+    "project": ("BPJ_PROJECT", "GOOGLE_CLOUD_PROJECT"),
+    "location": ("BPJ_LOCATION",),
+    "api_endpoint": ("BPJ_API_ENDPOINT",),
+    "transport": ("BPJ_TRANSPORT",),
+    "gcs_endpoint": ("BPJ_GCS_ENDPOINT", "STORAGE_EMULATOR_HOST"),
+    "bigquery_endpoint": ("BPJ_BIGQUERY_ENDPOINT",),
+    "bigquery_storage_endpoint": ("BPJ_BIGQUERY_STORAGE_ENDPOINT",),
+    "tls_root_cert": ("BPJ_TLS_ROOT_CERT",),
+}
+
+_lock = threading.Lock()
+_explicit: dict[str, Any] = {}
+_transports: dict[tuple[Any, ...], Transport] = {}
+
+
+def validate(s: Settings) -> Settings:
+    if s.transport not in TRANSPORTS:
+        raise errors.UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
+    if not _LOCATION.match(s.location):
+        raise errors.UsageError(f"location must look like 'us-central1' (lowercase region name), got {s.location!r}")
+    if s.project is not None and not re.match(r"^[a-z0-9][a-z0-9.:-]{0,62}$", s.project):
+        raise errors.UsageError(f"project must be a project ID or number, got {s.project!r}")
+    if s.tls_root_cert is not None and not os.path.isfile(s.tls_root_cert):
+        raise errors.UsageError(f"tls_root_cert must be a PEM file, not found: {s.tls_root_cert}")
+    return s
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for name, variables in _ENV.items():
+        for var in variables:
+            if env.get(var):
+                found[name] = env[var]
+                break
+    return found
+
+
+def init(**kwargs: Any) -> Settings:
+    """Set where calls go for this process; arguments left out keep their value (or environment/default).
+
+    ``bpj.init(project=, location=, api_endpoint=, transport="grpc"|"rest", credentials=, gcs_endpoint=,
+    bigquery_endpoint=, bigquery_storage_endpoint=, tls_root_cert=)``. Returns the resulting settings.
+    """
+    unknown = set(kwargs) - {f for f in Settings.__dataclass_fields__}
+    if unknown:
+        raise errors.UsageError(
+            f"bpj.init() got unknown argument(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(Settings.__dataclass_fields__)}"
+        )
+    with _lock:
+        candidate = {**_explicit, **{k: v for k, v in kwargs.items() if v is not None}}
+        settings = validate(Settings(**{**from_environment(), **candidate}))
+        _explicit.clear()
+        _explicit.update(candidate)
+        close_transports()
+    return settings
+
+
+def settings(**overrides: Any) -> Settings:
+    """The current settings: init() arguments over environment variables over defaults, then ``overrides``."""
+    base = Settings(**{**from_environment(), **_explicit})
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    return validate(replace(base, **extra)) if extra else validate(base)
+
+
+def reset() -> None:
+    """Forget init() arguments and close cached transports (tests use this)."""
+    with _lock:
+        _explicit.clear()
+        close_transports()
+
+
+# -- endpoints and transports ------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_endpoint(endpoint: str) -> tuple[str | None, str, int | None]:
+    """(scheme or None, host, port or None) of ``host:port``, ``http://host:port`` or ``https://host``."""
+    if "://" in endpoint:
+        u = urlsplit(endpoint)
+        return u.scheme, u.hostname or "", u.port
+    u = urlsplit("//" + endpoint)
+    return None, u.hostname or "", u.port
+
+
+def wants_tls(endpoint: str, root_cert: str | None = None) -> bool:
+    scheme, host, _ = split_endpoint(endpoint)
+    if scheme in ("https", "grpcs"):
+        return True
+    if scheme in ("http", "grpc"):
+        return root_cert is not None
+    return root_cert is not None or not is_loopback(host)
+
+
+def resolve_credentials(s: Settings, endpoint: str) -> Any:
+    """The credentials for an endpoint: the ones given, none for a plaintext local endpoint, else ADC."""
+    if s.credentials is not None:
+        return s.credentials
+    _, host, _ = split_endpoint(endpoint)
+    if is_loopback(host):
+        return None
+    import google.auth
+
+    credentials, _ = google.auth.default(scopes=list(SCOPES))
+    return credentials
+
+
+def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None = None) -> Transport:
+    """The shared transport for ``endpoint`` (one channel or HTTP session per endpoint, reused by every call)."""
+    s = s or settings()
+    kind = kind or s.transport
+    key = (kind, endpoint, s.tls_root_cert, id(s.credentials))
+    with _lock:
+        t = _transports.get(key)
+        if t is None:
+            t = _make_transport(kind, endpoint, s)
+            _transports[key] = t
+        return t
+
+
+def _make_transport(kind: str, endpoint: str, s: Settings) -> Transport:
+    tls = wants_tls(endpoint, s.tls_root_cert)
+    root = open(s.tls_root_cert, "rb").read() if s.tls_root_cert else None
+    credentials = resolve_credentials(s, endpoint)
+    if kind == "grpc":
+        from bpj.transport.grpc import GrpcTransport
+
+        scheme, host, port = split_endpoint(endpoint)
+        target = f"{host}:{port or (443 if tls else 80)}"
+        return GrpcTransport(target, credentials=credentials, tls=tls, root_certificates=root)
+    from bpj.transport.rest import RestTransport
+
+    scheme, host, port = split_endpoint(endpoint)
+    url = f"{'https' if tls else 'http'}://{host}" + (f":{port}" if port else "")
+    session = None
+    if root is not None and s.tls_root_cert is not None:
+        import requests
+
+        session = requests.Session()
+        session.verify = s.tls_root_cert
+    return RestTransport(url, credentials=credentials, session=session)
+
+
+def close_transports() -> None:
+    ts = list(_transports.values())
+    _transports.clear()
+    for t in ts:
+        t.close()

@@ -1,0 +1,392 @@
+"""The gRPC transport: one channel per transport, one cached multicallable per RPC.
+
+    transport = GrpcTransport("us-central1-aiplatform.googleapis.com", credentials=creds)  # TLS, port 443
+    transport = GrpcTransport("127.0.0.1:8500")                 # a local server: plaintext
+    transport = GrpcTransport("localhost:8501", tls=True, root_certificates=cert_pem)
+
+TLS rule: an endpoint on a loopback address (127.0.0.0/8, ::1, localhost) is plaintext unless ``tls=True``
+or ``root_certificates`` are given; every other endpoint is TLS. Credentials (google-auth) are sent only
+over TLS. Every ``grpc.RpcError`` becomes a :class:`bpj.errors.ApiError` in :func:`api_error`, with the
+details of ``grpc-status-details-bin`` (RetryInfo, ErrorInfo...) kept.
+
+This module imports grpc at the top; ``import bpj`` never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import platform
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import grpc
+
+from bpj import __version__, errors
+from bpj.transport.base import Metadata, Method
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+USER_AGENT = f"bpj/{__version__}"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+ROUTING_KEY = "x-goog-request-params"
+API_CLIENT_KEY = "x-goog-api-client"
+
+# Shared with bpj.transport.serve: messages of any size (a ReadRows response can carry many MB), and
+# keepalive pings that notice a dead connection on a long-lived, reused channel.
+MESSAGE_SIZE_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+)
+KEEPALIVE_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+def channel_options(user_agent: str = USER_AGENT, extra: Any = ()) -> list[tuple[str, Any]]:
+    """The options bpj opens a channel with; ``extra`` options (a sequence of pairs) override them."""
+    merged = dict(MESSAGE_SIZE_OPTIONS + KEEPALIVE_OPTIONS)
+    merged["grpc.primary_user_agent"] = user_agent
+    merged.update(dict(extra))
+    return list(merged.items())
+
+
+# -- endpoints ----------------------------------------------------------------------------------------
+
+
+class Endpoint(NamedTuple):
+    """A parsed endpoint. ``tls`` is what the scheme said (None: nothing)."""
+
+    host: str
+    port: int | None
+    tls: bool | None
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost" or self.host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def target(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{port}"
+
+
+_SCHEME_TLS = {"": None, "grpc": None, "dns": None, "grpcs": True, "https": True, "http": False}
+
+
+def parse_endpoint(endpoint: str) -> Endpoint:
+    """``host[:port]``, ``[v6addr]:port``, ``grpc://host:port``, ``https://host[:port]`` (TLS), ``http://``
+    (plaintext). A path after the host is ignored (``https://host/`` is fine)."""
+    text = endpoint.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    scheme = scheme.lower()
+    if scheme not in _SCHEME_TLS:
+        raise errors.UsageError(
+            f"endpoint {endpoint!r}: unknown scheme {scheme!r}; use host:port, grpc://, https:// or http://"
+        )
+    hostport = rest.split("/", 1)[0]
+    m = re.fullmatch(r"\[(?P<v6>[0-9a-fA-F:.%]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", hostport)
+    if m is None:
+        raise errors.UsageError(
+            f"endpoint {endpoint!r} is not host:port (write an IPv6 address in brackets: [::1]:8500)"
+        )
+    host = m["v6"] or m["host"]
+    port_text = m["p6"] or m["port"]
+    port = int(port_text) if port_text else None
+    if port is not None and not 0 < port < 65536:
+        raise errors.UsageError(f"endpoint {endpoint!r}: port {port} is out of range")
+    return Endpoint(host, port, _SCHEME_TLS[scheme])
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+def api_error(error: grpc.RpcError, method: Method, request: Message | None) -> errors.ApiError:
+    """The ApiError for a failed call: its code and message, and the google.rpc.Status details that the
+    server sent in ``grpc-status-details-bin``."""
+    code_fn = getattr(error, "code", None)
+    code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
+    details_fn = getattr(error, "details", None)
+    message = (details_fn() if callable(details_fn) else None) or ""
+    trailing_fn = getattr(error, "trailing_metadata", None)
+    trailing = (trailing_fn() if callable(trailing_fn) else None) or ()
+    detail_dicts: list[dict[str, Any]] = []
+    for key, value in trailing:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            from google.protobuf.message import DecodeError
+            from google.rpc import status_pb2
+
+            try:
+                status = status_pb2.Status.FromString(value)
+            except DecodeError:
+                continue
+            detail_dicts = errors.details_from_any(status.details)
+            message = message or status.message
+    if code is None:
+        code = grpc.StatusCode.UNKNOWN
+    return errors.from_status(code, message, detail_dicts, method=method, request=request)
+
+
+@contextlib.contextmanager
+def mapped_errors(method: Method, request: Message | None) -> Iterator[None]:
+    """Turns a ``grpc.RpcError`` raised inside into the matching :class:`bpj.errors.ApiError`."""
+    try:
+        yield
+    except grpc.RpcError as e:
+        raise api_error(e, method, request) from None
+
+
+# -- request metadata -----------------------------------------------------------------------------------
+
+
+def _routing_paths(method: Method) -> tuple[str, ...]:
+    """The dotted field paths of the variables in the method's primary HTTP rule."""
+    if not method.http:
+        return ()
+    try:
+        from bpj.transport.http_rules import compile_rule
+    except ImportError:  # pragma: no cover - http_rules is part of bpj; this keeps the header if it is absent
+        return tuple(re.findall(r"\{([\w.]+)(?:=[^}]*)?\}", method.http[0].template))
+    return tuple(var.field_path for var in compile_rule(method.http[0]).variables)
+
+
+def _field(message: Any, path: str) -> Any:
+    try:
+        from bpj.transport.http_rules import get_field
+    except ImportError:  # pragma: no cover
+        value = message
+        for part in path.split("."):
+            value = getattr(value, part, None)
+        return value
+    return get_field(message, path)
+
+
+def routing_header(paths: tuple[str, ...], request: Message) -> str:
+    """``x-goog-request-params``: url-encoded ``field=value`` pairs, e.g. ``name=projects%2Fp...``."""
+    pairs = []
+    for path in paths:
+        value = _field(request, path)
+        if value not in (None, ""):
+            pairs.append((path, str(value)))
+    return urllib.parse.urlencode(pairs)
+
+
+class _Rpc(NamedTuple):
+    call: Any  # a grpc.UnaryUnaryMultiCallable or UnaryStreamMultiCallable
+    routing_paths: tuple[str, ...]
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+# -- the transport ----------------------------------------------------------------------------------------
+
+Credentials = Any  # a google.auth.credentials.Credentials, or a zero-argument callable returning one
+
+
+class GrpcTransport:
+    """A :class:`bpj.transport.base.Transport` over one gRPC channel, opened at the first call.
+
+    ``credentials`` is a google-auth Credentials object, or a zero-argument callable returning one (called
+    once, at the first call; ``bpj.config`` resolves application default credentials this way). ``options``
+    are extra channel options (pairs) that override bpj's. ``metadata`` given to a call is sent along with
+    the routing header and ``x-goog-api-client``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        credentials: Credentials = None,
+        tls: bool | None = None,
+        root_certificates: bytes | None = None,
+        options: Any = (),
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        parsed = parse_endpoint(endpoint)
+        if tls is not None and parsed.tls is not None and tls != parsed.tls:
+            raise errors.UsageError(f"endpoint {endpoint!r} says tls={parsed.tls} but tls={tls} was given")
+        if tls is False and root_certificates is not None:
+            raise errors.UsageError("root_certificates need TLS; drop tls=False")
+        if tls is None:
+            tls = parsed.tls
+        if tls is None:
+            tls = root_certificates is not None or not parsed.is_loopback
+        port = parsed.port
+        if port is None:
+            if not tls:
+                raise errors.UsageError(f"endpoint {endpoint!r} needs a port, e.g. {parsed.target(8500)}")
+            port = 443
+        self.endpoint = endpoint
+        self.target = parsed.target(port)
+        self.tls = tls
+        self._root_certificates = root_certificates
+        self._credentials = credentials
+        self._options = channel_options(user_agent, options)
+        self._api_client = f"gl-python/{platform.python_version()} grpc/{grpc.__version__} bpj/{__version__}"
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._rpcs: dict[str, _Rpc] = {}
+        self._closed = False
+
+    @classmethod
+    def from_channel(cls, channel: grpc.Channel, *, target: str = "<channel>") -> GrpcTransport:
+        """A transport over a channel you opened (your options, credentials, interceptors);
+        :meth:`close` closes it. ``target`` only names it in ``repr``."""
+        self = cls("127.0.0.1:1")
+        self.endpoint = self.target = target
+        self._channel = channel
+        return self
+
+    def __repr__(self) -> str:
+        return f"GrpcTransport({self.target!r}, tls={self.tls})"
+
+    # -- channel and multicallables ----------------------------------------------------------------------
+    def _open(self) -> grpc.Channel:
+        if not self.tls:
+            return grpc.insecure_channel(self.target, options=self._options)
+        channel_creds = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+        credentials = self._credentials() if callable(self._credentials) else self._credentials
+        if credentials is not None:
+            import google.auth.credentials
+            import google.auth.transport.grpc
+            import google.auth.transport.requests
+
+            credentials = google.auth.credentials.with_scopes_if_required(
+                credentials, None, default_scopes=[CLOUD_PLATFORM_SCOPE]
+            )
+            plugin = google.auth.transport.grpc.AuthMetadataPlugin(
+                credentials, google.auth.transport.requests.Request()
+            )
+            channel_creds = grpc.composite_channel_credentials(
+                channel_creds, grpc.metadata_call_credentials(plugin)
+            )
+        return grpc.secure_channel(self.target, channel_creds, options=self._options)
+
+    def _rpc(self, method: Method) -> _Rpc:
+        rpc = self._rpcs.get(method.path)
+        if rpc is not None:
+            return rpc
+        with self._lock:
+            rpc = self._rpcs.get(method.path)
+            if rpc is not None:
+                return rpc
+            if self._closed:
+                raise errors.UsageError("this transport is closed")
+            if self._channel is None:
+                self._channel = self._open()
+            factory = self._channel.unary_stream if method.server_streaming else self._channel.unary_unary
+            deserialize = method.response_class.FromString
+            try:
+                call = factory(method.path, _serialize, deserialize, _registered_method=True)
+            except TypeError:  # grpcio before registered methods
+                call = factory(method.path, _serialize, deserialize)
+            rpc = self._rpcs[method.path] = _Rpc(call, _routing_paths(method))
+            return rpc
+
+    def _metadata(self, rpc: _Rpc, request: Message, metadata: Metadata) -> list[tuple[str, Any]]:
+        out = [(k.lower(), v) for k, v in metadata]
+        keys = {k for k, _ in out}
+        if ROUTING_KEY not in keys and rpc.routing_paths:
+            params = routing_header(rpc.routing_paths, request)
+            if params:
+                out.append((ROUTING_KEY, params))
+        if API_CLIENT_KEY not in keys:
+            out.append((API_CLIENT_KEY, self._api_client))
+        return out
+
+    # -- Transport ----------------------------------------------------------------------------------------
+    def unary(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> Message:
+        rpc = self._rpc(method)
+        with mapped_errors(method, request):
+            return rpc.call(request, timeout=timeout, metadata=self._metadata(rpc, request, metadata))
+
+    def server_stream(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> ResponseStream:
+        rpc = self._rpc(method)
+        with mapped_errors(method, request):
+            call = rpc.call(request, timeout=timeout, metadata=self._metadata(rpc, request, metadata))
+        return ResponseStream(call, method, request)
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight end with CANCELLED. Later calls raise UsageError."""
+        with self._lock:
+            self._closed = True
+            channel, self._channel = self._channel, None
+            self._rpcs.clear()
+        if channel is not None:
+            channel.close()
+
+    def __enter__(self) -> GrpcTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResponseStream:
+    """The responses of a server-streaming call. Closing it (``close()``, leaving a ``with`` block, or
+    dropping the last reference) before the end cancels the call, so the server stops sending."""
+
+    def __init__(self, call: Any, method: Method, request: Message) -> None:
+        self._call = call
+        self._method = method
+        self._request = request
+        self._done = False
+
+    def __iter__(self) -> ResponseStream:
+        return self
+
+    def __next__(self) -> Message:
+        if self._done:
+            raise StopIteration
+        try:
+            with mapped_errors(self._method, self._request):
+                return next(self._call)
+        except BaseException:
+            # StopIteration (the end), an ApiError or an interrupt: the call is over either way.
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._call.cancel()
+
+    def cancel(self) -> None:
+        self.close()
+
+    def initial_metadata(self) -> tuple[tuple[str, Any], ...]:
+        """The server's initial metadata (waits for it)."""
+        return tuple(self._call.initial_metadata() or ())
+
+    def trailing_metadata(self) -> tuple[tuple[str, Any], ...]:
+        """The server's trailing metadata (waits for the end of the call)."""
+        return tuple(self._call.trailing_metadata() or ())
+
+    def __enter__(self) -> ResponseStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,94 @@
+"""bpj.init and the environment: defaults, validation before any call, and endpoint security rules."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bpj import config, errors
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch):
+    for variables in config._ENV.values():
+        for v in variables:
+            monkeypatch.delenv(v, raising=False)
+    config.reset()
+    yield
+    config.reset()
+
+
+def test_defaults_are_googles_endpoints():
+    s = config.settings()
+    assert s.vertex_endpoint == "us-central1-aiplatform.googleapis.com"
+    assert s.transport == "grpc"
+    assert s.gcs_endpoint == "https://storage.googleapis.com"
+    assert config.settings(location="europe-west4").vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert config.settings(location="global").vertex_endpoint == "aiplatform.googleapis.com"
+
+
+def test_environment_then_init_then_overrides(monkeypatch):
+    monkeypatch.setenv("BPJ_PROJECT", "from-env")
+    monkeypatch.setenv("BPJ_API_ENDPOINT", "127.0.0.1:7000")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+    assert config.settings().project == "from-env"
+    assert config.settings().gcs_endpoint == "http://127.0.0.1:4443"
+    config.init(project="from-init", transport="rest")
+    s = config.settings()
+    assert (s.project, s.transport, s.vertex_endpoint) == ("from-init", "rest", "127.0.0.1:7000")
+    assert config.settings(project="override").parent == "projects/override/locations/us-central1"
+
+
+def test_missing_project_says_how_to_set_it():
+    with pytest.raises(errors.UsageError, match="BPJ_PROJECT"):
+        _ = config.settings().parent
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"transport": "http"}, "transport must be one of grpc, rest"),
+        ({"location": "US Central"}, "location must look like"),
+        ({"project": "Bad Project!"}, "project must be"),
+        ({"colour": "red"}, "unknown argument(s) colour"),
+        ({"tls_root_cert": "/nonexistent/ca.pem"}, "tls_root_cert must be a PEM file"),
+    ],
+)
+def test_bad_init_is_refused_with_what_to_change(kwargs, words):
+    with pytest.raises(errors.UsageError) as info:
+        config.init(**kwargs)
+    assert words in str(info.value)
+    assert config.settings().transport == "grpc"  # a refused init changes nothing
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "tls"),
+    [
+        ("127.0.0.1:8080", False),
+        ("localhost:8080", False),
+        ("[::1]:8080", False),
+        ("127.9.9.9:1", False),
+        ("http://127.0.0.1:8080", False),
+        ("https://127.0.0.1:8443", True),
+        ("us-central1-aiplatform.googleapis.com", True),
+        ("10.0.0.5:8080", True),
+        ("example.com:80", True),
+    ],
+)
+def test_loopback_is_plaintext_unless_asked(endpoint, tls):
+    assert config.wants_tls(endpoint) is tls
+
+
+def test_root_certificate_turns_tls_on_for_loopback():
+    assert config.wants_tls("127.0.0.1:8443", root_cert="ca.pem") is True
+
+
+def test_local_endpoint_needs_no_credentials():
+    s = config.settings(api_endpoint="127.0.0.1:9")
+    assert config.resolve_credentials(s, s.vertex_endpoint) is None
+
+
+@given(st.ip_addresses(v=4))
+def test_loopback_detection_matches_ipaddress(addr):
+    assert config.is_loopback(str(addr)) == addr.is_loopback
