@@ -28,6 +28,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,7 +91,9 @@ def validate(s: Settings) -> Settings:
     if s.transport not in TRANSPORTS:
         raise errors.UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     if not _LOCATION.match(s.location):
-        raise errors.UsageError(f"location must look like 'us-central1' (lowercase region name), got {s.location!r}")
+        raise errors.UsageError(
+            f"location must look like 'us-central1' (lowercase region name), got {s.location!r}"
+        )
     if s.project is not None and not re.match(r"^[a-z0-9][a-z0-9.:-]{0,62}$", s.project):
         raise errors.UsageError(f"project must be a project ID or number, got {s.project!r}")
     if s.tls_root_cert is not None and not os.path.isfile(s.tls_root_cert):
@@ -203,7 +206,7 @@ def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None 
 
 def _make_transport(kind: str, endpoint: str, s: Settings) -> Transport:
     tls = wants_tls(endpoint, s.tls_root_cert)
-    root = open(s.tls_root_cert, "rb").read() if s.tls_root_cert else None
+    root = Path(s.tls_root_cert).read_bytes() if s.tls_root_cert else None
     credentials = resolve_credentials(s, endpoint)
     if kind == "grpc":
         from bpj.transport.grpc import GrpcTransport

@@ -180,7 +180,9 @@ class ApiError(BpjError):
         return (_rebuild, (type(self), self.message, self.rpc, self.resource, self.details, self.code))
 
 
-def _rebuild(cls: type[ApiError], message: str, rpc: str, resource: str, details: list, code: Code) -> ApiError:
+def _rebuild(
+    cls: type[ApiError], message: str, rpc: str, resource: str, details: list, code: Code
+) -> ApiError:
     return cls(message, rpc=rpc, resource=resource, details=details, code=code)
 
 

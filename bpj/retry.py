@@ -48,19 +48,28 @@ def call_with_retry(
     deadline = clock() + policy.deadline
     waits = delays(policy, rng)
     tries = 0
+    last: errors.ApiError | None = None
     while True:
         remaining = deadline - clock()
+        cut_short = timeout is None or remaining < timeout
         per_try = remaining if timeout is None else min(timeout, remaining)
         tries += 1
         try:
             return attempt(max(per_try, 0.0))
         except errors.ApiError as err:
+            if last is not None and cut_short and isinstance(err, errors.DeadlineExceeded):
+                # The overall deadline, not the server, ended this attempt: the error worth showing is the
+                # one that made us retry.
+                raise last from err
             if not retryable(method, policy, err):
                 raise
+            last = err
             hint = err.retry_delay
             wait = hint if hint is not None else next(waits)
             if clock() + wait >= deadline:
                 log.debug("%s: giving up after %d attempts: %s", errors.rpc_name(method), tries, err)
                 raise
-            log.debug("%s: %s; attempt %d again in %.2fs", errors.rpc_name(method), err.code.name, tries + 1, wait)
+            log.debug(
+                "%s: %s; attempt %d again in %.2fs", errors.rpc_name(method), err.code.name, tries + 1, wait
+            )
             sleep(wait)

@@ -65,7 +65,9 @@ def write(expected: dict[str, bytes], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m codegen", description=__doc__)
-    ap.add_argument("--check", action="store_true", help="fail if bpj/_gen/ differs from what would be written")
+    ap.add_argument(
+        "--check", action="store_true", help="fail if bpj/_gen/ differs from what would be written"
+    )
     ap.add_argument("--protos", type=Path, default=ROOT / "protos")
     ap.add_argument("--out", type=Path, default=ROOT / "bpj" / "_gen")
     args = ap.parse_args(argv)

@@ -145,7 +145,9 @@ def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings
                 name=fdp.name,
                 package=fdp.package,
                 messages=tuple(m.name for m in fdp.message_type),
-                enums=tuple(EnumModel(e.name, tuple((v.name, v.number) for v in e.value)) for e in fdp.enum_type),
+                enums=tuple(
+                    EnumModel(e.name, tuple((v.name, v.number) for v in e.value)) for e in fdp.enum_type
+                ),
             )
         )
     for fdp in fds.file:
@@ -166,7 +168,9 @@ def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings
                 else:
                     http = ()
                 mconf = {**conf, **conf.get("methods", {}).get(m.name, {})}
-                idempotent = (bool(http) and http[0].verb in _IDEMPOTENT_VERBS) or m.name in conf.get("idempotent", ())
+                idempotent = (bool(http) and http[0].verb in _IDEMPOTENT_VERBS) or m.name in conf.get(
+                    "idempotent", ()
+                )
                 timeout = mconf.get("timeout")
                 rpcs.append(
                     Rpc(

@@ -43,7 +43,5 @@ def run(proto_root: Path, files: list[str], stub_files: list[str]) -> ProtocOutp
         code = protoc.main(args)
         if code != 0:
             raise SystemExit(f"protoc failed (exit {code}) on {', '.join(files)}")
-        stubs = {
-            str(p.relative_to(out / "pyi")): p.read_text() for p in sorted((out / "pyi").rglob("*.pyi"))
-        }
+        stubs = {str(p.relative_to(out / "pyi")): p.read_text() for p in sorted((out / "pyi").rglob("*.pyi"))}
         return ProtocOutput((out / "set.binpb").read_bytes(), stubs)

@@ -78,7 +78,9 @@ class Jobs(JobServiceServicer):
         size = request.page_size or 3
         start = int(request.page_token or 0)
         jobs = [
-            types.BatchPredictionJob(name=f"{request.parent}/batchPredictionJobs/{i}", display_name=request.filter)
+            types.BatchPredictionJob(
+                name=f"{request.parent}/batchPredictionJobs/{i}", display_name=request.filter
+            )
             for i in range(start, min(start + size, 7))
         ]
         token = str(start + size) if start + size < 7 else ""
@@ -113,5 +115,7 @@ class Reads(BigQueryReadServicer):
             name=f"{PARENT}/sessions/s1",
             table=request.read_session.table,
             data_format=types.DataFormat.ARROW,
-            streams=[types.ReadStream(name=stream_name(str(i))) for i in range(request.max_stream_count or 1)],
+            streams=[
+                types.ReadStream(name=stream_name(str(i))) for i in range(request.max_stream_count or 1)
+            ],
         )

@@ -24,7 +24,9 @@ def test_defaults_are_googles_endpoints():
     assert s.vertex_endpoint == "us-central1-aiplatform.googleapis.com"
     assert s.transport == "grpc"
     assert s.gcs_endpoint == "https://storage.googleapis.com"
-    assert config.settings(location="europe-west4").vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert (
+        config.settings(location="europe-west4").vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    )
     assert config.settings(location="global").vertex_endpoint == "aiplatform.googleapis.com"
 
 

@@ -65,7 +65,12 @@ def test_retries_stop_at_the_deadline(policy, failures, jitter):
     attempt, calls = failing(failures, errors.Unavailable("down"))
     try:
         result = call_with_retry(
-            attempt, method=GET_BATCH_PREDICTION_JOB, policy=policy, timeout=None, sleep=clock.sleep, clock=clock,
+            attempt,
+            method=GET_BATCH_PREDICTION_JOB,
+            policy=policy,
+            timeout=None,
+            sleep=clock.sleep,
+            clock=clock,
             rng=lambda: jitter,
         )
     except errors.Unavailable:
@@ -84,7 +89,17 @@ def test_retry_info_delay_is_honoured():
     )
     attempt, calls = failing(2, hint)
     policy = RetryPolicy(initial=0.1, maximum=0.1, multiplier=1.0, deadline=60.0)
-    assert call_with_retry(attempt, method=GET_BATCH_PREDICTION_JOB, policy=policy, timeout=None, sleep=clock.sleep, clock=clock) == "ok"
+    assert (
+        call_with_retry(
+            attempt,
+            method=GET_BATCH_PREDICTION_JOB,
+            policy=policy,
+            timeout=None,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+        == "ok"
+    )
     assert clock.sleeps == [2.5, 2.5]
 
 
@@ -93,14 +108,18 @@ def test_non_idempotent_method_is_tried_once(err):
     attempt, calls = failing(1, err)
     policy = RetryPolicy(codes=frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"}))
     with pytest.raises(type(err)):
-        call_with_retry(attempt, method=CREATE_BATCH_PREDICTION_JOB, policy=policy, timeout=5.0, sleep=lambda s: None)
+        call_with_retry(
+            attempt, method=CREATE_BATCH_PREDICTION_JOB, policy=policy, timeout=5.0, sleep=lambda s: None
+        )
     assert calls == [5.0]
 
 
 def test_codes_outside_the_policy_are_not_retried():
     attempt, calls = failing(1, errors.NotFound("gone"))
     with pytest.raises(errors.NotFound):
-        call_with_retry(attempt, method=GET_BATCH_PREDICTION_JOB, policy=RetryPolicy(), timeout=None, sleep=lambda s: None)
+        call_with_retry(
+            attempt, method=GET_BATCH_PREDICTION_JOB, policy=RetryPolicy(), timeout=None, sleep=lambda s: None
+        )
     assert len(calls) == 1
 
 
@@ -108,5 +127,37 @@ def test_per_attempt_timeout_shrinks_to_what_is_left():
     clock = FakeClock()
     attempt, calls = failing(3, errors.Unavailable("x"))
     policy = RetryPolicy(initial=1.0, maximum=1.0, multiplier=1.0, deadline=10.0)
-    call_with_retry(attempt, method=GET_BATCH_PREDICTION_JOB, policy=policy, timeout=8.0, sleep=clock.sleep, clock=clock, rng=lambda: 1.0)
+    call_with_retry(
+        attempt,
+        method=GET_BATCH_PREDICTION_JOB,
+        policy=policy,
+        timeout=8.0,
+        sleep=clock.sleep,
+        clock=clock,
+        rng=lambda: 1.0,
+    )
     assert calls == [8.0, 8.0, 8.0, 7.0]
+
+
+def test_attempt_cut_short_by_the_overall_deadline_reports_the_error_that_caused_the_retry():
+    clock = FakeClock()
+    seen = []
+
+    def attempt(timeout):
+        seen.append(timeout)
+        if len(seen) == 1:
+            raise errors.Unavailable("backend down")
+        raise errors.DeadlineExceeded("Deadline Exceeded")
+
+    policy = RetryPolicy(initial=1.0, maximum=1.0, multiplier=1.0, deadline=1.5)
+    with pytest.raises(errors.Unavailable, match="backend down"):
+        call_with_retry(
+            attempt,
+            method=GET_BATCH_PREDICTION_JOB,
+            policy=policy,
+            timeout=None,
+            sleep=clock.sleep,
+            clock=clock,
+            rng=lambda: 1.0,
+        )
+    assert seen == [1.5, 0.5]

@@ -16,7 +16,9 @@ from bpj.transport.memory import InMemoryTransport
 from tests.servicers import PARENT, Jobs, Reads, job_name, stream_name
 
 TRANSPORTS = ["grpc", "rest", "memory"]
-FAST_RETRY = RetryPolicy(initial=0.01, maximum=0.02, multiplier=2.0, deadline=5.0, codes=frozenset({"UNAVAILABLE"}))
+FAST_RETRY = RetryPolicy(
+    initial=0.01, maximum=0.02, multiplier=2.0, deadline=5.0, codes=frozenset({"UNAVAILABLE"})
+)
 CODES = [c for c in errors.Code if c != errors.Code.OK]
 
 
@@ -75,7 +77,11 @@ def test_unary_round_trip(jobs):
     name = job_name(unique("plain"))
     job = jobs.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=name))
     assert isinstance(job, types.BatchPredictionJob)
-    assert (job.name, job.state, dict(job.labels)) == (name, types.JobState.JOB_STATE_RUNNING, {"team": "bpj"})
+    assert (job.name, job.state, dict(job.labels)) == (
+        name,
+        types.JobState.JOB_STATE_RUNNING,
+        {"team": "bpj"},
+    )
 
 
 def test_body_and_query_fields_arrive(jobs):
@@ -139,7 +145,9 @@ def test_idempotent_call_is_retried_on_unavailable(jobs, servicers):
 
 def test_retry_gives_up_with_the_last_error(jobs, servicers):
     name = job_name(unique("flaky-1000"))
-    policy = RetryPolicy(initial=0.01, maximum=0.01, multiplier=1.0, deadline=0.3, codes=frozenset({"UNAVAILABLE"}))
+    policy = RetryPolicy(
+        initial=0.01, maximum=0.01, multiplier=1.0, deadline=0.3, codes=frozenset({"UNAVAILABLE"})
+    )
     with pytest.raises(errors.Unavailable):
         jobs.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=name), retry=policy)
     assert 2 <= servicers[0].calls[name] < 1000
@@ -157,7 +165,9 @@ def test_non_idempotent_call_is_never_retried_blindly(jobs, servicers):
 
 def test_deadline(jobs):
     with pytest.raises(errors.DeadlineExceeded) as info:
-        jobs.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=job_name("slow")), timeout=0.2, retry=None)
+        jobs.get_batch_prediction_job(
+            types.GetBatchPredictionJobRequest(name=job_name("slow")), timeout=0.2, retry=None
+        )
     assert info.value.rpc == "JobService.GetBatchPredictionJob"
 
 
@@ -197,7 +207,9 @@ def test_same_error_everywhere(transports):
     for kind in TRANSPORTS:
         client = JobServiceClient(transports[kind])
         with pytest.raises(errors.ApiError) as info:
-            client.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=job_name("err-NOT_FOUND")))
+            client.get_batch_prediction_job(
+                types.GetBatchPredictionJobRequest(name=job_name("err-NOT_FOUND"))
+            )
         e = info.value
         seen.add((type(e), e.code, e.message, e.rpc, e.resource, str(e)))
     assert len(seen) == 1

@@ -15,7 +15,9 @@ from bpj.transport.base import Metadata
 
 
 class CallContext:
-    def __init__(self, metadata: Metadata = (), timeout: float | None = None, peer: str = "in-memory") -> None:
+    def __init__(
+        self, metadata: Metadata = (), timeout: float | None = None, peer: str = "in-memory"
+    ) -> None:
         self._metadata = tuple(metadata)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._peer = peer

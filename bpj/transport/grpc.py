@@ -27,6 +27,7 @@ import grpc
 
 from bpj import __version__, errors
 from bpj.transport.base import Metadata, Method
+from bpj.transport.http_rules import compile_rule, get_field
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -98,7 +99,9 @@ def parse_endpoint(endpoint: str) -> Endpoint:
             f"endpoint {endpoint!r}: unknown scheme {scheme!r}; use host:port, grpc://, https:// or http://"
         )
     hostport = rest.split("/", 1)[0]
-    m = re.fullmatch(r"\[(?P<v6>[0-9a-fA-F:.%]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", hostport)
+    m = re.fullmatch(
+        r"\[(?P<v6>[0-9a-fA-F:.%]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", hostport
+    )
     if m is None:
         raise errors.UsageError(
             f"endpoint {endpoint!r} is not host:port (write an IPv6 address in brackets: [::1]:8500)"
@@ -156,32 +159,17 @@ def _routing_paths(method: Method) -> tuple[str, ...]:
     """The dotted field paths of the variables in the method's primary HTTP rule."""
     if not method.http:
         return ()
-    try:
-        from bpj.transport.http_rules import compile_rule
-    except ImportError:  # pragma: no cover - http_rules is part of bpj; this keeps the header if it is absent
-        return tuple(re.findall(r"\{([\w.]+)(?:=[^}]*)?\}", method.http[0].template))
     return tuple(var.field_path for var in compile_rule(method.http[0]).variables)
 
 
-def _field(message: Any, path: str) -> Any:
-    try:
-        from bpj.transport.http_rules import get_field
-    except ImportError:  # pragma: no cover
-        value = message
-        for part in path.split("."):
-            value = getattr(value, part, None)
-        return value
-    return get_field(message, path)
-
-
 def routing_header(paths: tuple[str, ...], request: Message) -> str:
-    """``x-goog-request-params``: url-encoded ``field=value`` pairs, e.g. ``name=projects%2Fp...``."""
+    """``x-goog-request-params``: url-encoded ``field=value`` pairs, e.g. ``name=projects/p/locations/l/...``."""
     pairs = []
     for path in paths:
-        value = _field(request, path)
+        value = get_field(request, path)
         if value not in (None, ""):
             pairs.append((path, str(value)))
-    return urllib.parse.urlencode(pairs)
+    return urllib.parse.urlencode(pairs, safe="/")
 
 
 class _Rpc(NamedTuple):

@@ -52,7 +52,9 @@ class InMemoryTransport:
             return lambda request, context: handler(method, request, context)
         raise errors.Unimplemented(f"no servicer for {method.full_name}", rpc=errors.rpc_name(method))
 
-    def _run(self, method: Method, request: Message, timeout: float | None, metadata: Metadata) -> tuple[Any, CallContext]:
+    def _run(
+        self, method: Method, request: Message, timeout: float | None, metadata: Metadata
+    ) -> tuple[Any, CallContext]:
         if self._closed.is_set():
             raise errors.UsageError("this transport is closed")
         context = CallContext(metadata, timeout)
@@ -72,7 +74,9 @@ class InMemoryTransport:
 
     def _copy_out(self, method: Method, response: Any) -> Message:
         if response is None or getattr(response, "DESCRIPTOR", None) is None:
-            raise errors.Internal(f"{method.full_name} servicer returned {type(response).__name__}, not a message")
+            raise errors.Internal(
+                f"{method.full_name} servicer returned {type(response).__name__}, not a message"
+            )
         if response.DESCRIPTOR.full_name != method.response_type:
             raise errors.Internal(
                 f"{method.full_name} servicer returned a {response.DESCRIPTOR.full_name}, not a {method.response_type}"
@@ -86,6 +90,8 @@ class InMemoryTransport:
         try:
             self._check(method, request, context)
             return self._copy_out(method, response)
+        except errors.ApiError as e:
+            raise errors.with_context(e, method, request) from None
         finally:
             context.finish()
 
@@ -95,7 +101,9 @@ class InMemoryTransport:
         responses, context = self._run(method, request, timeout, metadata)
         return self._stream(method, request, responses, context)
 
-    def _stream(self, method: Method, request: Message, responses: Any, context: CallContext) -> Iterator[Message]:
+    def _stream(
+        self, method: Method, request: Message, responses: Any, context: CallContext
+    ) -> Iterator[Message]:
         try:
             for response in responses:
                 if context.expired():

@@ -41,7 +41,9 @@ def test_check_fails_after_unregenerated_proto_change(tmp_path):
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     job = protos / "google/cloud/aiplatform/v1/batch_prediction_job.proto"
-    job.write_text(job.read_text().replace("bool satisfies_pzi = 37;", "bool satisfies_pzi = 37;\n  string extra = 99;"))
+    job.write_text(
+        job.read_text().replace("bool satisfies_pzi = 37;", "bool satisfies_pzi = 37;\n  string extra = 99;")
+    )
     result = subprocess.run(
         [sys.executable, "-m", "codegen", "--check", "--protos", str(protos)],
         cwd=ROOT,
@@ -77,7 +79,11 @@ def test_snake_case(name, snake):
     assert render.snake(name) == snake
 
 
-@given(st.lists(st.sampled_from(["Get", "Batch", "Prediction", "Job", "Read", "Rows", "V1"]), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.sampled_from(["Get", "Batch", "Prediction", "Job", "Read", "Rows", "V1"]), min_size=1, max_size=5
+    )
+)
 def test_snake_case_of_camel_words(words):
     assert render.snake("".join(words)) == "_".join(w.lower() for w in words)
 
