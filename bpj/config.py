@@ -23,17 +23,16 @@ are resolved only when the first call to a real endpoint is made.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bpj import errors
 from bpj.transport.base import Transport
+from bpj.transport.endpoints import is_loopback, parse_endpoint  # noqa: F401  (re-exported)
 
 TRANSPORTS = ("grpc", "rest")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -150,40 +149,15 @@ def reset() -> None:
 # -- endpoints and transports ------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_endpoint(endpoint: str) -> tuple[str | None, str, int | None]:
-    """(scheme or None, host, port or None) of ``host:port``, ``http://host:port`` or ``https://host``."""
-    if "://" in endpoint:
-        u = urlsplit(endpoint)
-        return u.scheme, u.hostname or "", u.port
-    u = urlsplit("//" + endpoint)
-    return None, u.hostname or "", u.port
-
-
 def wants_tls(endpoint: str, root_cert: str | None = None) -> bool:
-    scheme, host, _ = split_endpoint(endpoint)
-    if scheme in ("https", "grpcs"):
-        return True
-    if scheme in ("http", "grpc"):
-        return root_cert is not None
-    return root_cert is not None or not is_loopback(host)
+    return parse_endpoint(endpoint).tls(root_cert)
 
 
 def resolve_credentials(s: Settings, endpoint: str) -> Any:
     """The credentials for an endpoint: the ones given, none for a plaintext local endpoint, else ADC."""
     if s.credentials is not None:
         return s.credentials
-    _, host, _ = split_endpoint(endpoint)
-    if is_loopback(host):
+    if parse_endpoint(endpoint).is_loopback:
         return None
     import google.auth
 
@@ -205,26 +179,20 @@ def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None 
 
 
 def _make_transport(kind: str, endpoint: str, s: Settings) -> Transport:
-    tls = wants_tls(endpoint, s.tls_root_cert)
-    root = Path(s.tls_root_cert).read_bytes() if s.tls_root_cert else None
+    parsed = parse_endpoint(endpoint)
+    tls = parsed.tls(s.tls_root_cert)
     credentials = resolve_credentials(s, endpoint)
     if kind == "grpc":
         from bpj.transport.grpc import GrpcTransport
 
-        scheme, host, port = split_endpoint(endpoint)
-        target = f"{host}:{port or (443 if tls else 80)}"
-        return GrpcTransport(target, credentials=credentials, tls=tls, root_certificates=root)
+        root = Path(s.tls_root_cert).read_bytes() if s.tls_root_cert else None
+        return GrpcTransport(
+            parsed.target(443 if tls else None), credentials=credentials, tls=tls, root_certificates=root
+        )
     from bpj.transport.rest import RestTransport
 
-    scheme, host, port = split_endpoint(endpoint)
-    url = f"{'https' if tls else 'http'}://{host}" + (f":{port}" if port else "")
-    session = None
-    if root is not None and s.tls_root_cert is not None:
-        import requests
-
-        session = requests.Session()
-        session.verify = s.tls_root_cert
-    return RestTransport(url, credentials=credentials, session=session)
+    url = f"{'https' if tls else 'http'}://{parsed.target()}"
+    return RestTransport(url, credentials=credentials, root_certificates=s.tls_root_cert)
 
 
 def close_transports() -> None:

@@ -84,6 +84,13 @@ def test_unary_round_trip(jobs):
     )
 
 
+def test_routing_header_reaches_the_servicer(jobs, servicers):
+    name = job_name(unique("routed"))
+    jobs.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=name), metadata=[("x-trace", "t1")])
+    seen = [dict(md) for md in servicers[0].metadata if dict(md).get("x-trace") == "t1"]
+    assert any(md.get("x-goog-request-params") == f"name={name}" for md in seen)
+
+
 def test_body_and_query_fields_arrive(jobs):
     created = jobs.create_batch_prediction_job(
         types.CreateBatchPredictionJobRequest(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from bpj import errors
-from bpj.transport.base import Metadata
+from bpj.transport.base import Metadata, Method
 
 
 class CallContext:
@@ -74,3 +74,11 @@ class CallContext:
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
             cb()
+
+
+def check_response(method: Method, response: Any) -> None:
+    """Refuse what a servicer returned unless it is a message of the method's response type (INTERNAL)."""
+    descriptor = getattr(response, "DESCRIPTOR", None)
+    if descriptor is None or getattr(descriptor, "full_name", None) != method.response_type:
+        got = descriptor.full_name if descriptor is not None else type(response).__name__
+        raise errors.Internal(f"{method.full_name} servicer returned a {got}, not a {method.response_type}")

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, quote
 
 from bpj import errors
 from bpj.transport.base import Method
-from bpj.transport.context import CallContext
+from bpj.transport.context import CallContext, check_response
 from bpj.transport.http_rules import from_http
 
 StartResponse = Callable[..., Any]
@@ -189,10 +189,8 @@ def _check(context: CallContext) -> None:
 def _to_json(method: Method, response: Any, int_enums: bool) -> bytes:
     from google.protobuf import json_format
 
-    descriptor = getattr(response, "DESCRIPTOR", None)
-    if descriptor is None or descriptor.full_name != method.response_type:
-        got = descriptor.full_name if descriptor is not None else type(response).__name__
-        raise errors.Internal(f"{method.full_name} servicer returned a {got}, not a {method.response_type}")
+    check_response(method, response)
+    descriptor = response.DESCRIPTOR
     data = json_format.MessageToDict(
         response,
         preserving_proto_field_name=False,

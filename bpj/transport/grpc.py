@@ -15,11 +15,8 @@ This module imports grpc at the top; ``import bpj`` never imports it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import platform
-import re
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,7 +24,8 @@ import grpc
 
 from bpj import __version__, errors
 from bpj.transport.base import Metadata, Method
-from bpj.transport.http_rules import compile_rule, get_field
+from bpj.transport.endpoints import parse_endpoint
+from bpj.transport.http_rules import routing_params
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -57,61 +55,6 @@ def channel_options(user_agent: str = USER_AGENT, extra: Any = ()) -> list[tuple
     merged["grpc.primary_user_agent"] = user_agent
     merged.update(dict(extra))
     return list(merged.items())
-
-
-# -- endpoints ----------------------------------------------------------------------------------------
-
-
-class Endpoint(NamedTuple):
-    """A parsed endpoint. ``tls`` is what the scheme said (None: nothing)."""
-
-    host: str
-    port: int | None
-    tls: bool | None
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost" or self.host.endswith(".localhost"):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    def target(self, port: int) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{port}"
-
-
-_SCHEME_TLS = {"": None, "grpc": None, "dns": None, "grpcs": True, "https": True, "http": False}
-
-
-def parse_endpoint(endpoint: str) -> Endpoint:
-    """``host[:port]``, ``[v6addr]:port``, ``grpc://host:port``, ``https://host[:port]`` (TLS), ``http://``
-    (plaintext). A path after the host is ignored (``https://host/`` is fine)."""
-    text = endpoint.strip()
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    scheme = scheme.lower()
-    if scheme not in _SCHEME_TLS:
-        raise errors.UsageError(
-            f"endpoint {endpoint!r}: unknown scheme {scheme!r}; use host:port, grpc://, https:// or http://"
-        )
-    hostport = rest.split("/", 1)[0]
-    m = re.fullmatch(
-        r"\[(?P<v6>[0-9a-fA-F:.%]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\[\]]+)(?::(?P<port>\d+))?", hostport
-    )
-    if m is None:
-        raise errors.UsageError(
-            f"endpoint {endpoint!r} is not host:port (write an IPv6 address in brackets: [::1]:8500)"
-        )
-    host = m["v6"] or m["host"]
-    port_text = m["p6"] or m["port"]
-    port = int(port_text) if port_text else None
-    if port is not None and not 0 < port < 65536:
-        raise errors.UsageError(f"endpoint {endpoint!r}: port {port} is out of range")
-    return Endpoint(host, port, _SCHEME_TLS[scheme])
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -155,26 +98,9 @@ def mapped_errors(method: Method, request: Message | None) -> Iterator[None]:
 # -- request metadata -----------------------------------------------------------------------------------
 
 
-def _routing_paths(method: Method) -> tuple[str, ...]:
-    """The dotted field paths of the variables in the method's primary HTTP rule."""
-    if not method.http:
-        return ()
-    return tuple(var.field_path for var in compile_rule(method.http[0]).variables)
-
-
-def routing_header(paths: tuple[str, ...], request: Message) -> str:
-    """``x-goog-request-params``: url-encoded ``field=value`` pairs, e.g. ``name=projects/p/locations/l/...``."""
-    pairs = []
-    for path in paths:
-        value = get_field(request, path)
-        if value not in (None, ""):
-            pairs.append((path, str(value)))
-    return urllib.parse.urlencode(pairs, safe="/")
-
-
 class _Rpc(NamedTuple):
     call: Any  # a grpc.UnaryUnaryMultiCallable or UnaryStreamMultiCallable
-    routing_paths: tuple[str, ...]
+    routes: bool  # the method has path variables to send as x-goog-request-params
 
 
 def _serialize(message: Message) -> bytes:
@@ -206,14 +132,14 @@ class GrpcTransport:
         user_agent: str = USER_AGENT,
     ) -> None:
         parsed = parse_endpoint(endpoint)
-        if tls is not None and parsed.tls is not None and tls != parsed.tls:
-            raise errors.UsageError(f"endpoint {endpoint!r} says tls={parsed.tls} but tls={tls} was given")
+        if tls is not None and parsed.scheme_tls is not None and tls != parsed.scheme_tls:
+            raise errors.UsageError(
+                f"endpoint {endpoint!r} says tls={parsed.scheme_tls} but tls={tls} was given"
+            )
         if tls is False and root_certificates is not None:
             raise errors.UsageError("root_certificates need TLS; drop tls=False")
         if tls is None:
-            tls = parsed.tls
-        if tls is None:
-            tls = root_certificates is not None or not parsed.is_loopback
+            tls = parsed.tls(root_certificates)
         port = parsed.port
         if port is None:
             if not tls:
@@ -283,14 +209,16 @@ class GrpcTransport:
                 call = factory(method.path, _serialize, deserialize, _registered_method=True)
             except TypeError:  # grpcio before registered methods
                 call = factory(method.path, _serialize, deserialize)
-            rpc = self._rpcs[method.path] = _Rpc(call, _routing_paths(method))
+            rpc = self._rpcs[method.path] = _Rpc(call, bool(method.http))
             return rpc
 
-    def _metadata(self, rpc: _Rpc, request: Message, metadata: Metadata) -> list[tuple[str, Any]]:
+    def _metadata(
+        self, method: Method, rpc: _Rpc, request: Message, metadata: Metadata
+    ) -> list[tuple[str, Any]]:
         out = [(k.lower(), v) for k, v in metadata]
         keys = {k for k, _ in out}
-        if ROUTING_KEY not in keys and rpc.routing_paths:
-            params = routing_header(rpc.routing_paths, request)
+        if ROUTING_KEY not in keys and rpc.routes:
+            params = routing_params(method, request)
             if params:
                 out.append((ROUTING_KEY, params))
         if API_CLIENT_KEY not in keys:
@@ -303,14 +231,14 @@ class GrpcTransport:
     ) -> Message:
         rpc = self._rpc(method)
         with mapped_errors(method, request):
-            return rpc.call(request, timeout=timeout, metadata=self._metadata(rpc, request, metadata))
+            return rpc.call(request, timeout=timeout, metadata=self._metadata(method, rpc, request, metadata))
 
     def server_stream(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
     ) -> ResponseStream:
         rpc = self._rpc(method)
         with mapped_errors(method, request):
-            call = rpc.call(request, timeout=timeout, metadata=self._metadata(rpc, request, metadata))
+            call = rpc.call(request, timeout=timeout, metadata=self._metadata(method, rpc, request, metadata))
         return ResponseStream(call, method, request)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from bpj.errors import UsageError
 from bpj.transport.base import HttpRule, Method
@@ -444,3 +444,14 @@ def _request(
     for key, value in query:
         set_field(request, key, value)
     return request
+
+
+def routing_params(method: Method, request: Any) -> str:
+    """The ``x-goog-request-params`` value Google's front ends route on: the path fields of the first
+    binding the request fits, url-encoded (``name=projects/p/locations/l/batchPredictionJobs/1``)."""
+    for rule in method.http:
+        compiled = compile_rule(rule)
+        if compiled.misfit(request) is None:
+            pairs = [(v.field_path, str(get_field(request, v.field_path))) for v in compiled.variables]
+            return urlencode(pairs, safe="/")  # as google-api-core encodes it
+    return ""

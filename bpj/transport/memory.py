@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj import errors
 from bpj.transport.base import Metadata, Method
-from bpj.transport.context import CallContext
+from bpj.transport.context import CallContext, check_response
+from bpj.transport.http_rules import routing_params
+
+ROUTING_KEY = "x-goog-request-params"
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -57,7 +60,7 @@ class InMemoryTransport:
     ) -> tuple[Any, CallContext]:
         if self._closed.is_set():
             raise errors.UsageError("this transport is closed")
-        context = CallContext(metadata, timeout)
+        context = CallContext(with_routing(method, request, metadata), timeout)
         copy = method.request_class.FromString(request.SerializeToString())
         try:
             result = self._target(method)(copy, context)
@@ -73,14 +76,7 @@ class InMemoryTransport:
             raise errors.with_context(errors.DeadlineExceeded("Deadline Exceeded"), method, request)
 
     def _copy_out(self, method: Method, response: Any) -> Message:
-        if response is None or getattr(response, "DESCRIPTOR", None) is None:
-            raise errors.Internal(
-                f"{method.full_name} servicer returned {type(response).__name__}, not a message"
-            )
-        if response.DESCRIPTOR.full_name != method.response_type:
-            raise errors.Internal(
-                f"{method.full_name} servicer returned a {response.DESCRIPTOR.full_name}, not a {method.response_type}"
-            )
+        check_response(method, response)
         return method.response_class.FromString(response.SerializeToString())
 
     def unary(
@@ -121,3 +117,13 @@ class InMemoryTransport:
 
     def close(self) -> None:
         self._closed.set()
+
+
+def with_routing(method: Method, request: Message, metadata: Metadata) -> list[tuple[str, str]]:
+    """``metadata`` plus the routing header the wire transports send, so servicers see the same."""
+    out = [(k.lower(), v) for k, v in metadata]
+    if method.http and all(k != ROUTING_KEY for k, _ in out):
+        params = routing_params(method, request)
+        if params:
+            out.append((ROUTING_KEY, params))
+    return out

@@ -11,14 +11,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import http.cookiejar
-import ipaddress
 import json
 import platform
 import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -26,7 +24,8 @@ import bpj
 from bpj import errors
 from bpj.errors import Code
 from bpj.transport.base import Metadata, Method
-from bpj.transport.http_rules import HttpRequestParts, compile_rule, get_field, to_http
+from bpj.transport.endpoints import parse_endpoint
+from bpj.transport.http_rules import HttpRequestParts, routing_params, to_http
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -42,7 +41,8 @@ class RestTransport:
     ``endpoint`` is a URL (``https://us-central1-aiplatform.googleapis.com``, ``http://127.0.0.1:8080``)
     or a bare ``host[:port]``, which means https unless the host is a loopback address. ``credentials``
     (google-auth) sign every request; a ``session`` of your own is used as given and left open by
-    :meth:`close`. ``timeout_default`` (seconds) applies to calls made without a timeout. One connection
+    :meth:`close`. ``root_certificates`` is a PEM file to trust instead of the system's roots (a local
+    server's self-signed certificate). ``timeout_default`` (seconds) applies to calls made without a timeout. One connection
     pool serves every call, from any thread.
     """
 
@@ -54,12 +54,15 @@ class RestTransport:
         session: requests.Session | None = None,
         timeout_default: float | None = None,
         user_agent: str = USER_AGENT,
+        root_certificates: str | None = None,
     ) -> None:
         self.endpoint = base_url(endpoint)
         self.timeout_default = timeout_default
         self._owns_session = session is None
         if session is None:
             session = _new_session(credentials)
+            if root_certificates is not None:
+                session.verify = root_certificates
         self._session = session
         self._headers = {"user-agent": user_agent, "x-goog-api-client": _API_CLIENT}
 
@@ -176,38 +179,12 @@ class RestTransport:
 
 def base_url(endpoint: str) -> str:
     """``scheme://host[:port]`` for an endpoint; a bare host is https unless it is a loopback address."""
-    endpoint = endpoint.strip().rstrip("/")
-    if "://" in endpoint:
-        scheme = endpoint.split("://", 1)[0].lower()
-        if scheme not in ("http", "https"):
-            raise errors.UsageError(f"REST endpoint {endpoint!r} must be http:// or https://")
-        return endpoint
-    try:
-        host = urlsplit("//" + endpoint).hostname or ""
-    except ValueError as e:
-        raise errors.UsageError(f"REST endpoint {endpoint!r} is not host[:port]: {e}") from None
-    if not host:
-        raise errors.UsageError(f"REST endpoint {endpoint!r} has no host")
-    return f"{'http' if is_loopback(host) else 'https'}://{endpoint}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def routing_params(method: Method, request: Any) -> str:
-    """The ``x-goog-request-params`` value: the path fields of the binding used, url-encoded."""
-    for rule in method.http:
-        compiled = compile_rule(rule)
-        if compiled.misfit(request) is None:
-            pairs = ((v.field_path, str(get_field(request, v.field_path))) for v in compiled.variables)
-            return "&".join(f"{quote(k)}={quote(v, safe='/')}" for k, v in pairs)
-    return ""
+    scheme, sep, _ = endpoint.strip().partition("://")
+    if sep and scheme.lower() not in ("http", "https"):
+        raise errors.UsageError(f"REST endpoint {endpoint!r} must be http:// or https://")
+    parsed = parse_endpoint(endpoint)
+    scheme = "https" if parsed.tls() else "http"
+    return f"{scheme}://{parsed.target()}"
 
 
 def json_array(chunks: Iterable[bytes]) -> Iterator[Any]:

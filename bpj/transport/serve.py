@@ -21,6 +21,7 @@ import grpc
 
 from bpj import errors
 from bpj.transport.base import Method
+from bpj.transport.context import check_response
 from bpj.transport.grpc import KEEPALIVE_OPTIONS, MESSAGE_SIZE_OPTIONS, STATUS_DETAILS_KEY
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -93,23 +94,11 @@ def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-def _check_response(method: Method, response: Any) -> None:
-    # The same check, with the same words, as the in-memory transport's.
-    if response is None or getattr(response, "DESCRIPTOR", None) is None:
-        raise errors.Internal(
-            f"{method.full_name} servicer returned {type(response).__name__}, not a message"
-        )
-    if response.DESCRIPTOR.full_name != method.response_type:
-        raise errors.Internal(
-            f"{method.full_name} servicer returned a {response.DESCRIPTOR.full_name}, not a {method.response_type}"
-        )
-
-
 def _unary_behaviour(method: Method, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             response = fn(request, ServicerContext(context))
-            _check_response(method, response)
+            check_response(method, response)
         except errors.ApiError as e:
             context.abort_with_status(grpc_status(e))
         return response
@@ -123,7 +112,7 @@ def _stream_behaviour(method: Method, fn: Callable[[Any, Any], Any]) -> Callable
         try:
             responses = fn(request, ServicerContext(context))
             for response in responses:
-                _check_response(method, response)
+                check_response(method, response)
                 yield response
         except errors.ApiError as e:
             context.abort_with_status(grpc_status(e))

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from bpj._gen.google.cloud.bigquery.storage.v1 import stream_pb2
 
 
+RETRY = RetryPolicy(
+    initial=0.1,
+    maximum=60.0,
+    multiplier=1.3,
+    deadline=600.0,
+    codes=frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"}),
+)
+
+
 CREATE_READ_SESSION = Method(
     service="google.cloud.bigquery.storage.v1.BigQueryRead",
     name="CreateReadSession",
@@ -28,13 +37,7 @@ CREATE_READ_SESSION = Method(
         HttpRule("post", "/v1/{read_session.table=projects/*/datasets/*/tables/*}", "*"),
     ),
     timeout=600.0,
-    retry=RetryPolicy(
-        initial=0.1,
-        maximum=60.0,
-        multiplier=1.3,
-        deadline=600.0,
-        codes=frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -72,13 +75,7 @@ SPLIT_READ_STREAM = Method(
         HttpRule("get", "/v1/{name=projects/*/locations/*/sessions/*/streams/*}", ""),
     ),
     timeout=600.0,
-    retry=RetryPolicy(
-        initial=0.1,
-        maximum=60.0,
-        multiplier=1.3,
-        deadline=600.0,
-        codes=frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )

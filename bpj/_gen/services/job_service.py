@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from google.protobuf import empty_pb2
 
 
+RETRY = RetryPolicy(
+    initial=0.25,
+    maximum=10.0,
+    multiplier=2.0,
+    deadline=120.0,
+    codes=frozenset({"UNAVAILABLE"}),
+)
+
+
 CREATE_BATCH_PREDICTION_JOB = Method(
     service="google.cloud.aiplatform.v1.JobService",
     name="CreateBatchPredictionJob",
@@ -30,13 +39,7 @@ CREATE_BATCH_PREDICTION_JOB = Method(
         HttpRule("post", "/v1/{parent=projects/*/locations/*}/batchPredictionJobs", "batch_prediction_job"),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=False,
     resolve=message_class,
 )
@@ -52,13 +55,7 @@ GET_BATCH_PREDICTION_JOB = Method(
         HttpRule("get", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -74,13 +71,7 @@ LIST_BATCH_PREDICTION_JOBS = Method(
         HttpRule("get", "/v1/{parent=projects/*/locations/*}/batchPredictionJobs", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -96,13 +87,7 @@ DELETE_BATCH_PREDICTION_JOB = Method(
         HttpRule("delete", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -118,13 +103,7 @@ CANCEL_BATCH_PREDICTION_JOB = Method(
         HttpRule("post", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}:cancel", "*"),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from bpj._gen.google.longrunning import operations_proto_pb2
 
 
+RETRY = RetryPolicy(
+    initial=0.25,
+    maximum=10.0,
+    multiplier=2.0,
+    deadline=120.0,
+    codes=frozenset({"UNAVAILABLE"}),
+)
+
+
 UPLOAD_MODEL = Method(
     service="google.cloud.aiplatform.v1.ModelService",
     name="UploadModel",
@@ -29,13 +38,7 @@ UPLOAD_MODEL = Method(
         HttpRule("post", "/v1/{parent=projects/*/locations/*}/models:upload", "*"),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=False,
     resolve=message_class,
 )
@@ -51,13 +54,7 @@ GET_MODEL = Method(
         HttpRule("get", "/v1/{name=projects/*/locations/*/models/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -73,13 +70,7 @@ LIST_MODELS = Method(
         HttpRule("get", "/v1/{parent=projects/*/locations/*}/models", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -95,13 +86,7 @@ DELETE_MODEL = Method(
         HttpRule("delete", "/v1/{name=projects/*/locations/*/models/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )

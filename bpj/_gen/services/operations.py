@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from google.protobuf import empty_pb2
 
 
+RETRY = RetryPolicy(
+    initial=0.25,
+    maximum=10.0,
+    multiplier=2.0,
+    deadline=120.0,
+    codes=frozenset({"UNAVAILABLE"}),
+)
+
+
 LIST_OPERATIONS = Method(
     service="google.longrunning.Operations",
     name="ListOperations",
@@ -29,13 +38,7 @@ LIST_OPERATIONS = Method(
         HttpRule("get", "/v1/{name=projects/*/locations/*/models/*}/operations", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -52,13 +55,7 @@ GET_OPERATION = Method(
         HttpRule("get", "/v1/{name=projects/*/locations/*/models/*/operations/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -75,13 +72,7 @@ DELETE_OPERATION = Method(
         HttpRule("delete", "/v1/{name=projects/*/locations/*/models/*/operations/*}", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -98,13 +89,7 @@ CANCEL_OPERATION = Method(
         HttpRule("post", "/v1/{name=projects/*/locations/*/models/*/operations/*}:cancel", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -121,13 +106,7 @@ WAIT_OPERATION = Method(
         HttpRule("post", "/v1/{name=projects/*/locations/*/models/*/operations/*}:wait", ""),
     ),
     timeout=60.0,
-    retry=RetryPolicy(
-        initial=0.25,
-        maximum=10.0,
-        multiplier=2.0,
-        deadline=120.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )

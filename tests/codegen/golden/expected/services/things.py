@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from bpj._gen.demo.v1 import demo_pb2
 
 
+RETRY = RetryPolicy(
+    initial=0.5,
+    maximum=4.0,
+    multiplier=2.0,
+    deadline=20.0,
+    codes=frozenset({"UNAVAILABLE"}),
+)
+
+
 GET_THING = Method(
     service="demo.v1.Things",
     name="GetThing",
@@ -28,13 +37,7 @@ GET_THING = Method(
         HttpRule("get", "/v1/{name=things/*}", ""),
     ),
     timeout=30.0,
-    retry=RetryPolicy(
-        initial=0.5,
-        maximum=4.0,
-        multiplier=2.0,
-        deadline=20.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
@@ -50,13 +53,7 @@ WATCH_THINGS = Method(
         HttpRule("post", "/v1/{parent=shelves/*}/things:watch", "*"),
     ),
     timeout=3600.0,
-    retry=RetryPolicy(
-        initial=0.5,
-        maximum=4.0,
-        multiplier=2.0,
-        deadline=20.0,
-        codes=frozenset({"UNAVAILABLE"}),
-    ),
+    retry=RETRY,
     idempotent=True,
     resolve=message_class,
 )
