@@ -257,6 +257,7 @@ def _method_block(svc: ServiceModel, rpc: Rpc) -> str:
 def render_service(api: Api, svc: ServiceModel, stubs: dict[str, str]) -> str:
     imports: set[str] = set()
     client_methods = []
+    async_methods = []
     servicer_methods = []
     for rpc in svc.rpcs:
         req = _type_ref(api, rpc.input_type, stubs, imports)
@@ -278,6 +279,22 @@ def render_service(api: Api, svc: ServiceModel, stubs: dict[str, str]) -> str:
             f'        """{rpc.name} ({route})."""\n'
             f"        return self.{call}({constant(rpc.name)}, request, timeout, metadata, retry)  # type: ignore[return-value]\n"
         )
+        if rpc.server_streaming:
+            async_ret, async_def, async_call = f"AsyncIterator[{resp}]", "def", "return self._server_stream"
+        else:
+            async_ret, async_def, async_call = resp, "async def", "return await self._unary"
+        async_methods.append(
+            f"    {async_def} {snake(rpc.name)}(\n"
+            f"        self,\n"
+            f"        request: {req},\n"
+            f"        *,\n"
+            f"        timeout: float | None = None,\n"
+            f"        metadata: Metadata = (),\n"
+            f"        retry: RetryPolicy | None | Default = DEFAULT,\n"
+            f"    ) -> {async_ret}:\n"
+            f'        """{rpc.name} ({route})."""\n'
+            f"        {async_call}({constant(rpc.name)}, request, timeout, metadata, retry)  # type: ignore[return-value]\n"
+        )
         servicer_methods.append(
             f"    def {rpc.name}(self, request: {req}, context: Any) -> {ret}:\n"
             f'        raise self.unimplemented("{rpc.name}")\n'
@@ -292,10 +309,10 @@ def render_service(api: Api, svc: ServiceModel, stubs: dict[str, str]) -> str:
         "",
         "from bpj._gen.pool import message_class",
         "from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service",
-        "from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase",
+        "from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase",
         "",
         "if TYPE_CHECKING:",
-        "    from collections.abc import Iterator",
+        "    from collections.abc import AsyncIterator, Iterator",
         "",
         *sorted(f"    {i}" for i in imports),
         "",
@@ -311,6 +328,11 @@ def render_service(api: Api, svc: ServiceModel, stubs: dict[str, str]) -> str:
         f'    """Typed calls of {svc.full_name} over any transport, with its default deadlines and retries."""\n'
         f"\n"
         f"    service = SERVICE\n\n" + "\n".join(client_methods),
+        "",
+        f"class Async{svc.name}Client(AsyncServiceClient):\n"
+        f'    """The asyncio twin of {svc.name}Client, over an async transport."""\n'
+        f"\n"
+        f"    service = SERVICE\n\n" + "\n".join(async_methods),
         "",
         f"class {svc.name}Servicer(ServicerBase):\n"
         f'    """Server side of {svc.full_name}: override what you serve; the rest answer UNIMPLEMENTED."""\n'

@@ -8,7 +8,7 @@ its HTTP rules, its default deadline and retry) is data in a :class:`Method`, wr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -109,3 +109,18 @@ class Transport(Protocol):
     ) -> Iterator[Message]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """The asyncio twin of :class:`Transport`: same methods, same errors, same deadlines."""
+
+    async def unary(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> Message: ...
+
+    def server_stream(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> AsyncIterator[Message]: ...
+
+    async def close(self) -> None: ...

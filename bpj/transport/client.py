@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bpj import errors
-from bpj.transport.base import Metadata, Method, RetryPolicy, Service, Transport
+from bpj.transport.base import AsyncTransport, Metadata, Method, RetryPolicy, Service, Transport
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -53,13 +53,11 @@ class ServiceClient:
         from bpj.retry import call_with_retry
 
         _check_request(method, request)
-        policy = method.retry if isinstance(retry, Default) else retry
-        per_try = timeout if timeout is not None else method.timeout
         return call_with_retry(
             lambda t: self.transport.unary(method, request, timeout=t, metadata=metadata),
             method=method,
-            policy=policy,
-            timeout=per_try,
+            policy=_policy(method, retry),
+            timeout=_timeout(method, timeout),
         )
 
     def _server_stream(
@@ -72,8 +70,9 @@ class ServiceClient:
     ) -> Iterator[Message]:
         # A stream is not retried here: only its reader knows where to resume (e.g. ReadRows' offset).
         _check_request(method, request)
-        per_try = timeout if timeout is not None else method.timeout
-        return self.transport.server_stream(method, request, timeout=per_try, metadata=metadata)
+        return self.transport.server_stream(
+            method, request, timeout=_timeout(method, timeout), metadata=metadata
+        )
 
     def close(self) -> None:
         self.transport.close()
@@ -83,6 +82,64 @@ class ServiceClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncServiceClient:
+    """The asyncio twin of :class:`ServiceClient`: ``await client.get_x(request)``; streams are async
+    iterators. Same defaults, same retries (sleeping with ``asyncio.sleep``), same errors."""
+
+    service: ClassVar[Service]
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self.transport = transport
+
+    async def _unary(
+        self,
+        method: Method,
+        request: Message,
+        timeout: float | None,
+        metadata: Metadata,
+        retry: RetryPolicy | None | Default,
+    ) -> Message:
+        from bpj.retry import call_with_retry_async
+
+        _check_request(method, request)
+        return await call_with_retry_async(
+            lambda t: self.transport.unary(method, request, timeout=t, metadata=metadata),
+            method=method,
+            policy=_policy(method, retry),
+            timeout=_timeout(method, timeout),
+        )
+
+    def _server_stream(
+        self,
+        method: Method,
+        request: Message,
+        timeout: float | None,
+        metadata: Metadata,
+        retry: RetryPolicy | None | Default,
+    ) -> AsyncIterator[Message]:
+        _check_request(method, request)
+        return self.transport.server_stream(
+            method, request, timeout=_timeout(method, timeout), metadata=metadata
+        )
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def __aenter__(self) -> AsyncServiceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _policy(method: Method, retry: RetryPolicy | None | Default) -> RetryPolicy | None:
+    return method.retry if isinstance(retry, Default) else retry
+
+
+def _timeout(method: Method, timeout: float | None) -> float | None:
+    return timeout if timeout is not None else method.timeout
 
 
 def _check_request(method: Method, request: Any) -> None:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj._gen.pool import message_class
 from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service
-from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase
+from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from bpj._gen.google.cloud.bigquery.storage.v1 import storage_pb2
     from bpj._gen.google.cloud.bigquery.storage.v1 import stream_pb2
@@ -128,6 +128,45 @@ class BigQueryReadClient(ServiceClient):
     ) -> storage_pb2.SplitReadStreamResponse:
         """SplitReadStream (GET /v1/{name=projects/*/locations/*/sessions/*/streams/*})."""
         return self._unary(SPLIT_READ_STREAM, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+
+class AsyncBigQueryReadClient(AsyncServiceClient):
+    """The asyncio twin of BigQueryReadClient, over an async transport."""
+
+    service = SERVICE
+
+    async def create_read_session(
+        self,
+        request: storage_pb2.CreateReadSessionRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> stream_pb2.ReadSession:
+        """CreateReadSession (POST /v1/{read_session.table=projects/*/datasets/*/tables/*})."""
+        return await self._unary(CREATE_READ_SESSION, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    def read_rows(
+        self,
+        request: storage_pb2.ReadRowsRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> AsyncIterator[storage_pb2.ReadRowsResponse]:
+        """ReadRows (GET /v1/{read_stream=projects/*/locations/*/sessions/*/streams/*})."""
+        return self._server_stream(READ_ROWS, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def split_read_stream(
+        self,
+        request: storage_pb2.SplitReadStreamRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> storage_pb2.SplitReadStreamResponse:
+        """SplitReadStream (GET /v1/{name=projects/*/locations/*/sessions/*/streams/*})."""
+        return await self._unary(SPLIT_READ_STREAM, request, timeout, metadata, retry)  # type: ignore[return-value]
 
 
 class BigQueryReadServicer(ServicerBase):

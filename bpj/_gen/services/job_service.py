@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj._gen.pool import message_class
 from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service
-from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase
+from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from bpj._gen.google.cloud.aiplatform.v1 import batch_prediction_job_pb2
     from bpj._gen.google.cloud.aiplatform.v1 import job_service_pb2
@@ -180,6 +180,67 @@ class JobServiceClient(ServiceClient):
     ) -> empty_pb2.Empty:
         """CancelBatchPredictionJob (POST /v1/{name=projects/*/locations/*/batchPredictionJobs/*}:cancel)."""
         return self._unary(CANCEL_BATCH_PREDICTION_JOB, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+
+class AsyncJobServiceClient(AsyncServiceClient):
+    """The asyncio twin of JobServiceClient, over an async transport."""
+
+    service = SERVICE
+
+    async def create_batch_prediction_job(
+        self,
+        request: job_service_pb2.CreateBatchPredictionJobRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> batch_prediction_job_pb2.BatchPredictionJob:
+        """CreateBatchPredictionJob (POST /v1/{parent=projects/*/locations/*}/batchPredictionJobs)."""
+        return await self._unary(CREATE_BATCH_PREDICTION_JOB, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def get_batch_prediction_job(
+        self,
+        request: job_service_pb2.GetBatchPredictionJobRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> batch_prediction_job_pb2.BatchPredictionJob:
+        """GetBatchPredictionJob (GET /v1/{name=projects/*/locations/*/batchPredictionJobs/*})."""
+        return await self._unary(GET_BATCH_PREDICTION_JOB, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def list_batch_prediction_jobs(
+        self,
+        request: job_service_pb2.ListBatchPredictionJobsRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> job_service_pb2.ListBatchPredictionJobsResponse:
+        """ListBatchPredictionJobs (GET /v1/{parent=projects/*/locations/*}/batchPredictionJobs)."""
+        return await self._unary(LIST_BATCH_PREDICTION_JOBS, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def delete_batch_prediction_job(
+        self,
+        request: job_service_pb2.DeleteBatchPredictionJobRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.Operation:
+        """DeleteBatchPredictionJob (DELETE /v1/{name=projects/*/locations/*/batchPredictionJobs/*})."""
+        return await self._unary(DELETE_BATCH_PREDICTION_JOB, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def cancel_batch_prediction_job(
+        self,
+        request: job_service_pb2.CancelBatchPredictionJobRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> empty_pb2.Empty:
+        """CancelBatchPredictionJob (POST /v1/{name=projects/*/locations/*/batchPredictionJobs/*}:cancel)."""
+        return await self._unary(CANCEL_BATCH_PREDICTION_JOB, request, timeout, metadata, retry)  # type: ignore[return-value]
 
 
 class JobServiceServicer(ServicerBase):

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj._gen.pool import message_class
 from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service
-from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase
+from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from bpj._gen.google.cloud.aiplatform.v1 import model_pb2
     from bpj._gen.google.cloud.aiplatform.v1 import model_service_pb2
@@ -151,6 +151,56 @@ class ModelServiceClient(ServiceClient):
     ) -> operations_proto_pb2.Operation:
         """DeleteModel (DELETE /v1/{name=projects/*/locations/*/models/*})."""
         return self._unary(DELETE_MODEL, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+
+class AsyncModelServiceClient(AsyncServiceClient):
+    """The asyncio twin of ModelServiceClient, over an async transport."""
+
+    service = SERVICE
+
+    async def upload_model(
+        self,
+        request: model_service_pb2.UploadModelRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.Operation:
+        """UploadModel (POST /v1/{parent=projects/*/locations/*}/models:upload)."""
+        return await self._unary(UPLOAD_MODEL, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def get_model(
+        self,
+        request: model_service_pb2.GetModelRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> model_pb2.Model:
+        """GetModel (GET /v1/{name=projects/*/locations/*/models/*})."""
+        return await self._unary(GET_MODEL, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def list_models(
+        self,
+        request: model_service_pb2.ListModelsRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> model_service_pb2.ListModelsResponse:
+        """ListModels (GET /v1/{parent=projects/*/locations/*}/models)."""
+        return await self._unary(LIST_MODELS, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def delete_model(
+        self,
+        request: model_service_pb2.DeleteModelRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.Operation:
+        """DeleteModel (DELETE /v1/{name=projects/*/locations/*/models/*})."""
+        return await self._unary(DELETE_MODEL, request, timeout, metadata, retry)  # type: ignore[return-value]
 
 
 class ModelServiceServicer(ServicerBase):

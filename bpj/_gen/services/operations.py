@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj._gen.pool import message_class
 from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service
-from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase
+from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from bpj._gen.google.longrunning import operations_proto_pb2
     from google.protobuf import empty_pb2
@@ -183,6 +183,67 @@ class OperationsClient(ServiceClient):
     ) -> operations_proto_pb2.Operation:
         """WaitOperation (POST /v1/{name=projects/*/locations/*/operations/*}:wait)."""
         return self._unary(WAIT_OPERATION, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+
+class AsyncOperationsClient(AsyncServiceClient):
+    """The asyncio twin of OperationsClient, over an async transport."""
+
+    service = SERVICE
+
+    async def list_operations(
+        self,
+        request: operations_proto_pb2.ListOperationsRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.ListOperationsResponse:
+        """ListOperations (GET /v1/{name=projects/*/locations/*}/operations)."""
+        return await self._unary(LIST_OPERATIONS, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def get_operation(
+        self,
+        request: operations_proto_pb2.GetOperationRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.Operation:
+        """GetOperation (GET /v1/{name=projects/*/locations/*/operations/*})."""
+        return await self._unary(GET_OPERATION, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def delete_operation(
+        self,
+        request: operations_proto_pb2.DeleteOperationRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> empty_pb2.Empty:
+        """DeleteOperation (DELETE /v1/{name=projects/*/locations/*/operations/*})."""
+        return await self._unary(DELETE_OPERATION, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def cancel_operation(
+        self,
+        request: operations_proto_pb2.CancelOperationRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> empty_pb2.Empty:
+        """CancelOperation (POST /v1/{name=projects/*/locations/*/operations/*}:cancel)."""
+        return await self._unary(CANCEL_OPERATION, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    async def wait_operation(
+        self,
+        request: operations_proto_pb2.WaitOperationRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> operations_proto_pb2.Operation:
+        """WaitOperation (POST /v1/{name=projects/*/locations/*/operations/*}:wait)."""
+        return await self._unary(WAIT_OPERATION, request, timeout, metadata, retry)  # type: ignore[return-value]
 
 
 class OperationsServicer(ServicerBase):

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpj._gen.pool import message_class
 from bpj.transport.base import HttpRule, Metadata, Method, RetryPolicy, Service
-from bpj.transport.client import DEFAULT, Default, ServiceClient, ServicerBase
+from bpj.transport.client import DEFAULT, AsyncServiceClient, Default, ServiceClient, ServicerBase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from bpj._gen.demo.v1 import demo_pb2
 
@@ -92,6 +92,34 @@ class ThingsClient(ServiceClient):
         metadata: Metadata = (),
         retry: RetryPolicy | None | Default = DEFAULT,
     ) -> Iterator[demo_pb2.Thing]:
+        """WatchThings (POST /v1/{parent=shelves/*}/things:watch)."""
+        return self._server_stream(WATCH_THINGS, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+
+class AsyncThingsClient(AsyncServiceClient):
+    """The asyncio twin of ThingsClient, over an async transport."""
+
+    service = SERVICE
+
+    async def get_thing(
+        self,
+        request: demo_pb2.GetThingRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> demo_pb2.Thing:
+        """GetThing (GET /v1/{name=shelves/*/things/*})."""
+        return await self._unary(GET_THING, request, timeout, metadata, retry)  # type: ignore[return-value]
+
+    def watch_things(
+        self,
+        request: demo_pb2.WatchThingsRequest,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None | Default = DEFAULT,
+    ) -> AsyncIterator[demo_pb2.Thing]:
         """WatchThings (POST /v1/{parent=shelves/*}/things:watch)."""
         return self._server_stream(WATCH_THINGS, request, timeout, metadata, retry)  # type: ignore[return-value]
 
