@@ -16,6 +16,7 @@ _LAZY = {
     "config": "bpj.config",
     "errors": "bpj.errors",
     "types": "bpj.types",
+    "clients": "bpj.clients",
 }
 __all__ = sorted([*_LAZY, "__version__"])
 
@@ -36,6 +37,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from bpj import clients as clients
     from bpj import config as config
     from bpj import errors as errors
     from bpj import types as types

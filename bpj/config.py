@@ -160,8 +160,15 @@ def resolve_credentials(s: Settings, endpoint: str) -> Any:
     if parse_endpoint(endpoint).is_loopback:
         return None
     import google.auth
+    import google.auth.exceptions
 
-    credentials, _ = google.auth.default(scopes=list(SCOPES))
+    try:
+        credentials, _ = google.auth.default(scopes=list(SCOPES))
+    except google.auth.exceptions.DefaultCredentialsError as e:
+        raise errors.UsageError(
+            f"no credentials for {endpoint}: pass credentials= to bpj.init(), run "
+            f"`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS ({e})"
+        ) from None
     return credentials
 
 
@@ -181,18 +188,21 @@ def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None 
 def _make_transport(kind: str, endpoint: str, s: Settings) -> Transport:
     parsed = parse_endpoint(endpoint)
     tls = parsed.tls(s.tls_root_cert)
-    credentials = resolve_credentials(s, endpoint)
     if kind == "grpc":
         from bpj.transport.grpc import GrpcTransport
 
         root = Path(s.tls_root_cert).read_bytes() if s.tls_root_cert else None
+        # Application Default Credentials are looked up at the channel's first call, not now.
         return GrpcTransport(
-            parsed.target(443 if tls else None), credentials=credentials, tls=tls, root_certificates=root
+            parsed.target(443 if tls else None),
+            credentials=lambda: resolve_credentials(s, endpoint),
+            tls=tls,
+            root_certificates=root,
         )
     from bpj.transport.rest import RestTransport
 
     url = f"{'https' if tls else 'http'}://{parsed.target()}"
-    return RestTransport(url, credentials=credentials, root_certificates=s.tls_root_cert)
+    return RestTransport(url, credentials=resolve_credentials(s, endpoint), root_certificates=s.tls_root_cert)
 
 
 def close_transports() -> None:

@@ -1,0 +1,186 @@
+"""Latency of getting one job, every client against the same local server on a reused connection.
+
+    python -m benchmarks.bench_get [--calls N]
+
+Clients: a bare grpcio unary call (the limit: no layers, just the channel and the message class), bpj's
+generated client over its gRPC, REST and in-memory transports, google-cloud-aiplatform's generated
+JobServiceClient (GAPIC) on a reused channel, and the official high-level ``aiplatform.BatchPredictionJob(name)``,
+which builds a new client for every call. The high-level SDK only speaks TLS, so the run also serves over
+TLS with a self-signed certificate (trusted through GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
+
+Target (DESIGN.md): bpj over gRPC <= 1.5x the bare grpcio call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+from benchmarks.common import table
+
+PROJECT, LOCATION = "bench", "us-central1"
+NAME = f"projects/{PROJECT}/locations/{LOCATION}/batchPredictionJobs/42"
+
+
+def servicer():
+    from bpj import types
+    from bpj._gen.services.job_service import JobServiceServicer
+
+    job = types.BatchPredictionJob(
+        name=NAME,
+        display_name="bench",
+        model=f"projects/{PROJECT}/locations/{LOCATION}/models/7",
+        state=types.JobState.JOB_STATE_RUNNING,
+        labels={"team": "bench", "run": "1"},
+    )
+    job.input_config.instances_format = "jsonl"
+    job.input_config.gcs_source.uris.append("gs://bucket/instances.jsonl")
+    job.output_config.predictions_format = "jsonl"
+    job.output_config.gcs_destination.output_uri_prefix = "gs://bucket/out"
+    job.completion_stats.successful_count = 1_000_000
+    job.create_time.GetCurrentTime()
+
+    class Jobs(JobServiceServicer):
+        def GetBatchPredictionJob(self, request, context):
+            return job
+
+    return Jobs()
+
+
+def timed(fn: Callable[[], object], calls: int) -> float:
+    """Median microseconds per call, after a warm-up."""
+    for _ in range(min(50, calls)):
+        fn()
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t)
+    return statistics.median(samples) / 1000
+
+
+def plaintext_rows(calls: int) -> list[tuple[str, float]]:
+    import grpc
+
+    from bpj import types
+    from bpj._gen.services.job_service import GET_BATCH_PREDICTION_JOB, JobServiceClient
+    from bpj.transport.gateway import serve_rest
+    from bpj.transport.grpc import GrpcTransport
+    from bpj.transport.memory import InMemoryTransport
+    from bpj.transport.rest import RestTransport
+    from bpj.transport.serve import serve_grpc
+
+    jobs = servicer()
+    server, rest_server = serve_grpc(jobs), serve_rest(jobs)
+    request = types.GetBatchPredictionJobRequest(name=NAME)
+    rows = []
+    try:
+        channel = grpc.insecure_channel(server.endpoint)
+        bare = channel.unary_unary(
+            GET_BATCH_PREDICTION_JOB.path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=types.BatchPredictionJob.FromString,
+        )
+        rows.append(("bare grpcio unary call (the limit)", timed(lambda: bare(request, timeout=10), calls)))
+        for label, transport in [
+            ("bpj JobServiceClient, gRPC", GrpcTransport(server.endpoint)),
+            ("bpj JobServiceClient, REST", RestTransport(rest_server.url)),
+            ("bpj JobServiceClient, in-memory", InMemoryTransport(jobs)),
+        ]:
+            client = JobServiceClient(transport)
+            rows.append((label, timed(lambda c=client: c.get_batch_prediction_job(request), calls)))
+            transport.close()
+
+        from google.cloud.aiplatform_v1 import JobServiceClient as Gapic
+        from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
+
+        gapic = Gapic(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(server.endpoint)))
+        rows.append(
+            (
+                "aiplatform_v1 JobServiceClient (GAPIC), gRPC",
+                timed(lambda: gapic.get_batch_prediction_job(name=NAME), calls),
+            )
+        )
+        channel.close()
+    finally:
+        server.stop(None)
+        rest_server.stop()
+    return rows
+
+
+def tls_rows(calls: int) -> list[tuple[str, float]]:
+    import grpc
+    from google.auth.credentials import AnonymousCredentials
+
+    from bpj import types
+    from bpj._gen.services.job_service import GET_BATCH_PREDICTION_JOB, JobServiceClient
+    from bpj.transport.grpc import GrpcTransport
+    from bpj.transport.serve import serve_grpc
+    from bpj.transport.tls import self_signed_cert
+
+    key, cert = self_signed_cert(("localhost", "127.0.0.1"))
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as f:
+        f.write(cert)
+    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = f.name
+    server = serve_grpc(servicer(), tls=(key, cert))
+    endpoint = f"localhost:{server.port}"
+    request = types.GetBatchPredictionJobRequest(name=NAME)
+    rows = []
+    try:
+        channel = grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(cert))
+        bare = channel.unary_unary(
+            GET_BATCH_PREDICTION_JOB.path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=types.BatchPredictionJob.FromString,
+        )
+        rows.append(
+            ("bare grpcio unary call, TLS (the limit)", timed(lambda: bare(request, timeout=10), calls))
+        )
+        client = JobServiceClient(GrpcTransport(endpoint, root_certificates=cert))
+        rows.append(
+            ("bpj JobServiceClient, gRPC TLS", timed(lambda: client.get_batch_prediction_job(request), calls))
+        )
+
+        from google.cloud import aiplatform
+
+        aiplatform.init(
+            project=PROJECT, location=LOCATION, api_endpoint=endpoint, credentials=AnonymousCredentials()
+        )
+        sdk_calls = max(20, calls // 20)
+        rows.append(
+            (
+                "aiplatform.BatchPredictionJob(name), TLS",
+                timed(lambda: aiplatform.BatchPredictionJob(NAME), sdk_calls),
+            )
+        )
+        channel.close()
+        client.close()
+    finally:
+        server.stop(None)
+        os.unlink(f.name)
+    return rows
+
+
+def report(rows: list[tuple[str, float]]) -> str:
+    limit = rows[0][1]
+    return table(
+        [(label, f"{us:.0f}", f"{us / limit:.2f}x") for label, us in rows],
+        ("client (same server, reused connection)", "median us/call", "vs limit"),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=2000)
+    args = ap.parse_args()
+    print(report(plaintext_rows(args.calls)))
+    print()
+    print(report(tls_rows(args.calls)))
+
+
+if __name__ == "__main__":
+    main()
