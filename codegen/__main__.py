@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from codegen import model, protoc, render
+from codegen import fmt, model, protoc, render
 
 ROOT = Path(__file__).resolve().parent.parent
 # Imported files whose messages bpj exposes too: the status and operation types its RPCs return, and the
@@ -32,7 +32,7 @@ def generate(protos: Path) -> dict[str, bytes]:
     compiled = protoc.run(protos, inputs, STUBBED)
     settings = model.load_settings(protos / "bpj_services.json")
     api = model.build(compiled.descriptor_set, inputs, EXPOSED, settings)
-    return render.render(api, compiled.stubs)
+    return fmt.format_python(render.render(api, compiled.stubs))
 
 
 def diff(expected: dict[str, bytes], out: Path) -> list[str]:

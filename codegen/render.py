@@ -1,7 +1,6 @@
 """Templates: the models of model.py in, {relative path under bpj/_gen: text} out.
 
-Output is written already formatted (ruff's style, 110 columns), so that checking in and re-running
-codegen gives identical bytes without running a formatter.
+fmt.py formats the result with ruff, so templates only need to be valid Python, laid out readably.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ import json
 import re
 from typing import Any
 
+# The official libraries are test dependencies: missing them is a failure, not a skip.
+import google.cloud.aiplatform_v1.types as aiplatform_types  # noqa: E402
+import google.cloud.bigquery_storage_v1.types as bigquery_storage_types  # noqa: E402
+import google.longrunning.operations_pb2 as operations_pb2  # noqa: E402
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from hypothesis import HealthCheck, given, settings
@@ -19,10 +23,6 @@ from hypothesis import strategies as st
 
 from bpj import types
 from bpj.testing import strategies as bst
-
-aiplatform_types = pytest.importorskip("google.cloud.aiplatform_v1.types")
-bigquery_storage_types = pytest.importorskip("google.cloud.bigquery_storage_v1.types")
-operations_pb2 = pytest.importorskip("google.longrunning.operations_pb2")
 
 AIPLATFORM = [
     "BatchPredictionJob",

@@ -120,55 +120,99 @@ if TYPE_CHECKING:
     from google.protobuf.any_pb2 import Any as Any
     from bpj._gen.google.cloud.bigquery.storage.v1.arrow_pb2 import ArrowRecordBatch as ArrowRecordBatch
     from bpj._gen.google.cloud.bigquery.storage.v1.arrow_pb2 import ArrowSchema as ArrowSchema
-    from bpj._gen.google.cloud.bigquery.storage.v1.arrow_pb2 import ArrowSerializationOptions as ArrowSerializationOptions
+    from bpj._gen.google.cloud.bigquery.storage.v1.arrow_pb2 import (
+        ArrowSerializationOptions as ArrowSerializationOptions,
+    )
     from bpj._gen.google.cloud.bigquery.storage.v1.avro_pb2 import AvroRows as AvroRows
     from bpj._gen.google.cloud.bigquery.storage.v1.avro_pb2 import AvroSchema as AvroSchema
-    from bpj._gen.google.cloud.bigquery.storage.v1.avro_pb2 import AvroSerializationOptions as AvroSerializationOptions
-    from bpj._gen.google.cloud.aiplatform.v1.machine_resources_pb2 import BatchDedicatedResources as BatchDedicatedResources
-    from bpj._gen.google.cloud.aiplatform.v1.batch_prediction_job_pb2 import BatchPredictionJob as BatchPredictionJob
+    from bpj._gen.google.cloud.bigquery.storage.v1.avro_pb2 import (
+        AvroSerializationOptions as AvroSerializationOptions,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.machine_resources_pb2 import (
+        BatchDedicatedResources as BatchDedicatedResources,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.batch_prediction_job_pb2 import (
+        BatchPredictionJob as BatchPredictionJob,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import BigQueryDestination as BigQueryDestination
     from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import BigQuerySource as BigQuerySource
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import BlurBaselineConfig as BlurBaselineConfig
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import CancelBatchPredictionJobRequest as CancelBatchPredictionJobRequest
-    from bpj._gen.google.longrunning.operations_proto_pb2 import CancelOperationRequest as CancelOperationRequest
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        CancelBatchPredictionJobRequest as CancelBatchPredictionJobRequest,
+    )
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        CancelOperationRequest as CancelOperationRequest,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_pb2 import Checkpoint as Checkpoint
     from bpj._gen.google.cloud.aiplatform.v1.completion_stats_pb2 import CompletionStats as CompletionStats
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import CreateBatchPredictionJobRequest as CreateBatchPredictionJobRequest
-    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import CreateReadSessionRequest as CreateReadSessionRequest
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        CreateBatchPredictionJobRequest as CreateBatchPredictionJobRequest,
+    )
+    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import (
+        CreateReadSessionRequest as CreateReadSessionRequest,
+    )
     from bpj._gen.google.cloud.bigquery.storage.v1.stream_pb2 import DataFormat as DataFormat
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import DeleteBatchPredictionJobRequest as DeleteBatchPredictionJobRequest
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        DeleteBatchPredictionJobRequest as DeleteBatchPredictionJobRequest,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import DeleteModelRequest as DeleteModelRequest
-    from bpj._gen.google.cloud.aiplatform.v1.operation_pb2 import DeleteOperationMetadata as DeleteOperationMetadata
-    from bpj._gen.google.longrunning.operations_proto_pb2 import DeleteOperationRequest as DeleteOperationRequest
-    from bpj._gen.google.cloud.aiplatform.v1.deployed_model_ref_pb2 import DeployedModelRef as DeployedModelRef
+    from bpj._gen.google.cloud.aiplatform.v1.operation_pb2 import (
+        DeleteOperationMetadata as DeleteOperationMetadata,
+    )
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        DeleteOperationRequest as DeleteOperationRequest,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.deployed_model_ref_pb2 import (
+        DeployedModelRef as DeployedModelRef,
+    )
     from google.protobuf.duration_pb2 import Duration as Duration
     from google.protobuf.empty_pb2 import Empty as Empty
     from bpj._gen.google.cloud.aiplatform.v1.encryption_spec_pb2 import EncryptionSpec as EncryptionSpec
     from bpj._gen.google.cloud.aiplatform.v1.env_var_pb2 import EnvVar as EnvVar
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import Examples as Examples
-    from bpj._gen.google.cloud.aiplatform.v1.explanation_metadata_pb2 import ExplanationMetadata as ExplanationMetadata
-    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import ExplanationParameters as ExplanationParameters
+    from bpj._gen.google.cloud.aiplatform.v1.explanation_metadata_pb2 import (
+        ExplanationMetadata as ExplanationMetadata,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import (
+        ExplanationParameters as ExplanationParameters,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import ExplanationSpec as ExplanationSpec
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import FeatureNoiseSigma as FeatureNoiseSigma
     from google.protobuf.field_mask_pb2 import FieldMask as FieldMask
     from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import GcsDestination as GcsDestination
     from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import GcsSource as GcsSource
-    from bpj._gen.google.cloud.aiplatform.v1.operation_pb2 import GenericOperationMetadata as GenericOperationMetadata
+    from bpj._gen.google.cloud.aiplatform.v1.operation_pb2 import (
+        GenericOperationMetadata as GenericOperationMetadata,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_pb2 import GenieSource as GenieSource
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import GetBatchPredictionJobRequest as GetBatchPredictionJobRequest
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        GetBatchPredictionJobRequest as GetBatchPredictionJobRequest,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import GetModelRequest as GetModelRequest
     from bpj._gen.google.longrunning.operations_proto_pb2 import GetOperationRequest as GetOperationRequest
-    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import IntegratedGradientsAttribution as IntegratedGradientsAttribution
+    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import (
+        IntegratedGradientsAttribution as IntegratedGradientsAttribution,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.job_state_pb2 import JobState as JobState
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import ListBatchPredictionJobsRequest as ListBatchPredictionJobsRequest
-    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import ListBatchPredictionJobsResponse as ListBatchPredictionJobsResponse
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        ListBatchPredictionJobsRequest as ListBatchPredictionJobsRequest,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.job_service_pb2 import (
+        ListBatchPredictionJobsResponse as ListBatchPredictionJobsResponse,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import ListModelsRequest as ListModelsRequest
     from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import ListModelsResponse as ListModelsResponse
-    from bpj._gen.google.longrunning.operations_proto_pb2 import ListOperationsRequest as ListOperationsRequest
-    from bpj._gen.google.longrunning.operations_proto_pb2 import ListOperationsResponse as ListOperationsResponse
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        ListOperationsRequest as ListOperationsRequest,
+    )
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        ListOperationsResponse as ListOperationsResponse,
+    )
     from google.protobuf.struct_pb2 import ListValue as ListValue
     from bpj._gen.google.cloud.aiplatform.v1.machine_resources_pb2 import MachineSpec as MachineSpec
-    from bpj._gen.google.cloud.aiplatform.v1.manual_batch_tuning_parameters_pb2 import ManualBatchTuningParameters as ManualBatchTuningParameters
+    from bpj._gen.google.cloud.aiplatform.v1.manual_batch_tuning_parameters_pb2 import (
+        ManualBatchTuningParameters as ManualBatchTuningParameters,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_pb2 import Model as Model
     from bpj._gen.google.cloud.aiplatform.v1.model_pb2 import ModelContainerSpec as ModelContainerSpec
     from bpj._gen.google.cloud.aiplatform.v1.model_pb2 import ModelGardenSource as ModelGardenSource
@@ -184,23 +228,43 @@ if TYPE_CHECKING:
     from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import ReadRowsResponse as ReadRowsResponse
     from bpj._gen.google.cloud.bigquery.storage.v1.stream_pb2 import ReadSession as ReadSession
     from bpj._gen.google.cloud.bigquery.storage.v1.stream_pb2 import ReadStream as ReadStream
-    from bpj._gen.google.cloud.aiplatform.v1.reservation_affinity_pb2 import ReservationAffinity as ReservationAffinity
-    from bpj._gen.google.cloud.aiplatform.v1.machine_resources_pb2 import ResourcesConsumed as ResourcesConsumed
-    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import SampledShapleyAttribution as SampledShapleyAttribution
+    from bpj._gen.google.cloud.aiplatform.v1.reservation_affinity_pb2 import (
+        ReservationAffinity as ReservationAffinity,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.machine_resources_pb2 import (
+        ResourcesConsumed as ResourcesConsumed,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import (
+        SampledShapleyAttribution as SampledShapleyAttribution,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import SmoothGradConfig as SmoothGradConfig
-    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import SplitReadStreamRequest as SplitReadStreamRequest
-    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import SplitReadStreamResponse as SplitReadStreamResponse
+    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import (
+        SplitReadStreamRequest as SplitReadStreamRequest,
+    )
+    from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import (
+        SplitReadStreamResponse as SplitReadStreamResponse,
+    )
     from bpj._gen.google.rpc.status_pb2 import Status as Status
     from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import StreamStats as StreamStats
     from google.protobuf.struct_pb2 import Struct as Struct
     from bpj._gen.google.cloud.bigquery.storage.v1.storage_pb2 import ThrottleState as ThrottleState
     from google.protobuf.timestamp_pb2 import Timestamp as Timestamp
-    from bpj._gen.google.cloud.aiplatform.v1.unmanaged_container_model_pb2 import UnmanagedContainerModel as UnmanagedContainerModel
-    from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import UploadModelOperationMetadata as UploadModelOperationMetadata
+    from bpj._gen.google.cloud.aiplatform.v1.unmanaged_container_model_pb2 import (
+        UnmanagedContainerModel as UnmanagedContainerModel,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import (
+        UploadModelOperationMetadata as UploadModelOperationMetadata,
+    )
     from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import UploadModelRequest as UploadModelRequest
-    from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import UploadModelResponse as UploadModelResponse
+    from bpj._gen.google.cloud.aiplatform.v1.model_service_pb2 import (
+        UploadModelResponse as UploadModelResponse,
+    )
     from google.protobuf.struct_pb2 import Value as Value
-    from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import VertexMultimodalDatasetDestination as VertexMultimodalDatasetDestination
-    from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import VertexMultimodalDatasetSource as VertexMultimodalDatasetSource
+    from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import (
+        VertexMultimodalDatasetDestination as VertexMultimodalDatasetDestination,
+    )
+    from bpj._gen.google.cloud.aiplatform.v1.io_pb2 import (
+        VertexMultimodalDatasetSource as VertexMultimodalDatasetSource,
+    )
     from bpj._gen.google.longrunning.operations_proto_pb2 import WaitOperationRequest as WaitOperationRequest
     from bpj._gen.google.cloud.aiplatform.v1.explanation_pb2 import XraiAttribution as XraiAttribution

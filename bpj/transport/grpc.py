@@ -83,7 +83,13 @@ def api_error(error: grpc.RpcError, method: Method, request: Message | None) -> 
             message = message or status.message
     if code is None:
         code = grpc.StatusCode.UNKNOWN
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and message in _GRPC_DEADLINE_WORDS:
+        message = "Deadline Exceeded"  # the words the other transports use for a deadline the client set
     return errors.from_status(code, message, detail_dicts, method=method, request=request)
+
+
+# How grpc-core words a deadline it enforced itself, before and during a stream.
+_GRPC_DEADLINE_WORDS = frozenset({"Deadline Exceeded", "Stream removed (Deadline Exceeded)"})
 
 
 @contextlib.contextmanager
@@ -98,7 +104,7 @@ def mapped_errors(method: Method, request: Message | None) -> Iterator[None]:
 # -- request metadata -----------------------------------------------------------------------------------
 
 
-class _Rpc(NamedTuple):
+class BoundRpc(NamedTuple):
     call: Any  # a grpc.UnaryUnaryMultiCallable or UnaryStreamMultiCallable
     routes: bool  # the method has path variables to send as x-goog-request-params
 
@@ -107,9 +113,42 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-# -- the transport ----------------------------------------------------------------------------------------
+# -- channels -----------------------------------------------------------------------------------------------
 
 Credentials = Any  # a google.auth.credentials.Credentials, or a zero-argument callable returning one
+
+
+def channel_credentials(root_certificates: bytes | None, credentials: Credentials) -> grpc.ChannelCredentials:
+    """TLS channel credentials, carrying google-auth ``credentials`` (or what a zero-argument callable
+    returns) on every call when given. Serves ``grpc`` and ``grpc.aio`` channels alike."""
+    channel_creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    credentials = credentials() if callable(credentials) else credentials
+    if credentials is None:
+        return channel_creds
+    import google.auth.credentials
+    import google.auth.transport.grpc
+    import google.auth.transport.requests
+
+    credentials = google.auth.credentials.with_scopes_if_required(
+        credentials, None, default_scopes=[CLOUD_PLATFORM_SCOPE]
+    )
+    plugin = google.auth.transport.grpc.AuthMetadataPlugin(
+        credentials, google.auth.transport.requests.Request()
+    )
+    return grpc.composite_channel_credentials(channel_creds, grpc.metadata_call_credentials(plugin))
+
+
+def multicallable(channel: Any, method: Method) -> Any:
+    """The multicallable of ``method`` on a ``grpc.Channel`` or a ``grpc.aio.Channel`` (same factories)."""
+    factory = channel.unary_stream if method.server_streaming else channel.unary_unary
+    deserialize = method.response_class.FromString
+    try:
+        return factory(method.path, _serialize, deserialize, _registered_method=True)
+    except TypeError:  # grpcio before registered methods
+        return factory(method.path, _serialize, deserialize)
+
+
+# -- the transport ----------------------------------------------------------------------------------------
 
 
 class GrpcTransport:
@@ -148,13 +187,13 @@ class GrpcTransport:
         self.endpoint = endpoint
         self.target = parsed.target(port)
         self.tls = tls
-        self._root_certificates = root_certificates
-        self._credentials = credentials
-        self._options = channel_options(user_agent, options)
+        self.root_certificates = root_certificates
+        self.credentials = credentials
+        self.options = channel_options(user_agent, options)
         self._api_client = f"gl-python/{platform.python_version()} grpc/{grpc.__version__} bpj/{__version__}"
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
-        self._rpcs: dict[str, _Rpc] = {}
+        self._rpcs: dict[str, BoundRpc] = {}
         self._closed = False
 
     @classmethod
@@ -172,26 +211,11 @@ class GrpcTransport:
     # -- channel and multicallables ----------------------------------------------------------------------
     def _open(self) -> grpc.Channel:
         if not self.tls:
-            return grpc.insecure_channel(self.target, options=self._options)
-        channel_creds = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
-        credentials = self._credentials() if callable(self._credentials) else self._credentials
-        if credentials is not None:
-            import google.auth.credentials
-            import google.auth.transport.grpc
-            import google.auth.transport.requests
+            return grpc.insecure_channel(self.target, options=self.options)
+        creds = channel_credentials(self.root_certificates, self.credentials)
+        return grpc.secure_channel(self.target, creds, options=self.options)
 
-            credentials = google.auth.credentials.with_scopes_if_required(
-                credentials, None, default_scopes=[CLOUD_PLATFORM_SCOPE]
-            )
-            plugin = google.auth.transport.grpc.AuthMetadataPlugin(
-                credentials, google.auth.transport.requests.Request()
-            )
-            channel_creds = grpc.composite_channel_credentials(
-                channel_creds, grpc.metadata_call_credentials(plugin)
-            )
-        return grpc.secure_channel(self.target, channel_creds, options=self._options)
-
-    def _rpc(self, method: Method) -> _Rpc:
+    def _rpc(self, method: Method) -> BoundRpc:
         rpc = self._rpcs.get(method.path)
         if rpc is not None:
             return rpc
@@ -203,17 +227,11 @@ class GrpcTransport:
                 raise errors.UsageError("this transport is closed")
             if self._channel is None:
                 self._channel = self._open()
-            factory = self._channel.unary_stream if method.server_streaming else self._channel.unary_unary
-            deserialize = method.response_class.FromString
-            try:
-                call = factory(method.path, _serialize, deserialize, _registered_method=True)
-            except TypeError:  # grpcio before registered methods
-                call = factory(method.path, _serialize, deserialize)
-            rpc = self._rpcs[method.path] = _Rpc(call, bool(method.http))
+            rpc = self._rpcs[method.path] = BoundRpc(multicallable(self._channel, method), bool(method.http))
             return rpc
 
-    def _metadata(
-        self, method: Method, rpc: _Rpc, request: Message, metadata: Metadata
+    def call_metadata(
+        self, method: Method, rpc: BoundRpc, request: Message, metadata: Metadata
     ) -> list[tuple[str, Any]]:
         out = [(k.lower(), v) for k, v in metadata]
         keys = {k for k, _ in out}
@@ -231,14 +249,18 @@ class GrpcTransport:
     ) -> Message:
         rpc = self._rpc(method)
         with mapped_errors(method, request):
-            return rpc.call(request, timeout=timeout, metadata=self._metadata(method, rpc, request, metadata))
+            return rpc.call(
+                request, timeout=timeout, metadata=self.call_metadata(method, rpc, request, metadata)
+            )
 
     def server_stream(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
     ) -> ResponseStream:
         rpc = self._rpc(method)
         with mapped_errors(method, request):
-            call = rpc.call(request, timeout=timeout, metadata=self._metadata(method, rpc, request, metadata))
+            call = rpc.call(
+                request, timeout=timeout, metadata=self.call_metadata(method, rpc, request, metadata)
+            )
         return ResponseStream(call, method, request)
 
     def close(self) -> None:

@@ -39,9 +39,9 @@ class InMemoryTransport:
             raise errors.UsageError("InMemoryTransport needs at least one servicer or a handler=function")
         self._servicers = servicers
         self._handler = handler
-        self._closed = threading.Event()
+        self.closed = threading.Event()
 
-    def _target(self, method: Method) -> Callable[[Any, CallContext], Any]:
+    def target(self, method: Method) -> Callable[[Any, CallContext], Any]:
         for s in self._servicers:
             service = getattr(s, "service", None)
             declared = getattr(service, "name", None)
@@ -58,24 +58,24 @@ class InMemoryTransport:
     def _run(
         self, method: Method, request: Message, timeout: float | None, metadata: Metadata
     ) -> tuple[Any, CallContext]:
-        if self._closed.is_set():
+        if self.closed.is_set():
             raise errors.UsageError("this transport is closed")
         context = CallContext(with_routing(method, request, metadata), timeout)
         copy = method.request_class.FromString(request.SerializeToString())
         try:
-            result = self._target(method)(copy, context)
+            result = self.target(method)(copy, context)
         except errors.ApiError as e:
             raise errors.with_context(e, method, request) from None
         return result, context
 
-    def _check(self, method: Method, request: Message, context: CallContext) -> None:
+    def check(self, method: Method, request: Message, context: CallContext) -> None:
         err = context.error_set()
         if err is not None:
             raise errors.with_context(err, method, request)
         if context.expired():
             raise errors.with_context(errors.DeadlineExceeded("Deadline Exceeded"), method, request)
 
-    def _copy_out(self, method: Method, response: Any) -> Message:
+    def copy_out(self, method: Method, response: Any) -> Message:
         check_response(method, response)
         return method.response_class.FromString(response.SerializeToString())
 
@@ -84,8 +84,8 @@ class InMemoryTransport:
     ) -> Message:
         response, context = self._run(method, request, timeout, metadata)
         try:
-            self._check(method, request, context)
-            return self._copy_out(method, response)
+            self.check(method, request, context)
+            return self.copy_out(method, response)
         except errors.ApiError as e:
             raise errors.with_context(e, method, request) from None
         finally:
@@ -104,8 +104,8 @@ class InMemoryTransport:
             for response in responses:
                 if context.expired():
                     raise errors.DeadlineExceeded("Deadline Exceeded")
-                yield self._copy_out(method, response)
-            self._check(method, request, context)
+                yield self.copy_out(method, response)
+            self.check(method, request, context)
         except errors.ApiError as e:
             raise errors.with_context(e, method, request) from None
         finally:
@@ -116,7 +116,7 @@ class InMemoryTransport:
             context.finish()
 
     def close(self) -> None:
-        self._closed.set()
+        self.closed.set()
 
 
 def with_routing(method: Method, request: Message, metadata: Metadata) -> list[tuple[str, str]]:

@@ -93,3 +93,21 @@ def test_stub_imports_point_into_bpj_gen():
     out = render.rewrite_stub(stub, {"google.cloud.aiplatform.v1.io_pb2", "google.protobuf.struct_pb2"})
     assert "from bpj._gen.google.cloud.aiplatform.v1 import io_pb2 as _io_pb2" in out
     assert "from google.protobuf import struct_pb2 as _s" in out  # well-known types keep upstream stubs
+
+
+def test_generated_python_is_formatted():
+    from codegen.fmt import LINE_LENGTH, ruff_bin
+
+    result = subprocess.run(
+        [
+            ruff_bin(),
+            "format",
+            "--check",
+            "--isolated",
+            f"--line-length={LINE_LENGTH}",
+            str(ROOT / "bpj" / "_gen"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -33,9 +33,7 @@ CREATE_READ_SESSION = Method(
     request_type="google.cloud.bigquery.storage.v1.CreateReadSessionRequest",
     response_type="google.cloud.bigquery.storage.v1.ReadSession",
     server_streaming=False,
-    http=(
-        HttpRule("post", "/v1/{read_session.table=projects/*/datasets/*/tables/*}", "*"),
-    ),
+    http=(HttpRule("post", "/v1/{read_session.table=projects/*/datasets/*/tables/*}", "*"),),
     timeout=600.0,
     retry=RETRY,
     idempotent=True,
@@ -49,9 +47,7 @@ READ_ROWS = Method(
     request_type="google.cloud.bigquery.storage.v1.ReadRowsRequest",
     response_type="google.cloud.bigquery.storage.v1.ReadRowsResponse",
     server_streaming=True,
-    http=(
-        HttpRule("get", "/v1/{read_stream=projects/*/locations/*/sessions/*/streams/*}", ""),
-    ),
+    http=(HttpRule("get", "/v1/{read_stream=projects/*/locations/*/sessions/*/streams/*}", ""),),
     timeout=86400.0,
     retry=RetryPolicy(
         initial=0.1,
@@ -71,9 +67,7 @@ SPLIT_READ_STREAM = Method(
     request_type="google.cloud.bigquery.storage.v1.SplitReadStreamRequest",
     response_type="google.cloud.bigquery.storage.v1.SplitReadStreamResponse",
     server_streaming=False,
-    http=(
-        HttpRule("get", "/v1/{name=projects/*/locations/*/sessions/*/streams/*}", ""),
-    ),
+    http=(HttpRule("get", "/v1/{name=projects/*/locations/*/sessions/*/streams/*}", ""),),
     timeout=600.0,
     retry=RETRY,
     idempotent=True,
@@ -174,11 +168,17 @@ class BigQueryReadServicer(ServicerBase):
 
     service = SERVICE
 
-    def CreateReadSession(self, request: storage_pb2.CreateReadSessionRequest, context: Any) -> stream_pb2.ReadSession:
+    def CreateReadSession(
+        self, request: storage_pb2.CreateReadSessionRequest, context: Any
+    ) -> stream_pb2.ReadSession:
         raise self.unimplemented("CreateReadSession")
 
-    def ReadRows(self, request: storage_pb2.ReadRowsRequest, context: Any) -> Iterator[storage_pb2.ReadRowsResponse]:
+    def ReadRows(
+        self, request: storage_pb2.ReadRowsRequest, context: Any
+    ) -> Iterator[storage_pb2.ReadRowsResponse]:
         raise self.unimplemented("ReadRows")
 
-    def SplitReadStream(self, request: storage_pb2.SplitReadStreamRequest, context: Any) -> storage_pb2.SplitReadStreamResponse:
+    def SplitReadStream(
+        self, request: storage_pb2.SplitReadStreamRequest, context: Any
+    ) -> storage_pb2.SplitReadStreamResponse:
         raise self.unimplemented("SplitReadStream")

@@ -51,9 +51,7 @@ GET_BATCH_PREDICTION_JOB = Method(
     request_type="google.cloud.aiplatform.v1.GetBatchPredictionJobRequest",
     response_type="google.cloud.aiplatform.v1.BatchPredictionJob",
     server_streaming=False,
-    http=(
-        HttpRule("get", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),
-    ),
+    http=(HttpRule("get", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -67,9 +65,7 @@ LIST_BATCH_PREDICTION_JOBS = Method(
     request_type="google.cloud.aiplatform.v1.ListBatchPredictionJobsRequest",
     response_type="google.cloud.aiplatform.v1.ListBatchPredictionJobsResponse",
     server_streaming=False,
-    http=(
-        HttpRule("get", "/v1/{parent=projects/*/locations/*}/batchPredictionJobs", ""),
-    ),
+    http=(HttpRule("get", "/v1/{parent=projects/*/locations/*}/batchPredictionJobs", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -83,9 +79,7 @@ DELETE_BATCH_PREDICTION_JOB = Method(
     request_type="google.cloud.aiplatform.v1.DeleteBatchPredictionJobRequest",
     response_type="google.longrunning.Operation",
     server_streaming=False,
-    http=(
-        HttpRule("delete", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),
-    ),
+    http=(HttpRule("delete", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -99,9 +93,7 @@ CANCEL_BATCH_PREDICTION_JOB = Method(
     request_type="google.cloud.aiplatform.v1.CancelBatchPredictionJobRequest",
     response_type="google.protobuf.Empty",
     server_streaming=False,
-    http=(
-        HttpRule("post", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}:cancel", "*"),
-    ),
+    http=(HttpRule("post", "/v1/{name=projects/*/locations/*/batchPredictionJobs/*}:cancel", "*"),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -248,17 +240,27 @@ class JobServiceServicer(ServicerBase):
 
     service = SERVICE
 
-    def CreateBatchPredictionJob(self, request: job_service_pb2.CreateBatchPredictionJobRequest, context: Any) -> batch_prediction_job_pb2.BatchPredictionJob:
+    def CreateBatchPredictionJob(
+        self, request: job_service_pb2.CreateBatchPredictionJobRequest, context: Any
+    ) -> batch_prediction_job_pb2.BatchPredictionJob:
         raise self.unimplemented("CreateBatchPredictionJob")
 
-    def GetBatchPredictionJob(self, request: job_service_pb2.GetBatchPredictionJobRequest, context: Any) -> batch_prediction_job_pb2.BatchPredictionJob:
+    def GetBatchPredictionJob(
+        self, request: job_service_pb2.GetBatchPredictionJobRequest, context: Any
+    ) -> batch_prediction_job_pb2.BatchPredictionJob:
         raise self.unimplemented("GetBatchPredictionJob")
 
-    def ListBatchPredictionJobs(self, request: job_service_pb2.ListBatchPredictionJobsRequest, context: Any) -> job_service_pb2.ListBatchPredictionJobsResponse:
+    def ListBatchPredictionJobs(
+        self, request: job_service_pb2.ListBatchPredictionJobsRequest, context: Any
+    ) -> job_service_pb2.ListBatchPredictionJobsResponse:
         raise self.unimplemented("ListBatchPredictionJobs")
 
-    def DeleteBatchPredictionJob(self, request: job_service_pb2.DeleteBatchPredictionJobRequest, context: Any) -> operations_proto_pb2.Operation:
+    def DeleteBatchPredictionJob(
+        self, request: job_service_pb2.DeleteBatchPredictionJobRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
         raise self.unimplemented("DeleteBatchPredictionJob")
 
-    def CancelBatchPredictionJob(self, request: job_service_pb2.CancelBatchPredictionJobRequest, context: Any) -> empty_pb2.Empty:
+    def CancelBatchPredictionJob(
+        self, request: job_service_pb2.CancelBatchPredictionJobRequest, context: Any
+    ) -> empty_pb2.Empty:
         raise self.unimplemented("CancelBatchPredictionJob")

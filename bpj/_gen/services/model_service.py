@@ -34,9 +34,7 @@ UPLOAD_MODEL = Method(
     request_type="google.cloud.aiplatform.v1.UploadModelRequest",
     response_type="google.longrunning.Operation",
     server_streaming=False,
-    http=(
-        HttpRule("post", "/v1/{parent=projects/*/locations/*}/models:upload", "*"),
-    ),
+    http=(HttpRule("post", "/v1/{parent=projects/*/locations/*}/models:upload", "*"),),
     timeout=60.0,
     retry=RETRY,
     idempotent=False,
@@ -50,9 +48,7 @@ GET_MODEL = Method(
     request_type="google.cloud.aiplatform.v1.GetModelRequest",
     response_type="google.cloud.aiplatform.v1.Model",
     server_streaming=False,
-    http=(
-        HttpRule("get", "/v1/{name=projects/*/locations/*/models/*}", ""),
-    ),
+    http=(HttpRule("get", "/v1/{name=projects/*/locations/*/models/*}", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -66,9 +62,7 @@ LIST_MODELS = Method(
     request_type="google.cloud.aiplatform.v1.ListModelsRequest",
     response_type="google.cloud.aiplatform.v1.ListModelsResponse",
     server_streaming=False,
-    http=(
-        HttpRule("get", "/v1/{parent=projects/*/locations/*}/models", ""),
-    ),
+    http=(HttpRule("get", "/v1/{parent=projects/*/locations/*}/models", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -82,9 +76,7 @@ DELETE_MODEL = Method(
     request_type="google.cloud.aiplatform.v1.DeleteModelRequest",
     response_type="google.longrunning.Operation",
     server_streaming=False,
-    http=(
-        HttpRule("delete", "/v1/{name=projects/*/locations/*/models/*}", ""),
-    ),
+    http=(HttpRule("delete", "/v1/{name=projects/*/locations/*/models/*}", ""),),
     timeout=60.0,
     retry=RETRY,
     idempotent=True,
@@ -208,14 +200,20 @@ class ModelServiceServicer(ServicerBase):
 
     service = SERVICE
 
-    def UploadModel(self, request: model_service_pb2.UploadModelRequest, context: Any) -> operations_proto_pb2.Operation:
+    def UploadModel(
+        self, request: model_service_pb2.UploadModelRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
         raise self.unimplemented("UploadModel")
 
     def GetModel(self, request: model_service_pb2.GetModelRequest, context: Any) -> model_pb2.Model:
         raise self.unimplemented("GetModel")
 
-    def ListModels(self, request: model_service_pb2.ListModelsRequest, context: Any) -> model_service_pb2.ListModelsResponse:
+    def ListModels(
+        self, request: model_service_pb2.ListModelsRequest, context: Any
+    ) -> model_service_pb2.ListModelsResponse:
         raise self.unimplemented("ListModels")
 
-    def DeleteModel(self, request: model_service_pb2.DeleteModelRequest, context: Any) -> operations_proto_pb2.Operation:
+    def DeleteModel(
+        self, request: model_service_pb2.DeleteModelRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
         raise self.unimplemented("DeleteModel")

@@ -251,17 +251,27 @@ class OperationsServicer(ServicerBase):
 
     service = SERVICE
 
-    def ListOperations(self, request: operations_proto_pb2.ListOperationsRequest, context: Any) -> operations_proto_pb2.ListOperationsResponse:
+    def ListOperations(
+        self, request: operations_proto_pb2.ListOperationsRequest, context: Any
+    ) -> operations_proto_pb2.ListOperationsResponse:
         raise self.unimplemented("ListOperations")
 
-    def GetOperation(self, request: operations_proto_pb2.GetOperationRequest, context: Any) -> operations_proto_pb2.Operation:
+    def GetOperation(
+        self, request: operations_proto_pb2.GetOperationRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
         raise self.unimplemented("GetOperation")
 
-    def DeleteOperation(self, request: operations_proto_pb2.DeleteOperationRequest, context: Any) -> empty_pb2.Empty:
+    def DeleteOperation(
+        self, request: operations_proto_pb2.DeleteOperationRequest, context: Any
+    ) -> empty_pb2.Empty:
         raise self.unimplemented("DeleteOperation")
 
-    def CancelOperation(self, request: operations_proto_pb2.CancelOperationRequest, context: Any) -> empty_pb2.Empty:
+    def CancelOperation(
+        self, request: operations_proto_pb2.CancelOperationRequest, context: Any
+    ) -> empty_pb2.Empty:
         raise self.unimplemented("CancelOperation")
 
-    def WaitOperation(self, request: operations_proto_pb2.WaitOperationRequest, context: Any) -> operations_proto_pb2.Operation:
+    def WaitOperation(
+        self, request: operations_proto_pb2.WaitOperationRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
         raise self.unimplemented("WaitOperation")

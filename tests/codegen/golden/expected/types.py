@@ -46,15 +46,23 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from google.protobuf.any_pb2 import Any as Any
-    from bpj._gen.google.longrunning.operations_proto_pb2 import CancelOperationRequest as CancelOperationRequest
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        CancelOperationRequest as CancelOperationRequest,
+    )
     from bpj._gen.demo.v1.demo_pb2 import Colour as Colour
-    from bpj._gen.google.longrunning.operations_proto_pb2 import DeleteOperationRequest as DeleteOperationRequest
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        DeleteOperationRequest as DeleteOperationRequest,
+    )
     from google.protobuf.duration_pb2 import Duration as Duration
     from google.protobuf.empty_pb2 import Empty as Empty
     from bpj._gen.google.longrunning.operations_proto_pb2 import GetOperationRequest as GetOperationRequest
     from bpj._gen.demo.v1.demo_pb2 import GetThingRequest as GetThingRequest
-    from bpj._gen.google.longrunning.operations_proto_pb2 import ListOperationsRequest as ListOperationsRequest
-    from bpj._gen.google.longrunning.operations_proto_pb2 import ListOperationsResponse as ListOperationsResponse
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        ListOperationsRequest as ListOperationsRequest,
+    )
+    from bpj._gen.google.longrunning.operations_proto_pb2 import (
+        ListOperationsResponse as ListOperationsResponse,
+    )
     from bpj._gen.google.longrunning.operations_proto_pb2 import Operation as Operation
     from bpj._gen.google.longrunning.operations_proto_pb2 import OperationInfo as OperationInfo
     from bpj._gen.google.rpc.status_pb2 import Status as Status

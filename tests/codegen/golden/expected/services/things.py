@@ -49,9 +49,7 @@ WATCH_THINGS = Method(
     request_type="demo.v1.WatchThingsRequest",
     response_type="demo.v1.Thing",
     server_streaming=True,
-    http=(
-        HttpRule("post", "/v1/{parent=shelves/*}/things:watch", "*"),
-    ),
+    http=(HttpRule("post", "/v1/{parent=shelves/*}/things:watch", "*"),),
     timeout=3600.0,
     retry=RETRY,
     idempotent=True,

@@ -26,6 +26,7 @@ class AcceleratorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NVIDIA_B200: _ClassVar[AcceleratorType]
     NVIDIA_GB200: _ClassVar[AcceleratorType]
     NVIDIA_RTX_PRO_6000: _ClassVar[AcceleratorType]
+
 ACCELERATOR_TYPE_UNSPECIFIED: AcceleratorType
 NVIDIA_TESLA_K80: AcceleratorType
 NVIDIA_TESLA_P100: AcceleratorType

@@ -7,8 +7,12 @@ from bpj._gen.google.cloud.aiplatform.v1 import explanation_pb2 as _explanation_
 from bpj._gen.google.cloud.aiplatform.v1 import io_pb2 as _io_pb2
 from bpj._gen.google.cloud.aiplatform.v1 import job_state_pb2 as _job_state_pb2
 from bpj._gen.google.cloud.aiplatform.v1 import machine_resources_pb2 as _machine_resources_pb2
-from bpj._gen.google.cloud.aiplatform.v1 import manual_batch_tuning_parameters_pb2 as _manual_batch_tuning_parameters_pb2
-from bpj._gen.google.cloud.aiplatform.v1 import unmanaged_container_model_pb2 as _unmanaged_container_model_pb2
+from bpj._gen.google.cloud.aiplatform.v1 import (
+    manual_batch_tuning_parameters_pb2 as _manual_batch_tuning_parameters_pb2,
+)
+from bpj._gen.google.cloud.aiplatform.v1 import (
+    unmanaged_container_model_pb2 as _unmanaged_container_model_pb2,
+)
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from bpj._gen.google.rpc import status_pb2 as _status_pb2
@@ -21,7 +25,37 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BatchPredictionJob(_message.Message):
-    __slots__ = ("name", "display_name", "model", "model_version_id", "unmanaged_container_model", "input_config", "instance_config", "model_parameters", "output_config", "dedicated_resources", "service_account", "manual_batch_tuning_parameters", "generate_explanation", "explanation_spec", "output_info", "state", "error", "partial_failures", "resources_consumed", "completion_stats", "create_time", "start_time", "end_time", "update_time", "labels", "encryption_spec", "disable_container_logging", "satisfies_pzs", "satisfies_pzi")
+    __slots__ = (
+        "name",
+        "display_name",
+        "model",
+        "model_version_id",
+        "unmanaged_container_model",
+        "input_config",
+        "instance_config",
+        "model_parameters",
+        "output_config",
+        "dedicated_resources",
+        "service_account",
+        "manual_batch_tuning_parameters",
+        "generate_explanation",
+        "explanation_spec",
+        "output_info",
+        "state",
+        "error",
+        "partial_failures",
+        "resources_consumed",
+        "completion_stats",
+        "create_time",
+        "start_time",
+        "end_time",
+        "update_time",
+        "labels",
+        "encryption_spec",
+        "disable_container_logging",
+        "satisfies_pzs",
+        "satisfies_pzi",
+    )
     class InputConfig(_message.Message):
         __slots__ = ("gcs_source", "bigquery_source", "vertex_multimodal_dataset_source", "instances_format")
         GCS_SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -32,7 +66,16 @@ class BatchPredictionJob(_message.Message):
         bigquery_source: _io_pb2.BigQuerySource
         vertex_multimodal_dataset_source: _io_pb2.VertexMultimodalDatasetSource
         instances_format: str
-        def __init__(self, gcs_source: _Optional[_Union[_io_pb2.GcsSource, _Mapping]] = ..., bigquery_source: _Optional[_Union[_io_pb2.BigQuerySource, _Mapping]] = ..., vertex_multimodal_dataset_source: _Optional[_Union[_io_pb2.VertexMultimodalDatasetSource, _Mapping]] = ..., instances_format: _Optional[str] = ...) -> None: ...
+        def __init__(
+            self,
+            gcs_source: _Optional[_Union[_io_pb2.GcsSource, _Mapping]] = ...,
+            bigquery_source: _Optional[_Union[_io_pb2.BigQuerySource, _Mapping]] = ...,
+            vertex_multimodal_dataset_source: _Optional[
+                _Union[_io_pb2.VertexMultimodalDatasetSource, _Mapping]
+            ] = ...,
+            instances_format: _Optional[str] = ...,
+        ) -> None: ...
+
     class InstanceConfig(_message.Message):
         __slots__ = ("instance_type", "key_field", "included_fields", "excluded_fields")
         INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -43,9 +86,21 @@ class BatchPredictionJob(_message.Message):
         key_field: str
         included_fields: _containers.RepeatedScalarFieldContainer[str]
         excluded_fields: _containers.RepeatedScalarFieldContainer[str]
-        def __init__(self, instance_type: _Optional[str] = ..., key_field: _Optional[str] = ..., included_fields: _Optional[_Iterable[str]] = ..., excluded_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+        def __init__(
+            self,
+            instance_type: _Optional[str] = ...,
+            key_field: _Optional[str] = ...,
+            included_fields: _Optional[_Iterable[str]] = ...,
+            excluded_fields: _Optional[_Iterable[str]] = ...,
+        ) -> None: ...
+
     class OutputConfig(_message.Message):
-        __slots__ = ("gcs_destination", "bigquery_destination", "vertex_multimodal_dataset_destination", "predictions_format")
+        __slots__ = (
+            "gcs_destination",
+            "bigquery_destination",
+            "vertex_multimodal_dataset_destination",
+            "predictions_format",
+        )
         GCS_DESTINATION_FIELD_NUMBER: _ClassVar[int]
         BIGQUERY_DESTINATION_FIELD_NUMBER: _ClassVar[int]
         VERTEX_MULTIMODAL_DATASET_DESTINATION_FIELD_NUMBER: _ClassVar[int]
@@ -54,9 +109,23 @@ class BatchPredictionJob(_message.Message):
         bigquery_destination: _io_pb2.BigQueryDestination
         vertex_multimodal_dataset_destination: _io_pb2.VertexMultimodalDatasetDestination
         predictions_format: str
-        def __init__(self, gcs_destination: _Optional[_Union[_io_pb2.GcsDestination, _Mapping]] = ..., bigquery_destination: _Optional[_Union[_io_pb2.BigQueryDestination, _Mapping]] = ..., vertex_multimodal_dataset_destination: _Optional[_Union[_io_pb2.VertexMultimodalDatasetDestination, _Mapping]] = ..., predictions_format: _Optional[str] = ...) -> None: ...
+        def __init__(
+            self,
+            gcs_destination: _Optional[_Union[_io_pb2.GcsDestination, _Mapping]] = ...,
+            bigquery_destination: _Optional[_Union[_io_pb2.BigQueryDestination, _Mapping]] = ...,
+            vertex_multimodal_dataset_destination: _Optional[
+                _Union[_io_pb2.VertexMultimodalDatasetDestination, _Mapping]
+            ] = ...,
+            predictions_format: _Optional[str] = ...,
+        ) -> None: ...
+
     class OutputInfo(_message.Message):
-        __slots__ = ("gcs_output_directory", "bigquery_output_dataset", "vertex_multimodal_dataset_name", "bigquery_output_table")
+        __slots__ = (
+            "gcs_output_directory",
+            "bigquery_output_dataset",
+            "vertex_multimodal_dataset_name",
+            "bigquery_output_table",
+        )
         GCS_OUTPUT_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
         BIGQUERY_OUTPUT_DATASET_FIELD_NUMBER: _ClassVar[int]
         VERTEX_MULTIMODAL_DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -65,7 +134,14 @@ class BatchPredictionJob(_message.Message):
         bigquery_output_dataset: str
         vertex_multimodal_dataset_name: str
         bigquery_output_table: str
-        def __init__(self, gcs_output_directory: _Optional[str] = ..., bigquery_output_dataset: _Optional[str] = ..., vertex_multimodal_dataset_name: _Optional[str] = ..., bigquery_output_table: _Optional[str] = ...) -> None: ...
+        def __init__(
+            self,
+            gcs_output_directory: _Optional[str] = ...,
+            bigquery_output_dataset: _Optional[str] = ...,
+            vertex_multimodal_dataset_name: _Optional[str] = ...,
+            bigquery_output_table: _Optional[str] = ...,
+        ) -> None: ...
+
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +149,7 @@ class BatchPredictionJob(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -131,4 +208,41 @@ class BatchPredictionJob(_message.Message):
     disable_container_logging: bool
     satisfies_pzs: bool
     satisfies_pzi: bool
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., model: _Optional[str] = ..., model_version_id: _Optional[str] = ..., unmanaged_container_model: _Optional[_Union[_unmanaged_container_model_pb2.UnmanagedContainerModel, _Mapping]] = ..., input_config: _Optional[_Union[BatchPredictionJob.InputConfig, _Mapping]] = ..., instance_config: _Optional[_Union[BatchPredictionJob.InstanceConfig, _Mapping]] = ..., model_parameters: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_config: _Optional[_Union[BatchPredictionJob.OutputConfig, _Mapping]] = ..., dedicated_resources: _Optional[_Union[_machine_resources_pb2.BatchDedicatedResources, _Mapping]] = ..., service_account: _Optional[str] = ..., manual_batch_tuning_parameters: _Optional[_Union[_manual_batch_tuning_parameters_pb2.ManualBatchTuningParameters, _Mapping]] = ..., generate_explanation: _Optional[bool] = ..., explanation_spec: _Optional[_Union[_explanation_pb2.ExplanationSpec, _Mapping]] = ..., output_info: _Optional[_Union[BatchPredictionJob.OutputInfo, _Mapping]] = ..., state: _Optional[_Union[_job_state_pb2.JobState, str]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., partial_failures: _Optional[_Iterable[_Union[_status_pb2.Status, _Mapping]]] = ..., resources_consumed: _Optional[_Union[_machine_resources_pb2.ResourcesConsumed, _Mapping]] = ..., completion_stats: _Optional[_Union[_completion_stats_pb2.CompletionStats, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., encryption_spec: _Optional[_Union[_encryption_spec_pb2.EncryptionSpec, _Mapping]] = ..., disable_container_logging: _Optional[bool] = ..., satisfies_pzs: _Optional[bool] = ..., satisfies_pzi: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        display_name: _Optional[str] = ...,
+        model: _Optional[str] = ...,
+        model_version_id: _Optional[str] = ...,
+        unmanaged_container_model: _Optional[
+            _Union[_unmanaged_container_model_pb2.UnmanagedContainerModel, _Mapping]
+        ] = ...,
+        input_config: _Optional[_Union[BatchPredictionJob.InputConfig, _Mapping]] = ...,
+        instance_config: _Optional[_Union[BatchPredictionJob.InstanceConfig, _Mapping]] = ...,
+        model_parameters: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...,
+        output_config: _Optional[_Union[BatchPredictionJob.OutputConfig, _Mapping]] = ...,
+        dedicated_resources: _Optional[
+            _Union[_machine_resources_pb2.BatchDedicatedResources, _Mapping]
+        ] = ...,
+        service_account: _Optional[str] = ...,
+        manual_batch_tuning_parameters: _Optional[
+            _Union[_manual_batch_tuning_parameters_pb2.ManualBatchTuningParameters, _Mapping]
+        ] = ...,
+        generate_explanation: _Optional[bool] = ...,
+        explanation_spec: _Optional[_Union[_explanation_pb2.ExplanationSpec, _Mapping]] = ...,
+        output_info: _Optional[_Union[BatchPredictionJob.OutputInfo, _Mapping]] = ...,
+        state: _Optional[_Union[_job_state_pb2.JobState, str]] = ...,
+        error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...,
+        partial_failures: _Optional[_Iterable[_Union[_status_pb2.Status, _Mapping]]] = ...,
+        resources_consumed: _Optional[_Union[_machine_resources_pb2.ResourcesConsumed, _Mapping]] = ...,
+        completion_stats: _Optional[_Union[_completion_stats_pb2.CompletionStats, _Mapping]] = ...,
+        create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        labels: _Optional[_Mapping[str, str]] = ...,
+        encryption_spec: _Optional[_Union[_encryption_spec_pb2.EncryptionSpec, _Mapping]] = ...,
+        disable_container_logging: _Optional[bool] = ...,
+        satisfies_pzs: _Optional[bool] = ...,
+        satisfies_pzi: _Optional[bool] = ...,
+    ) -> None: ...

@@ -15,4 +15,10 @@ class CompletionStats(_message.Message):
     failed_count: int
     incomplete_count: int
     successful_forecast_point_count: int
-    def __init__(self, successful_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., incomplete_count: _Optional[int] = ..., successful_forecast_point_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        successful_count: _Optional[int] = ...,
+        failed_count: _Optional[int] = ...,
+        incomplete_count: _Optional[int] = ...,
+        successful_forecast_point_count: _Optional[int] = ...,
+    ) -> None: ...

@@ -12,7 +12,20 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class ExplanationMetadata(_message.Message):
     __slots__ = ("inputs", "outputs", "feature_attributions_schema_uri", "latent_space_source")
     class InputMetadata(_message.Message):
-        __slots__ = ("input_baselines", "input_tensor_name", "encoding", "modality", "feature_value_domain", "indices_tensor_name", "dense_shape_tensor_name", "index_feature_mapping", "encoded_tensor_name", "encoded_baselines", "visualization", "group_name")
+        __slots__ = (
+            "input_baselines",
+            "input_tensor_name",
+            "encoding",
+            "modality",
+            "feature_value_domain",
+            "indices_tensor_name",
+            "dense_shape_tensor_name",
+            "index_feature_mapping",
+            "encoded_tensor_name",
+            "encoded_baselines",
+            "visualization",
+            "group_name",
+        )
         class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
             __slots__ = ()
             ENCODING_UNSPECIFIED: _ClassVar[ExplanationMetadata.InputMetadata.Encoding]
@@ -22,6 +35,7 @@ class ExplanationMetadata(_message.Message):
             INDICATOR: _ClassVar[ExplanationMetadata.InputMetadata.Encoding]
             COMBINED_EMBEDDING: _ClassVar[ExplanationMetadata.InputMetadata.Encoding]
             CONCAT_EMBEDDING: _ClassVar[ExplanationMetadata.InputMetadata.Encoding]
+
         ENCODING_UNSPECIFIED: ExplanationMetadata.InputMetadata.Encoding
         IDENTITY: ExplanationMetadata.InputMetadata.Encoding
         BAG_OF_FEATURES: ExplanationMetadata.InputMetadata.Encoding
@@ -39,14 +53,29 @@ class ExplanationMetadata(_message.Message):
             max_value: float
             original_mean: float
             original_stddev: float
-            def __init__(self, min_value: _Optional[float] = ..., max_value: _Optional[float] = ..., original_mean: _Optional[float] = ..., original_stddev: _Optional[float] = ...) -> None: ...
+            def __init__(
+                self,
+                min_value: _Optional[float] = ...,
+                max_value: _Optional[float] = ...,
+                original_mean: _Optional[float] = ...,
+                original_stddev: _Optional[float] = ...,
+            ) -> None: ...
+
         class Visualization(_message.Message):
-            __slots__ = ("type_", "polarity", "color_map", "clip_percent_upperbound", "clip_percent_lowerbound", "overlay_type")
+            __slots__ = (
+                "type_",
+                "polarity",
+                "color_map",
+                "clip_percent_upperbound",
+                "clip_percent_lowerbound",
+                "overlay_type",
+            )
             class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
                 __slots__ = ()
                 TYPE_UNSPECIFIED: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Type]
                 PIXELS: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Type]
                 OUTLINES: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Type]
+
             TYPE_UNSPECIFIED: ExplanationMetadata.InputMetadata.Visualization.Type
             PIXELS: ExplanationMetadata.InputMetadata.Visualization.Type
             OUTLINES: ExplanationMetadata.InputMetadata.Visualization.Type
@@ -56,6 +85,7 @@ class ExplanationMetadata(_message.Message):
                 POSITIVE: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Polarity]
                 NEGATIVE: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Polarity]
                 BOTH: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.Polarity]
+
             POLARITY_UNSPECIFIED: ExplanationMetadata.InputMetadata.Visualization.Polarity
             POSITIVE: ExplanationMetadata.InputMetadata.Visualization.Polarity
             NEGATIVE: ExplanationMetadata.InputMetadata.Visualization.Polarity
@@ -69,6 +99,7 @@ class ExplanationMetadata(_message.Message):
                 GREEN: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.ColorMap]
                 PINK_WHITE_GREEN: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.ColorMap]
                 RED_GREEN: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.ColorMap]
+
             COLOR_MAP_UNSPECIFIED: ExplanationMetadata.InputMetadata.Visualization.ColorMap
             PINK_GREEN: ExplanationMetadata.InputMetadata.Visualization.ColorMap
             VIRIDIS: ExplanationMetadata.InputMetadata.Visualization.ColorMap
@@ -78,11 +109,14 @@ class ExplanationMetadata(_message.Message):
             RED_GREEN: ExplanationMetadata.InputMetadata.Visualization.ColorMap
             class OverlayType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
                 __slots__ = ()
-                OVERLAY_TYPE_UNSPECIFIED: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.OverlayType]
+                OVERLAY_TYPE_UNSPECIFIED: _ClassVar[
+                    ExplanationMetadata.InputMetadata.Visualization.OverlayType
+                ]
                 NONE: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.OverlayType]
                 ORIGINAL: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.OverlayType]
                 GRAYSCALE: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.OverlayType]
                 MASK_BLACK: _ClassVar[ExplanationMetadata.InputMetadata.Visualization.OverlayType]
+
             OVERLAY_TYPE_UNSPECIFIED: ExplanationMetadata.InputMetadata.Visualization.OverlayType
             NONE: ExplanationMetadata.InputMetadata.Visualization.OverlayType
             ORIGINAL: ExplanationMetadata.InputMetadata.Visualization.OverlayType
@@ -100,7 +134,22 @@ class ExplanationMetadata(_message.Message):
             clip_percent_upperbound: float
             clip_percent_lowerbound: float
             overlay_type: ExplanationMetadata.InputMetadata.Visualization.OverlayType
-            def __init__(self, type_: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization.Type, str]] = ..., polarity: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization.Polarity, str]] = ..., color_map: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization.ColorMap, str]] = ..., clip_percent_upperbound: _Optional[float] = ..., clip_percent_lowerbound: _Optional[float] = ..., overlay_type: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization.OverlayType, str]] = ...) -> None: ...
+            def __init__(
+                self,
+                type_: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization.Type, str]] = ...,
+                polarity: _Optional[
+                    _Union[ExplanationMetadata.InputMetadata.Visualization.Polarity, str]
+                ] = ...,
+                color_map: _Optional[
+                    _Union[ExplanationMetadata.InputMetadata.Visualization.ColorMap, str]
+                ] = ...,
+                clip_percent_upperbound: _Optional[float] = ...,
+                clip_percent_lowerbound: _Optional[float] = ...,
+                overlay_type: _Optional[
+                    _Union[ExplanationMetadata.InputMetadata.Visualization.OverlayType, str]
+                ] = ...,
+            ) -> None: ...
+
         INPUT_BASELINES_FIELD_NUMBER: _ClassVar[int]
         INPUT_TENSOR_NAME_FIELD_NUMBER: _ClassVar[int]
         ENCODING_FIELD_NUMBER: _ClassVar[int]
@@ -125,7 +174,24 @@ class ExplanationMetadata(_message.Message):
         encoded_baselines: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
         visualization: ExplanationMetadata.InputMetadata.Visualization
         group_name: str
-        def __init__(self, input_baselines: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., input_tensor_name: _Optional[str] = ..., encoding: _Optional[_Union[ExplanationMetadata.InputMetadata.Encoding, str]] = ..., modality: _Optional[str] = ..., feature_value_domain: _Optional[_Union[ExplanationMetadata.InputMetadata.FeatureValueDomain, _Mapping]] = ..., indices_tensor_name: _Optional[str] = ..., dense_shape_tensor_name: _Optional[str] = ..., index_feature_mapping: _Optional[_Iterable[str]] = ..., encoded_tensor_name: _Optional[str] = ..., encoded_baselines: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., visualization: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization, _Mapping]] = ..., group_name: _Optional[str] = ...) -> None: ...
+        def __init__(
+            self,
+            input_baselines: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...,
+            input_tensor_name: _Optional[str] = ...,
+            encoding: _Optional[_Union[ExplanationMetadata.InputMetadata.Encoding, str]] = ...,
+            modality: _Optional[str] = ...,
+            feature_value_domain: _Optional[
+                _Union[ExplanationMetadata.InputMetadata.FeatureValueDomain, _Mapping]
+            ] = ...,
+            indices_tensor_name: _Optional[str] = ...,
+            dense_shape_tensor_name: _Optional[str] = ...,
+            index_feature_mapping: _Optional[_Iterable[str]] = ...,
+            encoded_tensor_name: _Optional[str] = ...,
+            encoded_baselines: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...,
+            visualization: _Optional[_Union[ExplanationMetadata.InputMetadata.Visualization, _Mapping]] = ...,
+            group_name: _Optional[str] = ...,
+        ) -> None: ...
+
     class OutputMetadata(_message.Message):
         __slots__ = ("index_display_name_mapping", "display_name_mapping_key", "output_tensor_name")
         INDEX_DISPLAY_NAME_MAPPING_FIELD_NUMBER: _ClassVar[int]
@@ -134,21 +200,37 @@ class ExplanationMetadata(_message.Message):
         index_display_name_mapping: _struct_pb2.Value
         display_name_mapping_key: str
         output_tensor_name: str
-        def __init__(self, index_display_name_mapping: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., display_name_mapping_key: _Optional[str] = ..., output_tensor_name: _Optional[str] = ...) -> None: ...
+        def __init__(
+            self,
+            index_display_name_mapping: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...,
+            display_name_mapping_key: _Optional[str] = ...,
+            output_tensor_name: _Optional[str] = ...,
+        ) -> None: ...
+
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: ExplanationMetadata.InputMetadata
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ExplanationMetadata.InputMetadata, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self,
+            key: _Optional[str] = ...,
+            value: _Optional[_Union[ExplanationMetadata.InputMetadata, _Mapping]] = ...,
+        ) -> None: ...
+
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: ExplanationMetadata.OutputMetadata
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ExplanationMetadata.OutputMetadata, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self,
+            key: _Optional[str] = ...,
+            value: _Optional[_Union[ExplanationMetadata.OutputMetadata, _Mapping]] = ...,
+        ) -> None: ...
+
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_ATTRIBUTIONS_SCHEMA_URI_FIELD_NUMBER: _ClassVar[int]
@@ -157,4 +239,10 @@ class ExplanationMetadata(_message.Message):
     outputs: _containers.MessageMap[str, ExplanationMetadata.OutputMetadata]
     feature_attributions_schema_uri: str
     latent_space_source: str
-    def __init__(self, inputs: _Optional[_Mapping[str, ExplanationMetadata.InputMetadata]] = ..., outputs: _Optional[_Mapping[str, ExplanationMetadata.OutputMetadata]] = ..., feature_attributions_schema_uri: _Optional[str] = ..., latent_space_source: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        inputs: _Optional[_Mapping[str, ExplanationMetadata.InputMetadata]] = ...,
+        outputs: _Optional[_Mapping[str, ExplanationMetadata.OutputMetadata]] = ...,
+        feature_attributions_schema_uri: _Optional[str] = ...,
+        latent_space_source: _Optional[str] = ...,
+    ) -> None: ...

@@ -17,10 +17,21 @@ class ExplanationSpec(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     parameters: ExplanationParameters
     metadata: _explanation_metadata_pb2.ExplanationMetadata
-    def __init__(self, parameters: _Optional[_Union[ExplanationParameters, _Mapping]] = ..., metadata: _Optional[_Union[_explanation_metadata_pb2.ExplanationMetadata, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        parameters: _Optional[_Union[ExplanationParameters, _Mapping]] = ...,
+        metadata: _Optional[_Union[_explanation_metadata_pb2.ExplanationMetadata, _Mapping]] = ...,
+    ) -> None: ...
 
 class ExplanationParameters(_message.Message):
-    __slots__ = ("sampled_shapley_attribution", "integrated_gradients_attribution", "xrai_attribution", "examples", "top_k", "output_indices")
+    __slots__ = (
+        "sampled_shapley_attribution",
+        "integrated_gradients_attribution",
+        "xrai_attribution",
+        "examples",
+        "top_k",
+        "output_indices",
+    )
     SAMPLED_SHAPLEY_ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     INTEGRATED_GRADIENTS_ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     XRAI_ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -33,7 +44,15 @@ class ExplanationParameters(_message.Message):
     examples: Examples
     top_k: int
     output_indices: _struct_pb2.ListValue
-    def __init__(self, sampled_shapley_attribution: _Optional[_Union[SampledShapleyAttribution, _Mapping]] = ..., integrated_gradients_attribution: _Optional[_Union[IntegratedGradientsAttribution, _Mapping]] = ..., xrai_attribution: _Optional[_Union[XraiAttribution, _Mapping]] = ..., examples: _Optional[_Union[Examples, _Mapping]] = ..., top_k: _Optional[int] = ..., output_indices: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        sampled_shapley_attribution: _Optional[_Union[SampledShapleyAttribution, _Mapping]] = ...,
+        integrated_gradients_attribution: _Optional[_Union[IntegratedGradientsAttribution, _Mapping]] = ...,
+        xrai_attribution: _Optional[_Union[XraiAttribution, _Mapping]] = ...,
+        examples: _Optional[_Union[Examples, _Mapping]] = ...,
+        top_k: _Optional[int] = ...,
+        output_indices: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ...,
+    ) -> None: ...
 
 class SampledShapleyAttribution(_message.Message):
     __slots__ = ("path_count",)
@@ -49,7 +68,12 @@ class IntegratedGradientsAttribution(_message.Message):
     step_count: int
     smooth_grad_config: SmoothGradConfig
     blur_baseline_config: BlurBaselineConfig
-    def __init__(self, step_count: _Optional[int] = ..., smooth_grad_config: _Optional[_Union[SmoothGradConfig, _Mapping]] = ..., blur_baseline_config: _Optional[_Union[BlurBaselineConfig, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        step_count: _Optional[int] = ...,
+        smooth_grad_config: _Optional[_Union[SmoothGradConfig, _Mapping]] = ...,
+        blur_baseline_config: _Optional[_Union[BlurBaselineConfig, _Mapping]] = ...,
+    ) -> None: ...
 
 class XraiAttribution(_message.Message):
     __slots__ = ("step_count", "smooth_grad_config", "blur_baseline_config")
@@ -59,7 +83,12 @@ class XraiAttribution(_message.Message):
     step_count: int
     smooth_grad_config: SmoothGradConfig
     blur_baseline_config: BlurBaselineConfig
-    def __init__(self, step_count: _Optional[int] = ..., smooth_grad_config: _Optional[_Union[SmoothGradConfig, _Mapping]] = ..., blur_baseline_config: _Optional[_Union[BlurBaselineConfig, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        step_count: _Optional[int] = ...,
+        smooth_grad_config: _Optional[_Union[SmoothGradConfig, _Mapping]] = ...,
+        blur_baseline_config: _Optional[_Union[BlurBaselineConfig, _Mapping]] = ...,
+    ) -> None: ...
 
 class SmoothGradConfig(_message.Message):
     __slots__ = ("noise_sigma", "feature_noise_sigma", "noisy_sample_count")
@@ -69,7 +98,12 @@ class SmoothGradConfig(_message.Message):
     noise_sigma: float
     feature_noise_sigma: FeatureNoiseSigma
     noisy_sample_count: int
-    def __init__(self, noise_sigma: _Optional[float] = ..., feature_noise_sigma: _Optional[_Union[FeatureNoiseSigma, _Mapping]] = ..., noisy_sample_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        noise_sigma: _Optional[float] = ...,
+        feature_noise_sigma: _Optional[_Union[FeatureNoiseSigma, _Mapping]] = ...,
+        noisy_sample_count: _Optional[int] = ...,
+    ) -> None: ...
 
 class FeatureNoiseSigma(_message.Message):
     __slots__ = ("noise_sigma",)
@@ -80,9 +114,13 @@ class FeatureNoiseSigma(_message.Message):
         name: str
         sigma: float
         def __init__(self, name: _Optional[str] = ..., sigma: _Optional[float] = ...) -> None: ...
+
     NOISE_SIGMA_FIELD_NUMBER: _ClassVar[int]
     noise_sigma: _containers.RepeatedCompositeFieldContainer[FeatureNoiseSigma.NoiseSigmaForFeature]
-    def __init__(self, noise_sigma: _Optional[_Iterable[_Union[FeatureNoiseSigma.NoiseSigmaForFeature, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        noise_sigma: _Optional[_Iterable[_Union[FeatureNoiseSigma.NoiseSigmaForFeature, _Mapping]]] = ...,
+    ) -> None: ...
 
 class BlurBaselineConfig(_message.Message):
     __slots__ = ("max_blur_sigma",)
@@ -98,13 +136,19 @@ class Examples(_message.Message):
             __slots__ = ()
             DATA_FORMAT_UNSPECIFIED: _ClassVar[Examples.ExampleGcsSource.DataFormat]
             JSONL: _ClassVar[Examples.ExampleGcsSource.DataFormat]
+
         DATA_FORMAT_UNSPECIFIED: Examples.ExampleGcsSource.DataFormat
         JSONL: Examples.ExampleGcsSource.DataFormat
         DATA_FORMAT_FIELD_NUMBER: _ClassVar[int]
         GCS_SOURCE_FIELD_NUMBER: _ClassVar[int]
         data_format: Examples.ExampleGcsSource.DataFormat
         gcs_source: _io_pb2.GcsSource
-        def __init__(self, data_format: _Optional[_Union[Examples.ExampleGcsSource.DataFormat, str]] = ..., gcs_source: _Optional[_Union[_io_pb2.GcsSource, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self,
+            data_format: _Optional[_Union[Examples.ExampleGcsSource.DataFormat, str]] = ...,
+            gcs_source: _Optional[_Union[_io_pb2.GcsSource, _Mapping]] = ...,
+        ) -> None: ...
+
     EXAMPLE_GCS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     NEAREST_NEIGHBOR_SEARCH_CONFIG_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
@@ -113,7 +157,13 @@ class Examples(_message.Message):
     nearest_neighbor_search_config: _struct_pb2.Value
     presets: Presets
     neighbor_count: int
-    def __init__(self, example_gcs_source: _Optional[_Union[Examples.ExampleGcsSource, _Mapping]] = ..., nearest_neighbor_search_config: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., presets: _Optional[_Union[Presets, _Mapping]] = ..., neighbor_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        example_gcs_source: _Optional[_Union[Examples.ExampleGcsSource, _Mapping]] = ...,
+        nearest_neighbor_search_config: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...,
+        presets: _Optional[_Union[Presets, _Mapping]] = ...,
+        neighbor_count: _Optional[int] = ...,
+    ) -> None: ...
 
 class Presets(_message.Message):
     __slots__ = ("query", "modality")
@@ -121,6 +171,7 @@ class Presets(_message.Message):
         __slots__ = ()
         PRECISE: _ClassVar[Presets.Query]
         FAST: _ClassVar[Presets.Query]
+
     PRECISE: Presets.Query
     FAST: Presets.Query
     class Modality(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -129,6 +180,7 @@ class Presets(_message.Message):
         IMAGE: _ClassVar[Presets.Modality]
         TEXT: _ClassVar[Presets.Modality]
         TABULAR: _ClassVar[Presets.Modality]
+
     MODALITY_UNSPECIFIED: Presets.Modality
     IMAGE: Presets.Modality
     TEXT: Presets.Modality
@@ -137,4 +189,8 @@ class Presets(_message.Message):
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     query: Presets.Query
     modality: Presets.Modality
-    def __init__(self, query: _Optional[_Union[Presets.Query, str]] = ..., modality: _Optional[_Union[Presets.Modality, str]] = ...) -> None: ...
+    def __init__(
+        self,
+        query: _Optional[_Union[Presets.Query, str]] = ...,
+        modality: _Optional[_Union[Presets.Modality, str]] = ...,
+    ) -> None: ...

@@ -11,4 +11,6 @@ GcsDestination = message_class("google.cloud.aiplatform.v1.GcsDestination")
 BigQuerySource = message_class("google.cloud.aiplatform.v1.BigQuerySource")
 BigQueryDestination = message_class("google.cloud.aiplatform.v1.BigQueryDestination")
 VertexMultimodalDatasetSource = message_class("google.cloud.aiplatform.v1.VertexMultimodalDatasetSource")
-VertexMultimodalDatasetDestination = message_class("google.cloud.aiplatform.v1.VertexMultimodalDatasetDestination")
+VertexMultimodalDatasetDestination = message_class(
+    "google.cloud.aiplatform.v1.VertexMultimodalDatasetDestination"
+)

@@ -43,4 +43,8 @@ class VertexMultimodalDatasetDestination(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     bigquery_destination: BigQueryDestination
     display_name: str
-    def __init__(self, bigquery_destination: _Optional[_Union[BigQueryDestination, _Mapping]] = ..., display_name: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        bigquery_destination: _Optional[_Union[BigQueryDestination, _Mapping]] = ...,
+        display_name: _Optional[str] = ...,
+    ) -> None: ...

@@ -19,7 +19,11 @@ class CreateBatchPredictionJobRequest(_message.Message):
     BATCH_PREDICTION_JOB_FIELD_NUMBER: _ClassVar[int]
     parent: str
     batch_prediction_job: _batch_prediction_job_pb2.BatchPredictionJob
-    def __init__(self, parent: _Optional[str] = ..., batch_prediction_job: _Optional[_Union[_batch_prediction_job_pb2.BatchPredictionJob, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        parent: _Optional[str] = ...,
+        batch_prediction_job: _Optional[_Union[_batch_prediction_job_pb2.BatchPredictionJob, _Mapping]] = ...,
+    ) -> None: ...
 
 class GetBatchPredictionJobRequest(_message.Message):
     __slots__ = ("name",)
@@ -39,15 +43,30 @@ class ListBatchPredictionJobsRequest(_message.Message):
     page_size: int
     page_token: str
     read_mask: _field_mask_pb2.FieldMask
-    def __init__(self, parent: _Optional[str] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        parent: _Optional[str] = ...,
+        filter: _Optional[str] = ...,
+        page_size: _Optional[int] = ...,
+        page_token: _Optional[str] = ...,
+        read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...,
+    ) -> None: ...
 
 class ListBatchPredictionJobsResponse(_message.Message):
     __slots__ = ("batch_prediction_jobs", "next_page_token")
     BATCH_PREDICTION_JOBS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    batch_prediction_jobs: _containers.RepeatedCompositeFieldContainer[_batch_prediction_job_pb2.BatchPredictionJob]
+    batch_prediction_jobs: _containers.RepeatedCompositeFieldContainer[
+        _batch_prediction_job_pb2.BatchPredictionJob
+    ]
     next_page_token: str
-    def __init__(self, batch_prediction_jobs: _Optional[_Iterable[_Union[_batch_prediction_job_pb2.BatchPredictionJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        batch_prediction_jobs: _Optional[
+            _Iterable[_Union[_batch_prediction_job_pb2.BatchPredictionJob, _Mapping]]
+        ] = ...,
+        next_page_token: _Optional[str] = ...,
+    ) -> None: ...
 
 class DeleteBatchPredictionJobRequest(_message.Message):
     __slots__ = ("name",)

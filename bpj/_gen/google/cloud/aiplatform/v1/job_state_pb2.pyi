@@ -19,6 +19,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_EXPIRED: _ClassVar[JobState]
     JOB_STATE_UPDATING: _ClassVar[JobState]
     JOB_STATE_PARTIALLY_SUCCEEDED: _ClassVar[JobState]
+
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_PENDING: JobState

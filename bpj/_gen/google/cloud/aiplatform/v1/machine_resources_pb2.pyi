@@ -9,7 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MachineSpec(_message.Message):
-    __slots__ = ("machine_type", "accelerator_type", "accelerator_count", "gpu_partition_size", "tpu_topology", "reservation_affinity")
+    __slots__ = (
+        "machine_type",
+        "accelerator_type",
+        "accelerator_count",
+        "gpu_partition_size",
+        "tpu_topology",
+        "reservation_affinity",
+    )
     MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_TYPE_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -22,7 +29,17 @@ class MachineSpec(_message.Message):
     gpu_partition_size: str
     tpu_topology: str
     reservation_affinity: _reservation_affinity_pb2.ReservationAffinity
-    def __init__(self, machine_type: _Optional[str] = ..., accelerator_type: _Optional[_Union[_accelerator_type_pb2.AcceleratorType, str]] = ..., accelerator_count: _Optional[int] = ..., gpu_partition_size: _Optional[str] = ..., tpu_topology: _Optional[str] = ..., reservation_affinity: _Optional[_Union[_reservation_affinity_pb2.ReservationAffinity, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        machine_type: _Optional[str] = ...,
+        accelerator_type: _Optional[_Union[_accelerator_type_pb2.AcceleratorType, str]] = ...,
+        accelerator_count: _Optional[int] = ...,
+        gpu_partition_size: _Optional[str] = ...,
+        tpu_topology: _Optional[str] = ...,
+        reservation_affinity: _Optional[
+            _Union[_reservation_affinity_pb2.ReservationAffinity, _Mapping]
+        ] = ...,
+    ) -> None: ...
 
 class BatchDedicatedResources(_message.Message):
     __slots__ = ("machine_spec", "starting_replica_count", "max_replica_count")
@@ -32,7 +49,12 @@ class BatchDedicatedResources(_message.Message):
     machine_spec: MachineSpec
     starting_replica_count: int
     max_replica_count: int
-    def __init__(self, machine_spec: _Optional[_Union[MachineSpec, _Mapping]] = ..., starting_replica_count: _Optional[int] = ..., max_replica_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        machine_spec: _Optional[_Union[MachineSpec, _Mapping]] = ...,
+        starting_replica_count: _Optional[int] = ...,
+        max_replica_count: _Optional[int] = ...,
+    ) -> None: ...
 
 class ResourcesConsumed(_message.Message):
     __slots__ = ("replica_hours",)

@@ -18,13 +18,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Model(_message.Message):
-    __slots__ = ("name", "version_id", "version_aliases", "version_create_time", "version_update_time", "display_name", "description", "version_description", "default_checkpoint_id", "predict_schemata", "metadata_schema_uri", "metadata", "supported_export_formats", "training_pipeline", "pipeline_job", "container_spec", "artifact_uri", "supported_deployment_resources_types", "supported_input_storage_formats", "supported_output_storage_formats", "create_time", "update_time", "deployed_models", "explanation_spec", "etag", "labels", "data_stats", "encryption_spec", "model_source_info", "original_model_info", "metadata_artifact", "base_model_source", "satisfies_pzs", "satisfies_pzi", "checkpoints")
+    __slots__ = (
+        "name",
+        "version_id",
+        "version_aliases",
+        "version_create_time",
+        "version_update_time",
+        "display_name",
+        "description",
+        "version_description",
+        "default_checkpoint_id",
+        "predict_schemata",
+        "metadata_schema_uri",
+        "metadata",
+        "supported_export_formats",
+        "training_pipeline",
+        "pipeline_job",
+        "container_spec",
+        "artifact_uri",
+        "supported_deployment_resources_types",
+        "supported_input_storage_formats",
+        "supported_output_storage_formats",
+        "create_time",
+        "update_time",
+        "deployed_models",
+        "explanation_spec",
+        "etag",
+        "labels",
+        "data_stats",
+        "encryption_spec",
+        "model_source_info",
+        "original_model_info",
+        "metadata_artifact",
+        "base_model_source",
+        "satisfies_pzs",
+        "satisfies_pzi",
+        "checkpoints",
+    )
     class DeploymentResourcesType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DEPLOYMENT_RESOURCES_TYPE_UNSPECIFIED: _ClassVar[Model.DeploymentResourcesType]
         DEDICATED_RESOURCES: _ClassVar[Model.DeploymentResourcesType]
         AUTOMATIC_RESOURCES: _ClassVar[Model.DeploymentResourcesType]
         SHARED_RESOURCES: _ClassVar[Model.DeploymentResourcesType]
+
     DEPLOYMENT_RESOURCES_TYPE_UNSPECIFIED: Model.DeploymentResourcesType
     DEDICATED_RESOURCES: Model.DeploymentResourcesType
     AUTOMATIC_RESOURCES: Model.DeploymentResourcesType
@@ -36,6 +73,7 @@ class Model(_message.Message):
             EXPORTABLE_CONTENT_UNSPECIFIED: _ClassVar[Model.ExportFormat.ExportableContent]
             ARTIFACT: _ClassVar[Model.ExportFormat.ExportableContent]
             IMAGE: _ClassVar[Model.ExportFormat.ExportableContent]
+
         EXPORTABLE_CONTENT_UNSPECIFIED: Model.ExportFormat.ExportableContent
         ARTIFACT: Model.ExportFormat.ExportableContent
         IMAGE: Model.ExportFormat.ExportableContent
@@ -43,9 +81,23 @@ class Model(_message.Message):
         EXPORTABLE_CONTENTS_FIELD_NUMBER: _ClassVar[int]
         id: str
         exportable_contents: _containers.RepeatedScalarFieldContainer[Model.ExportFormat.ExportableContent]
-        def __init__(self, id: _Optional[str] = ..., exportable_contents: _Optional[_Iterable[_Union[Model.ExportFormat.ExportableContent, str]]] = ...) -> None: ...
+        def __init__(
+            self,
+            id: _Optional[str] = ...,
+            exportable_contents: _Optional[
+                _Iterable[_Union[Model.ExportFormat.ExportableContent, str]]
+            ] = ...,
+        ) -> None: ...
+
     class DataStats(_message.Message):
-        __slots__ = ("training_data_items_count", "validation_data_items_count", "test_data_items_count", "training_annotations_count", "validation_annotations_count", "test_annotations_count")
+        __slots__ = (
+            "training_data_items_count",
+            "validation_data_items_count",
+            "test_data_items_count",
+            "training_annotations_count",
+            "validation_annotations_count",
+            "test_annotations_count",
+        )
         TRAINING_DATA_ITEMS_COUNT_FIELD_NUMBER: _ClassVar[int]
         VALIDATION_DATA_ITEMS_COUNT_FIELD_NUMBER: _ClassVar[int]
         TEST_DATA_ITEMS_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -58,19 +110,34 @@ class Model(_message.Message):
         training_annotations_count: int
         validation_annotations_count: int
         test_annotations_count: int
-        def __init__(self, training_data_items_count: _Optional[int] = ..., validation_data_items_count: _Optional[int] = ..., test_data_items_count: _Optional[int] = ..., training_annotations_count: _Optional[int] = ..., validation_annotations_count: _Optional[int] = ..., test_annotations_count: _Optional[int] = ...) -> None: ...
+        def __init__(
+            self,
+            training_data_items_count: _Optional[int] = ...,
+            validation_data_items_count: _Optional[int] = ...,
+            test_data_items_count: _Optional[int] = ...,
+            training_annotations_count: _Optional[int] = ...,
+            validation_annotations_count: _Optional[int] = ...,
+            test_annotations_count: _Optional[int] = ...,
+        ) -> None: ...
+
     class OriginalModelInfo(_message.Message):
         __slots__ = ("model",)
         MODEL_FIELD_NUMBER: _ClassVar[int]
         model: str
         def __init__(self, model: _Optional[str] = ...) -> None: ...
+
     class BaseModelSource(_message.Message):
         __slots__ = ("model_garden_source", "genie_source")
         MODEL_GARDEN_SOURCE_FIELD_NUMBER: _ClassVar[int]
         GENIE_SOURCE_FIELD_NUMBER: _ClassVar[int]
         model_garden_source: ModelGardenSource
         genie_source: GenieSource
-        def __init__(self, model_garden_source: _Optional[_Union[ModelGardenSource, _Mapping]] = ..., genie_source: _Optional[_Union[GenieSource, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self,
+            model_garden_source: _Optional[_Union[ModelGardenSource, _Mapping]] = ...,
+            genie_source: _Optional[_Union[GenieSource, _Mapping]] = ...,
+        ) -> None: ...
+
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +145,7 @@ class Model(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_ALIASES_FIELD_NUMBER: _ClassVar[int]
@@ -130,7 +198,9 @@ class Model(_message.Message):
     pipeline_job: str
     container_spec: ModelContainerSpec
     artifact_uri: str
-    supported_deployment_resources_types: _containers.RepeatedScalarFieldContainer[Model.DeploymentResourcesType]
+    supported_deployment_resources_types: _containers.RepeatedScalarFieldContainer[
+        Model.DeploymentResourcesType
+    ]
     supported_input_storage_formats: _containers.RepeatedScalarFieldContainer[str]
     supported_output_storage_formats: _containers.RepeatedScalarFieldContainer[str]
     create_time: _timestamp_pb2.Timestamp
@@ -148,7 +218,48 @@ class Model(_message.Message):
     satisfies_pzs: bool
     satisfies_pzi: bool
     checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
-    def __init__(self, name: _Optional[str] = ..., version_id: _Optional[str] = ..., version_aliases: _Optional[_Iterable[str]] = ..., version_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version_update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., version_description: _Optional[str] = ..., default_checkpoint_id: _Optional[str] = ..., predict_schemata: _Optional[_Union[PredictSchemata, _Mapping]] = ..., metadata_schema_uri: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., supported_export_formats: _Optional[_Iterable[_Union[Model.ExportFormat, _Mapping]]] = ..., training_pipeline: _Optional[str] = ..., pipeline_job: _Optional[str] = ..., container_spec: _Optional[_Union[ModelContainerSpec, _Mapping]] = ..., artifact_uri: _Optional[str] = ..., supported_deployment_resources_types: _Optional[_Iterable[_Union[Model.DeploymentResourcesType, str]]] = ..., supported_input_storage_formats: _Optional[_Iterable[str]] = ..., supported_output_storage_formats: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deployed_models: _Optional[_Iterable[_Union[_deployed_model_ref_pb2.DeployedModelRef, _Mapping]]] = ..., explanation_spec: _Optional[_Union[_explanation_pb2.ExplanationSpec, _Mapping]] = ..., etag: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., data_stats: _Optional[_Union[Model.DataStats, _Mapping]] = ..., encryption_spec: _Optional[_Union[_encryption_spec_pb2.EncryptionSpec, _Mapping]] = ..., model_source_info: _Optional[_Union[ModelSourceInfo, _Mapping]] = ..., original_model_info: _Optional[_Union[Model.OriginalModelInfo, _Mapping]] = ..., metadata_artifact: _Optional[str] = ..., base_model_source: _Optional[_Union[Model.BaseModelSource, _Mapping]] = ..., satisfies_pzs: _Optional[bool] = ..., satisfies_pzi: _Optional[bool] = ..., checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        version_id: _Optional[str] = ...,
+        version_aliases: _Optional[_Iterable[str]] = ...,
+        version_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        version_update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        display_name: _Optional[str] = ...,
+        description: _Optional[str] = ...,
+        version_description: _Optional[str] = ...,
+        default_checkpoint_id: _Optional[str] = ...,
+        predict_schemata: _Optional[_Union[PredictSchemata, _Mapping]] = ...,
+        metadata_schema_uri: _Optional[str] = ...,
+        metadata: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...,
+        supported_export_formats: _Optional[_Iterable[_Union[Model.ExportFormat, _Mapping]]] = ...,
+        training_pipeline: _Optional[str] = ...,
+        pipeline_job: _Optional[str] = ...,
+        container_spec: _Optional[_Union[ModelContainerSpec, _Mapping]] = ...,
+        artifact_uri: _Optional[str] = ...,
+        supported_deployment_resources_types: _Optional[
+            _Iterable[_Union[Model.DeploymentResourcesType, str]]
+        ] = ...,
+        supported_input_storage_formats: _Optional[_Iterable[str]] = ...,
+        supported_output_storage_formats: _Optional[_Iterable[str]] = ...,
+        create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        deployed_models: _Optional[
+            _Iterable[_Union[_deployed_model_ref_pb2.DeployedModelRef, _Mapping]]
+        ] = ...,
+        explanation_spec: _Optional[_Union[_explanation_pb2.ExplanationSpec, _Mapping]] = ...,
+        etag: _Optional[str] = ...,
+        labels: _Optional[_Mapping[str, str]] = ...,
+        data_stats: _Optional[_Union[Model.DataStats, _Mapping]] = ...,
+        encryption_spec: _Optional[_Union[_encryption_spec_pb2.EncryptionSpec, _Mapping]] = ...,
+        model_source_info: _Optional[_Union[ModelSourceInfo, _Mapping]] = ...,
+        original_model_info: _Optional[_Union[Model.OriginalModelInfo, _Mapping]] = ...,
+        metadata_artifact: _Optional[str] = ...,
+        base_model_source: _Optional[_Union[Model.BaseModelSource, _Mapping]] = ...,
+        satisfies_pzs: _Optional[bool] = ...,
+        satisfies_pzi: _Optional[bool] = ...,
+        checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...,
+    ) -> None: ...
 
 class ModelGardenSource(_message.Message):
     __slots__ = ("public_model_name", "version_id", "skip_hf_model_cache")
@@ -158,7 +269,12 @@ class ModelGardenSource(_message.Message):
     public_model_name: str
     version_id: str
     skip_hf_model_cache: bool
-    def __init__(self, public_model_name: _Optional[str] = ..., version_id: _Optional[str] = ..., skip_hf_model_cache: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self,
+        public_model_name: _Optional[str] = ...,
+        version_id: _Optional[str] = ...,
+        skip_hf_model_cache: _Optional[bool] = ...,
+    ) -> None: ...
 
 class GenieSource(_message.Message):
     __slots__ = ("base_model_uri",)
@@ -174,10 +290,30 @@ class PredictSchemata(_message.Message):
     instance_schema_uri: str
     parameters_schema_uri: str
     prediction_schema_uri: str
-    def __init__(self, instance_schema_uri: _Optional[str] = ..., parameters_schema_uri: _Optional[str] = ..., prediction_schema_uri: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        instance_schema_uri: _Optional[str] = ...,
+        parameters_schema_uri: _Optional[str] = ...,
+        prediction_schema_uri: _Optional[str] = ...,
+    ) -> None: ...
 
 class ModelContainerSpec(_message.Message):
-    __slots__ = ("image_uri", "command", "args", "env", "ports", "predict_route", "health_route", "invoke_route_prefix", "grpc_ports", "deployment_timeout", "shared_memory_size_mb", "startup_probe", "health_probe", "liveness_probe")
+    __slots__ = (
+        "image_uri",
+        "command",
+        "args",
+        "env",
+        "ports",
+        "predict_route",
+        "health_route",
+        "invoke_route_prefix",
+        "grpc_ports",
+        "deployment_timeout",
+        "shared_memory_size_mb",
+        "startup_probe",
+        "health_probe",
+        "liveness_probe",
+    )
     IMAGE_URI_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -206,7 +342,23 @@ class ModelContainerSpec(_message.Message):
     startup_probe: Probe
     health_probe: Probe
     liveness_probe: Probe
-    def __init__(self, image_uri: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[_Union[_env_var_pb2.EnvVar, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., predict_route: _Optional[str] = ..., health_route: _Optional[str] = ..., invoke_route_prefix: _Optional[str] = ..., grpc_ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., deployment_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., shared_memory_size_mb: _Optional[int] = ..., startup_probe: _Optional[_Union[Probe, _Mapping]] = ..., health_probe: _Optional[_Union[Probe, _Mapping]] = ..., liveness_probe: _Optional[_Union[Probe, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        image_uri: _Optional[str] = ...,
+        command: _Optional[_Iterable[str]] = ...,
+        args: _Optional[_Iterable[str]] = ...,
+        env: _Optional[_Iterable[_Union[_env_var_pb2.EnvVar, _Mapping]]] = ...,
+        ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ...,
+        predict_route: _Optional[str] = ...,
+        health_route: _Optional[str] = ...,
+        invoke_route_prefix: _Optional[str] = ...,
+        grpc_ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ...,
+        deployment_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...,
+        shared_memory_size_mb: _Optional[int] = ...,
+        startup_probe: _Optional[_Union[Probe, _Mapping]] = ...,
+        health_probe: _Optional[_Union[Probe, _Mapping]] = ...,
+        liveness_probe: _Optional[_Union[Probe, _Mapping]] = ...,
+    ) -> None: ...
 
 class Port(_message.Message):
     __slots__ = ("container_port",)
@@ -226,6 +378,7 @@ class ModelSourceInfo(_message.Message):
         GENIE: _ClassVar[ModelSourceInfo.ModelSourceType]
         CUSTOM_TEXT_EMBEDDING: _ClassVar[ModelSourceInfo.ModelSourceType]
         MARKETPLACE: _ClassVar[ModelSourceInfo.ModelSourceType]
+
     MODEL_SOURCE_TYPE_UNSPECIFIED: ModelSourceInfo.ModelSourceType
     AUTOML: ModelSourceInfo.ModelSourceType
     CUSTOM: ModelSourceInfo.ModelSourceType
@@ -238,15 +391,30 @@ class ModelSourceInfo(_message.Message):
     COPY_FIELD_NUMBER: _ClassVar[int]
     source_type: ModelSourceInfo.ModelSourceType
     copy: bool
-    def __init__(self, source_type: _Optional[_Union[ModelSourceInfo.ModelSourceType, str]] = ..., copy: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self,
+        source_type: _Optional[_Union[ModelSourceInfo.ModelSourceType, str]] = ...,
+        copy: _Optional[bool] = ...,
+    ) -> None: ...
 
 class Probe(_message.Message):
-    __slots__ = ("exec_", "http_get", "grpc", "tcp_socket", "period_seconds", "timeout_seconds", "failure_threshold", "success_threshold", "initial_delay_seconds")
+    __slots__ = (
+        "exec_",
+        "http_get",
+        "grpc",
+        "tcp_socket",
+        "period_seconds",
+        "timeout_seconds",
+        "failure_threshold",
+        "success_threshold",
+        "initial_delay_seconds",
+    )
     class ExecAction(_message.Message):
         __slots__ = ("command",)
         COMMAND_FIELD_NUMBER: _ClassVar[int]
         command: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, command: _Optional[_Iterable[str]] = ...) -> None: ...
+
     class HttpGetAction(_message.Message):
         __slots__ = ("path", "port", "host", "scheme", "http_headers")
         PATH_FIELD_NUMBER: _ClassVar[int]
@@ -259,7 +427,15 @@ class Probe(_message.Message):
         host: str
         scheme: str
         http_headers: _containers.RepeatedCompositeFieldContainer[Probe.HttpHeader]
-        def __init__(self, path: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., scheme: _Optional[str] = ..., http_headers: _Optional[_Iterable[_Union[Probe.HttpHeader, _Mapping]]] = ...) -> None: ...
+        def __init__(
+            self,
+            path: _Optional[str] = ...,
+            port: _Optional[int] = ...,
+            host: _Optional[str] = ...,
+            scheme: _Optional[str] = ...,
+            http_headers: _Optional[_Iterable[_Union[Probe.HttpHeader, _Mapping]]] = ...,
+        ) -> None: ...
+
     class GrpcAction(_message.Message):
         __slots__ = ("port", "service")
         PORT_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +443,7 @@ class Probe(_message.Message):
         port: int
         service: str
         def __init__(self, port: _Optional[int] = ..., service: _Optional[str] = ...) -> None: ...
+
     class TcpSocketAction(_message.Message):
         __slots__ = ("port", "host")
         PORT_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +451,7 @@ class Probe(_message.Message):
         port: int
         host: str
         def __init__(self, port: _Optional[int] = ..., host: _Optional[str] = ...) -> None: ...
+
     class HttpHeader(_message.Message):
         __slots__ = ("name", "value")
         NAME_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +459,7 @@ class Probe(_message.Message):
         name: str
         value: str
         def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
     EXEC__FIELD_NUMBER: _ClassVar[int]
     HTTP_GET_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
@@ -299,7 +478,18 @@ class Probe(_message.Message):
     failure_threshold: int
     success_threshold: int
     initial_delay_seconds: int
-    def __init__(self, exec_: _Optional[_Union[Probe.ExecAction, _Mapping]] = ..., http_get: _Optional[_Union[Probe.HttpGetAction, _Mapping]] = ..., grpc: _Optional[_Union[Probe.GrpcAction, _Mapping]] = ..., tcp_socket: _Optional[_Union[Probe.TcpSocketAction, _Mapping]] = ..., period_seconds: _Optional[int] = ..., timeout_seconds: _Optional[int] = ..., failure_threshold: _Optional[int] = ..., success_threshold: _Optional[int] = ..., initial_delay_seconds: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        exec_: _Optional[_Union[Probe.ExecAction, _Mapping]] = ...,
+        http_get: _Optional[_Union[Probe.HttpGetAction, _Mapping]] = ...,
+        grpc: _Optional[_Union[Probe.GrpcAction, _Mapping]] = ...,
+        tcp_socket: _Optional[_Union[Probe.TcpSocketAction, _Mapping]] = ...,
+        period_seconds: _Optional[int] = ...,
+        timeout_seconds: _Optional[int] = ...,
+        failure_threshold: _Optional[int] = ...,
+        success_threshold: _Optional[int] = ...,
+        initial_delay_seconds: _Optional[int] = ...,
+    ) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ("checkpoint_id", "epoch", "step")
@@ -309,4 +499,6 @@ class Checkpoint(_message.Message):
     checkpoint_id: str
     epoch: int
     step: int
-    def __init__(self, checkpoint_id: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self, checkpoint_id: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ...
+    ) -> None: ...

@@ -25,13 +25,22 @@ class UploadModelRequest(_message.Message):
     model_id: str
     model: _model_pb2.Model
     service_account: str
-    def __init__(self, parent: _Optional[str] = ..., parent_model: _Optional[str] = ..., model_id: _Optional[str] = ..., model: _Optional[_Union[_model_pb2.Model, _Mapping]] = ..., service_account: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        parent: _Optional[str] = ...,
+        parent_model: _Optional[str] = ...,
+        model_id: _Optional[str] = ...,
+        model: _Optional[_Union[_model_pb2.Model, _Mapping]] = ...,
+        service_account: _Optional[str] = ...,
+    ) -> None: ...
 
 class UploadModelOperationMetadata(_message.Message):
     __slots__ = ("generic_metadata",)
     GENERIC_METADATA_FIELD_NUMBER: _ClassVar[int]
     generic_metadata: _operation_pb2.GenericOperationMetadata
-    def __init__(self, generic_metadata: _Optional[_Union[_operation_pb2.GenericOperationMetadata, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self, generic_metadata: _Optional[_Union[_operation_pb2.GenericOperationMetadata, _Mapping]] = ...
+    ) -> None: ...
 
 class UploadModelResponse(_message.Message):
     __slots__ = ("model", "model_version_id")
@@ -61,7 +70,15 @@ class ListModelsRequest(_message.Message):
     page_token: str
     read_mask: _field_mask_pb2.FieldMask
     order_by: str
-    def __init__(self, parent: _Optional[str] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., order_by: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        parent: _Optional[str] = ...,
+        filter: _Optional[str] = ...,
+        page_size: _Optional[int] = ...,
+        page_token: _Optional[str] = ...,
+        read_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...,
+        order_by: _Optional[str] = ...,
+    ) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "next_page_token")
@@ -69,7 +86,11 @@ class ListModelsResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_model_pb2.Model]
     next_page_token: str
-    def __init__(self, models: _Optional[_Iterable[_Union[_model_pb2.Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        models: _Optional[_Iterable[_Union[_model_pb2.Model, _Mapping]]] = ...,
+        next_page_token: _Optional[str] = ...,
+    ) -> None: ...
 
 class DeleteModelRequest(_message.Message):
     __slots__ = ("name",)

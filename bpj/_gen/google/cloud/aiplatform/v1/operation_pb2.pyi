@@ -19,10 +19,17 @@ class GenericOperationMetadata(_message.Message):
     partial_failures: _containers.RepeatedCompositeFieldContainer[_status_pb2.Status]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, partial_failures: _Optional[_Iterable[_Union[_status_pb2.Status, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        partial_failures: _Optional[_Iterable[_Union[_status_pb2.Status, _Mapping]]] = ...,
+        create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+    ) -> None: ...
 
 class DeleteOperationMetadata(_message.Message):
     __slots__ = ("generic_metadata",)
     GENERIC_METADATA_FIELD_NUMBER: _ClassVar[int]
     generic_metadata: GenericOperationMetadata
-    def __init__(self, generic_metadata: _Optional[_Union[GenericOperationMetadata, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self, generic_metadata: _Optional[_Union[GenericOperationMetadata, _Mapping]] = ...
+    ) -> None: ...

@@ -16,6 +16,7 @@ class ReservationAffinity(_message.Message):
         NO_RESERVATION: _ClassVar[ReservationAffinity.Type]
         ANY_RESERVATION: _ClassVar[ReservationAffinity.Type]
         SPECIFIC_RESERVATION: _ClassVar[ReservationAffinity.Type]
+
     TYPE_UNSPECIFIED: ReservationAffinity.Type
     NO_RESERVATION: ReservationAffinity.Type
     ANY_RESERVATION: ReservationAffinity.Type
@@ -26,4 +27,9 @@ class ReservationAffinity(_message.Message):
     reservation_affinity_type: ReservationAffinity.Type
     key: str
     values: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, reservation_affinity_type: _Optional[_Union[ReservationAffinity.Type, str]] = ..., key: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(
+        self,
+        reservation_affinity_type: _Optional[_Union[ReservationAffinity.Type, str]] = ...,
+        key: _Optional[str] = ...,
+        values: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...

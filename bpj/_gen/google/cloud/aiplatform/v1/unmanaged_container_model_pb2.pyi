@@ -15,4 +15,9 @@ class UnmanagedContainerModel(_message.Message):
     artifact_uri: str
     predict_schemata: _model_pb2.PredictSchemata
     container_spec: _model_pb2.ModelContainerSpec
-    def __init__(self, artifact_uri: _Optional[str] = ..., predict_schemata: _Optional[_Union[_model_pb2.PredictSchemata, _Mapping]] = ..., container_spec: _Optional[_Union[_model_pb2.ModelContainerSpec, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        artifact_uri: _Optional[str] = ...,
+        predict_schemata: _Optional[_Union[_model_pb2.PredictSchemata, _Mapping]] = ...,
+        container_spec: _Optional[_Union[_model_pb2.ModelContainerSpec, _Mapping]] = ...,
+    ) -> None: ...

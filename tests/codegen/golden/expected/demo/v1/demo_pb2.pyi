@@ -16,6 +16,7 @@ class Colour(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COLOUR_UNSPECIFIED: _ClassVar[Colour]
     RED: _ClassVar[Colour]
+
 COLOUR_UNSPECIFIED: Colour
 RED: Colour
 
@@ -26,6 +27,7 @@ class Thing(_message.Message):
         LABEL_FIELD_NUMBER: _ClassVar[int]
         label: str
         def __init__(self, label: _Optional[str] = ...) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     COLOUR_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
@@ -34,7 +36,13 @@ class Thing(_message.Message):
     colour: Colour
     parts: _containers.RepeatedCompositeFieldContainer[Thing.Part]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., colour: _Optional[_Union[Colour, str]] = ..., parts: _Optional[_Iterable[_Union[Thing.Part, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        colour: _Optional[_Union[Colour, str]] = ...,
+        parts: _Optional[_Iterable[_Union[Thing.Part, _Mapping]]] = ...,
+        create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+    ) -> None: ...
 
 class GetThingRequest(_message.Message):
     __slots__ = ("name",)

@@ -31,7 +31,14 @@ class Operation(_message.Message):
     done: bool
     error: _status_pb2.Status
     response: _any_pb2.Any
-    def __init__(self, name: _Optional[str] = ..., metadata: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., done: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        metadata: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...,
+        done: _Optional[bool] = ...,
+        error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...,
+        response: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...,
+    ) -> None: ...
 
 class GetOperationRequest(_message.Message):
     __slots__ = ("name",)
@@ -51,7 +58,14 @@ class ListOperationsRequest(_message.Message):
     page_size: int
     page_token: str
     return_partial_success: bool
-    def __init__(self, name: _Optional[str] = ..., filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., return_partial_success: _Optional[bool] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        filter: _Optional[str] = ...,
+        page_size: _Optional[int] = ...,
+        page_token: _Optional[str] = ...,
+        return_partial_success: _Optional[bool] = ...,
+    ) -> None: ...
 
 class ListOperationsResponse(_message.Message):
     __slots__ = ("operations", "next_page_token", "unreachable")
@@ -61,7 +75,12 @@ class ListOperationsResponse(_message.Message):
     operations: _containers.RepeatedCompositeFieldContainer[Operation]
     next_page_token: str
     unreachable: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., unreachable: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(
+        self,
+        operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ...,
+        next_page_token: _Optional[str] = ...,
+        unreachable: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...
 
 class CancelOperationRequest(_message.Message):
     __slots__ = ("name",)
@@ -81,7 +100,11 @@ class WaitOperationRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     timeout: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...,
+    ) -> None: ...
 
 class OperationInfo(_message.Message):
     __slots__ = ("response_type", "metadata_type")

@@ -16,4 +16,9 @@ class Status(_message.Message):
     code: int
     message: str
     details: _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., details: _Optional[_Iterable[_Union[_any_pb2.Any, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        code: _Optional[int] = ...,
+        message: _Optional[str] = ...,
+        details: _Optional[_Iterable[_Union[_any_pb2.Any, _Mapping]]] = ...,
+    ) -> None: ...

@@ -18,7 +18,9 @@ class ArrowRecordBatch(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     serialized_record_batch: bytes
     row_count: int
-    def __init__(self, serialized_record_batch: _Optional[bytes] = ..., row_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self, serialized_record_batch: _Optional[bytes] = ..., row_count: _Optional[int] = ...
+    ) -> None: ...
 
 class ArrowSerializationOptions(_message.Message):
     __slots__ = ("buffer_compression", "picos_timestamp_precision")
@@ -27,6 +29,7 @@ class ArrowSerializationOptions(_message.Message):
         COMPRESSION_UNSPECIFIED: _ClassVar[ArrowSerializationOptions.CompressionCodec]
         LZ4_FRAME: _ClassVar[ArrowSerializationOptions.CompressionCodec]
         ZSTD: _ClassVar[ArrowSerializationOptions.CompressionCodec]
+
     COMPRESSION_UNSPECIFIED: ArrowSerializationOptions.CompressionCodec
     LZ4_FRAME: ArrowSerializationOptions.CompressionCodec
     ZSTD: ArrowSerializationOptions.CompressionCodec
@@ -36,6 +39,7 @@ class ArrowSerializationOptions(_message.Message):
         TIMESTAMP_PRECISION_MICROS: _ClassVar[ArrowSerializationOptions.PicosTimestampPrecision]
         TIMESTAMP_PRECISION_NANOS: _ClassVar[ArrowSerializationOptions.PicosTimestampPrecision]
         TIMESTAMP_PRECISION_PICOS: _ClassVar[ArrowSerializationOptions.PicosTimestampPrecision]
+
     PICOS_TIMESTAMP_PRECISION_UNSPECIFIED: ArrowSerializationOptions.PicosTimestampPrecision
     TIMESTAMP_PRECISION_MICROS: ArrowSerializationOptions.PicosTimestampPrecision
     TIMESTAMP_PRECISION_NANOS: ArrowSerializationOptions.PicosTimestampPrecision
@@ -44,4 +48,10 @@ class ArrowSerializationOptions(_message.Message):
     PICOS_TIMESTAMP_PRECISION_FIELD_NUMBER: _ClassVar[int]
     buffer_compression: ArrowSerializationOptions.CompressionCodec
     picos_timestamp_precision: ArrowSerializationOptions.PicosTimestampPrecision
-    def __init__(self, buffer_compression: _Optional[_Union[ArrowSerializationOptions.CompressionCodec, str]] = ..., picos_timestamp_precision: _Optional[_Union[ArrowSerializationOptions.PicosTimestampPrecision, str]] = ...) -> None: ...
+    def __init__(
+        self,
+        buffer_compression: _Optional[_Union[ArrowSerializationOptions.CompressionCodec, str]] = ...,
+        picos_timestamp_precision: _Optional[
+            _Union[ArrowSerializationOptions.PicosTimestampPrecision, str]
+        ] = ...,
+    ) -> None: ...

@@ -18,7 +18,9 @@ class AvroRows(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     serialized_binary_rows: bytes
     row_count: int
-    def __init__(self, serialized_binary_rows: _Optional[bytes] = ..., row_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self, serialized_binary_rows: _Optional[bytes] = ..., row_count: _Optional[int] = ...
+    ) -> None: ...
 
 class AvroSerializationOptions(_message.Message):
     __slots__ = ("enable_display_name_attribute", "picos_timestamp_precision")
@@ -28,6 +30,7 @@ class AvroSerializationOptions(_message.Message):
         TIMESTAMP_PRECISION_MICROS: _ClassVar[AvroSerializationOptions.PicosTimestampPrecision]
         TIMESTAMP_PRECISION_NANOS: _ClassVar[AvroSerializationOptions.PicosTimestampPrecision]
         TIMESTAMP_PRECISION_PICOS: _ClassVar[AvroSerializationOptions.PicosTimestampPrecision]
+
     PICOS_TIMESTAMP_PRECISION_UNSPECIFIED: AvroSerializationOptions.PicosTimestampPrecision
     TIMESTAMP_PRECISION_MICROS: AvroSerializationOptions.PicosTimestampPrecision
     TIMESTAMP_PRECISION_NANOS: AvroSerializationOptions.PicosTimestampPrecision
@@ -36,4 +39,10 @@ class AvroSerializationOptions(_message.Message):
     PICOS_TIMESTAMP_PRECISION_FIELD_NUMBER: _ClassVar[int]
     enable_display_name_attribute: bool
     picos_timestamp_precision: AvroSerializationOptions.PicosTimestampPrecision
-    def __init__(self, enable_display_name_attribute: _Optional[bool] = ..., picos_timestamp_precision: _Optional[_Union[AvroSerializationOptions.PicosTimestampPrecision, str]] = ...) -> None: ...
+    def __init__(
+        self,
+        enable_display_name_attribute: _Optional[bool] = ...,
+        picos_timestamp_precision: _Optional[
+            _Union[AvroSerializationOptions.PicosTimestampPrecision, str]
+        ] = ...,
+    ) -> None: ...

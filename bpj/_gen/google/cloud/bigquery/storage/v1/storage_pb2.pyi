@@ -21,7 +21,13 @@ class CreateReadSessionRequest(_message.Message):
     read_session: _stream_pb2.ReadSession
     max_stream_count: int
     preferred_min_stream_count: int
-    def __init__(self, parent: _Optional[str] = ..., read_session: _Optional[_Union[_stream_pb2.ReadSession, _Mapping]] = ..., max_stream_count: _Optional[int] = ..., preferred_min_stream_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        parent: _Optional[str] = ...,
+        read_session: _Optional[_Union[_stream_pb2.ReadSession, _Mapping]] = ...,
+        max_stream_count: _Optional[int] = ...,
+        preferred_min_stream_count: _Optional[int] = ...,
+    ) -> None: ...
 
 class ReadRowsRequest(_message.Message):
     __slots__ = ("read_stream", "offset", "arrow_serialization_options")
@@ -31,7 +37,12 @@ class ReadRowsRequest(_message.Message):
     read_stream: str
     offset: int
     arrow_serialization_options: _arrow_pb2.ArrowSerializationOptions
-    def __init__(self, read_stream: _Optional[str] = ..., offset: _Optional[int] = ..., arrow_serialization_options: _Optional[_Union[_arrow_pb2.ArrowSerializationOptions, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        read_stream: _Optional[str] = ...,
+        offset: _Optional[int] = ...,
+        arrow_serialization_options: _Optional[_Union[_arrow_pb2.ArrowSerializationOptions, _Mapping]] = ...,
+    ) -> None: ...
 
 class ThrottleState(_message.Message):
     __slots__ = ("throttle_percent",)
@@ -47,13 +58,26 @@ class StreamStats(_message.Message):
         AT_RESPONSE_END_FIELD_NUMBER: _ClassVar[int]
         at_response_start: float
         at_response_end: float
-        def __init__(self, at_response_start: _Optional[float] = ..., at_response_end: _Optional[float] = ...) -> None: ...
+        def __init__(
+            self, at_response_start: _Optional[float] = ..., at_response_end: _Optional[float] = ...
+        ) -> None: ...
+
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     progress: StreamStats.Progress
     def __init__(self, progress: _Optional[_Union[StreamStats.Progress, _Mapping]] = ...) -> None: ...
 
 class ReadRowsResponse(_message.Message):
-    __slots__ = ("avro_rows", "arrow_record_batch", "row_count", "stats", "throttle_state", "avro_schema", "arrow_schema", "uncompressed_byte_size", "total_estimated_row_count")
+    __slots__ = (
+        "avro_rows",
+        "arrow_record_batch",
+        "row_count",
+        "stats",
+        "throttle_state",
+        "avro_schema",
+        "arrow_schema",
+        "uncompressed_byte_size",
+        "total_estimated_row_count",
+    )
     AVRO_ROWS_FIELD_NUMBER: _ClassVar[int]
     ARROW_RECORD_BATCH_FIELD_NUMBER: _ClassVar[int]
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -72,7 +96,18 @@ class ReadRowsResponse(_message.Message):
     arrow_schema: _arrow_pb2.ArrowSchema
     uncompressed_byte_size: int
     total_estimated_row_count: int
-    def __init__(self, avro_rows: _Optional[_Union[_avro_pb2.AvroRows, _Mapping]] = ..., arrow_record_batch: _Optional[_Union[_arrow_pb2.ArrowRecordBatch, _Mapping]] = ..., row_count: _Optional[int] = ..., stats: _Optional[_Union[StreamStats, _Mapping]] = ..., throttle_state: _Optional[_Union[ThrottleState, _Mapping]] = ..., avro_schema: _Optional[_Union[_avro_pb2.AvroSchema, _Mapping]] = ..., arrow_schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., uncompressed_byte_size: _Optional[int] = ..., total_estimated_row_count: _Optional[int] = ...) -> None: ...
+    def __init__(
+        self,
+        avro_rows: _Optional[_Union[_avro_pb2.AvroRows, _Mapping]] = ...,
+        arrow_record_batch: _Optional[_Union[_arrow_pb2.ArrowRecordBatch, _Mapping]] = ...,
+        row_count: _Optional[int] = ...,
+        stats: _Optional[_Union[StreamStats, _Mapping]] = ...,
+        throttle_state: _Optional[_Union[ThrottleState, _Mapping]] = ...,
+        avro_schema: _Optional[_Union[_avro_pb2.AvroSchema, _Mapping]] = ...,
+        arrow_schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ...,
+        uncompressed_byte_size: _Optional[int] = ...,
+        total_estimated_row_count: _Optional[int] = ...,
+    ) -> None: ...
 
 class SplitReadStreamRequest(_message.Message):
     __slots__ = ("name", "fraction")
@@ -88,4 +123,8 @@ class SplitReadStreamResponse(_message.Message):
     REMAINDER_STREAM_FIELD_NUMBER: _ClassVar[int]
     primary_stream: _stream_pb2.ReadStream
     remainder_stream: _stream_pb2.ReadStream
-    def __init__(self, primary_stream: _Optional[_Union[_stream_pb2.ReadStream, _Mapping]] = ..., remainder_stream: _Optional[_Union[_stream_pb2.ReadStream, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        primary_stream: _Optional[_Union[_stream_pb2.ReadStream, _Mapping]] = ...,
+        remainder_stream: _Optional[_Union[_stream_pb2.ReadStream, _Mapping]] = ...,
+    ) -> None: ...

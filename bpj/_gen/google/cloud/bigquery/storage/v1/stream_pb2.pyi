@@ -18,23 +18,52 @@ class DataFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_FORMAT_UNSPECIFIED: _ClassVar[DataFormat]
     AVRO: _ClassVar[DataFormat]
     ARROW: _ClassVar[DataFormat]
+
 DATA_FORMAT_UNSPECIFIED: DataFormat
 AVRO: DataFormat
 ARROW: DataFormat
 
 class ReadSession(_message.Message):
-    __slots__ = ("name", "expire_time", "data_format", "avro_schema", "arrow_schema", "table", "table_modifiers", "read_options", "streams", "estimated_total_bytes_scanned", "estimated_total_physical_file_size", "estimated_row_count", "trace_id")
+    __slots__ = (
+        "name",
+        "expire_time",
+        "data_format",
+        "avro_schema",
+        "arrow_schema",
+        "table",
+        "table_modifiers",
+        "read_options",
+        "streams",
+        "estimated_total_bytes_scanned",
+        "estimated_total_physical_file_size",
+        "estimated_row_count",
+        "trace_id",
+    )
     class TableModifiers(_message.Message):
         __slots__ = ("snapshot_time",)
         SNAPSHOT_TIME_FIELD_NUMBER: _ClassVar[int]
         snapshot_time: _timestamp_pb2.Timestamp
-        def __init__(self, snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self,
+            snapshot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        ) -> None: ...
+
     class TableReadOptions(_message.Message):
-        __slots__ = ("selected_fields", "row_restriction", "arrow_serialization_options", "avro_serialization_options", "sample_percentage", "response_compression_codec")
+        __slots__ = (
+            "selected_fields",
+            "row_restriction",
+            "arrow_serialization_options",
+            "avro_serialization_options",
+            "sample_percentage",
+            "response_compression_codec",
+        )
         class ResponseCompressionCodec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
             __slots__ = ()
-            RESPONSE_COMPRESSION_CODEC_UNSPECIFIED: _ClassVar[ReadSession.TableReadOptions.ResponseCompressionCodec]
+            RESPONSE_COMPRESSION_CODEC_UNSPECIFIED: _ClassVar[
+                ReadSession.TableReadOptions.ResponseCompressionCodec
+            ]
             RESPONSE_COMPRESSION_CODEC_LZ4: _ClassVar[ReadSession.TableReadOptions.ResponseCompressionCodec]
+
         RESPONSE_COMPRESSION_CODEC_UNSPECIFIED: ReadSession.TableReadOptions.ResponseCompressionCodec
         RESPONSE_COMPRESSION_CODEC_LZ4: ReadSession.TableReadOptions.ResponseCompressionCodec
         SELECTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
@@ -49,7 +78,20 @@ class ReadSession(_message.Message):
         avro_serialization_options: _avro_pb2.AvroSerializationOptions
         sample_percentage: float
         response_compression_codec: ReadSession.TableReadOptions.ResponseCompressionCodec
-        def __init__(self, selected_fields: _Optional[_Iterable[str]] = ..., row_restriction: _Optional[str] = ..., arrow_serialization_options: _Optional[_Union[_arrow_pb2.ArrowSerializationOptions, _Mapping]] = ..., avro_serialization_options: _Optional[_Union[_avro_pb2.AvroSerializationOptions, _Mapping]] = ..., sample_percentage: _Optional[float] = ..., response_compression_codec: _Optional[_Union[ReadSession.TableReadOptions.ResponseCompressionCodec, str]] = ...) -> None: ...
+        def __init__(
+            self,
+            selected_fields: _Optional[_Iterable[str]] = ...,
+            row_restriction: _Optional[str] = ...,
+            arrow_serialization_options: _Optional[
+                _Union[_arrow_pb2.ArrowSerializationOptions, _Mapping]
+            ] = ...,
+            avro_serialization_options: _Optional[_Union[_avro_pb2.AvroSerializationOptions, _Mapping]] = ...,
+            sample_percentage: _Optional[float] = ...,
+            response_compression_codec: _Optional[
+                _Union[ReadSession.TableReadOptions.ResponseCompressionCodec, str]
+            ] = ...,
+        ) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     DATA_FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -76,7 +118,22 @@ class ReadSession(_message.Message):
     estimated_total_physical_file_size: int
     estimated_row_count: int
     trace_id: str
-    def __init__(self, name: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_format: _Optional[_Union[DataFormat, str]] = ..., avro_schema: _Optional[_Union[_avro_pb2.AvroSchema, _Mapping]] = ..., arrow_schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., table: _Optional[str] = ..., table_modifiers: _Optional[_Union[ReadSession.TableModifiers, _Mapping]] = ..., read_options: _Optional[_Union[ReadSession.TableReadOptions, _Mapping]] = ..., streams: _Optional[_Iterable[_Union[ReadStream, _Mapping]]] = ..., estimated_total_bytes_scanned: _Optional[int] = ..., estimated_total_physical_file_size: _Optional[int] = ..., estimated_row_count: _Optional[int] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        data_format: _Optional[_Union[DataFormat, str]] = ...,
+        avro_schema: _Optional[_Union[_avro_pb2.AvroSchema, _Mapping]] = ...,
+        arrow_schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ...,
+        table: _Optional[str] = ...,
+        table_modifiers: _Optional[_Union[ReadSession.TableModifiers, _Mapping]] = ...,
+        read_options: _Optional[_Union[ReadSession.TableReadOptions, _Mapping]] = ...,
+        streams: _Optional[_Iterable[_Union[ReadStream, _Mapping]]] = ...,
+        estimated_total_bytes_scanned: _Optional[int] = ...,
+        estimated_total_physical_file_size: _Optional[int] = ...,
+        estimated_row_count: _Optional[int] = ...,
+        trace_id: _Optional[str] = ...,
+    ) -> None: ...
 
 class ReadStream(_message.Message):
     __slots__ = ("name",)
