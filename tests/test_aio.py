@@ -28,11 +28,9 @@ from bpj._gen.services.job_service import (
 )
 from bpj.transport.aio import AsyncGrpcTransport, AsyncInMemoryTransport, AsyncRestTransport
 from bpj.transport.base import AsyncTransport, RetryPolicy
-from bpj.transport.memory import InMemoryTransport
-from tests.servicers import PARENT, Jobs, Reads, job_name, stream_name
+from tests.servicers import PARENT, job_name, stream_name
 
 T = TypeVar("T")
-TRANSPORTS = ["grpc", "rest", "memory"]
 FAST_RETRY = RetryPolicy(
     initial=0.01, maximum=0.02, multiplier=2.0, deadline=5.0, codes=frozenset({"UNAVAILABLE"})
 )
@@ -60,43 +58,6 @@ def read(stream: str, offset: int = 0) -> types.ReadRowsRequest:
 
 async def row_counts(stream: Any) -> list[int]:
     return [r.row_count async for r in stream]
-
-
-@pytest.fixture(scope="module")
-def servicers():
-    return Jobs(), Reads()
-
-
-@pytest.fixture(scope="module")
-def servers(servicers):
-    from bpj.transport.gateway import serve_rest
-    from bpj.transport.serve import serve_grpc
-
-    grpc_server = serve_grpc(*servicers)
-    rest_server = serve_rest(*servicers)
-    yield {"grpc": grpc_server, "rest": rest_server}
-    grpc_server.stop(None)
-    rest_server.stop()
-
-
-@pytest.fixture(scope="module")
-def sync_transports(servers, servicers):
-    from bpj.transport.grpc import GrpcTransport
-    from bpj.transport.rest import RestTransport
-
-    made = {
-        "grpc": GrpcTransport(servers["grpc"].endpoint),
-        "rest": RestTransport(servers["rest"].url),
-        "memory": InMemoryTransport(*servicers),
-    }
-    yield made
-    for t in made.values():
-        t.close()
-
-
-@pytest.fixture(params=TRANSPORTS)
-def kind(request):
-    return request.param
 
 
 @pytest.fixture

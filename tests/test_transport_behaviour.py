@@ -12,61 +12,23 @@ from bpj import errors, types
 from bpj._gen.services.big_query_read import BigQueryReadClient
 from bpj._gen.services.job_service import JobServiceClient
 from bpj.transport.base import RetryPolicy
-from bpj.transport.memory import InMemoryTransport
-from tests.servicers import PARENT, Jobs, Reads, job_name, stream_name
+from tests.conftest import TRANSPORTS
+from tests.servicers import PARENT, job_name, stream_name
 
-TRANSPORTS = ["grpc", "rest", "memory"]
 FAST_RETRY = RetryPolicy(
     initial=0.01, maximum=0.02, multiplier=2.0, deadline=5.0, codes=frozenset({"UNAVAILABLE"})
 )
 CODES = [c for c in errors.Code if c != errors.Code.OK]
 
 
-@pytest.fixture(scope="module")
-def servicers():
-    return Jobs(), Reads()
-
-
-@pytest.fixture(scope="module")
-def servers(servicers):
-    from bpj.transport.gateway import serve_rest
-    from bpj.transport.serve import serve_grpc
-
-    grpc_server = serve_grpc(*servicers)
-    rest_server = serve_rest(*servicers)
-    yield {"grpc": grpc_server, "rest": rest_server}
-    grpc_server.stop(None)
-    rest_server.stop()
-
-
-@pytest.fixture(scope="module")
-def transports(servers, servicers):
-    from bpj.transport.grpc import GrpcTransport
-    from bpj.transport.rest import RestTransport
-
-    made = {
-        "grpc": GrpcTransport(servers["grpc"].endpoint),
-        "rest": RestTransport(servers["rest"].url),
-        "memory": InMemoryTransport(*servicers),
-    }
-    yield made
-    for t in made.values():
-        t.close()
-
-
-@pytest.fixture(params=TRANSPORTS)
-def kind(request):
-    return request.param
+@pytest.fixture
+def jobs(sync_transports, kind):
+    return JobServiceClient(sync_transports[kind])
 
 
 @pytest.fixture
-def jobs(transports, kind):
-    return JobServiceClient(transports[kind])
-
-
-@pytest.fixture
-def reads(transports, kind):
-    return BigQueryReadClient(transports[kind])
+def reads(sync_transports, kind):
+    return BigQueryReadClient(sync_transports[kind])
 
 
 def unique(prefix: str) -> str:
@@ -209,10 +171,10 @@ def test_stopping_a_stream_early_ends_the_server_side(reads, servicers):
     assert finished.wait(10)
 
 
-def test_same_error_everywhere(transports):
+def test_same_error_everywhere(sync_transports):
     seen = set()
     for kind in TRANSPORTS:
-        client = JobServiceClient(transports[kind])
+        client = JobServiceClient(sync_transports[kind])
         with pytest.raises(errors.ApiError) as info:
             client.get_batch_prediction_job(
                 types.GetBatchPredictionJobRequest(name=job_name("err-NOT_FOUND"))
@@ -222,9 +184,9 @@ def test_same_error_everywhere(transports):
     assert len(seen) == 1
 
 
-def test_request_from_another_pool_is_refused_before_the_network(transports):
+def test_request_from_another_pool_is_refused_before_the_network(sync_transports):
     from google.cloud.aiplatform_v1.types import GetBatchPredictionJobRequest as Official
 
-    client = JobServiceClient(transports["memory"])
+    client = JobServiceClient(sync_transports["memory"])
     with pytest.raises(errors.UsageError, match="bpj.types"):
         client.get_batch_prediction_job(Official.pb()(name=job_name("x")))

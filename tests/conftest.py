@@ -1,0 +1,48 @@
+"""Fixtures shared by the transport suites: the test servicers behind a real gRPC server and a real HTTP
+server on 127.0.0.1 (free ports, stopped when the module's tests end), and sync transports to them."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpj.transport.memory import InMemoryTransport
+from tests.servicers import Jobs, Reads
+
+TRANSPORTS = ["grpc", "rest", "memory"]
+
+
+@pytest.fixture(scope="module")
+def servicers():
+    return Jobs(), Reads()
+
+
+@pytest.fixture(scope="module")
+def servers(servicers):
+    from bpj.transport.gateway import serve_rest
+    from bpj.transport.serve import serve_grpc
+
+    grpc_server = serve_grpc(*servicers)
+    rest_server = serve_rest(*servicers)
+    yield {"grpc": grpc_server, "rest": rest_server}
+    grpc_server.stop(None)
+    rest_server.stop()
+
+
+@pytest.fixture(scope="module")
+def sync_transports(servers, servicers):
+    from bpj.transport.grpc import GrpcTransport
+    from bpj.transport.rest import RestTransport
+
+    made = {
+        "grpc": GrpcTransport(servers["grpc"].endpoint),
+        "rest": RestTransport(servers["rest"].url),
+        "memory": InMemoryTransport(*servicers),
+    }
+    yield made
+    for t in made.values():
+        t.close()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def kind(request):
+    return request.param
