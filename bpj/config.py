@@ -14,6 +14,7 @@ started with the local stack's environment (``bpj local start`` prints it) needs
     bigquery_endpoint           BPJ_BIGQUERY_ENDPOINT             https://bigquery.googleapis.com
     bigquery_storage_endpoint   BPJ_BIGQUERY_STORAGE_ENDPOINT     bigquerystorage.googleapis.com:443
     tls_root_cert               BPJ_TLS_ROOT_CERT (a PEM path)    the system's roots
+    token                       BPJ_TOKEN                         none (a bearer token for every call)
     ==========================  ================================  ==========================================
 
 An endpoint on a loopback address is plaintext and anonymous unless TLS is asked for (an ``https://``
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bpj import errors
-from bpj.transport.base import Transport
+from bpj.transport.base import Transport, WithMetadata
 from bpj.transport.endpoints import is_loopback, parse_endpoint  # noqa: F401  (re-exported)
 
 TRANSPORTS = ("grpc", "rest")
@@ -50,6 +51,8 @@ class Settings:
     bigquery_endpoint: str = "https://bigquery.googleapis.com"
     bigquery_storage_endpoint: str = "bigquerystorage.googleapis.com:443"
     tls_root_cert: str | None = None
+    # A bearer token every call carries: what a local stack started with --token asks for.
+    token: str | None = field(default=None, repr=False)
 
     @property
     def vertex_endpoint(self) -> str:
@@ -79,6 +82,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "bigquery_endpoint": ("BPJ_BIGQUERY_ENDPOINT",),
     "bigquery_storage_endpoint": ("BPJ_BIGQUERY_STORAGE_ENDPOINT",),
     "tls_root_cert": ("BPJ_TLS_ROOT_CERT",),
+    "token": ("BPJ_TOKEN",),
 }
 
 _lock = threading.Lock()
@@ -176,11 +180,13 @@ def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None 
     """The shared transport for ``endpoint`` (one channel or HTTP session per endpoint, reused by every call)."""
     s = s or settings()
     kind = kind or s.transport
-    key = (kind, endpoint, s.tls_root_cert, id(s.credentials))
+    key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.token)
     with _lock:
         t = _transports.get(key)
         if t is None:
             t = _make_transport(kind, endpoint, s)
+            if s.token:
+                t = WithMetadata(t, [("authorization", f"Bearer {s.token}")])
             _transports[key] = t
         return t
 

@@ -27,6 +27,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import strategies as st
 
+from bpj.transport.http_rules import is_repeated
+
 __all__ = [
     "batch_prediction_jobs",
     "job_names",
@@ -158,7 +160,7 @@ def _assign(msg: Any, field: Any, value: Any) -> None:
                 target[key].CopyFrom(item)
         else:
             target.update(value)
-    elif _is_repeated(field):
+    elif is_repeated(field):
         getattr(msg, field.name).extend(value)
     elif field.message_type is not None:
         sub = getattr(msg, field.name)
@@ -168,16 +170,9 @@ def _assign(msg: Any, field: Any, value: Any) -> None:
         setattr(msg, field.name, value)
 
 
-def _is_repeated(field: Any) -> bool:
-    repeated = getattr(field, "is_repeated", None)  # protobuf >= 6; `label` is gone in 7
-    if repeated is None:
-        return bool(field.label == FieldDescriptor.LABEL_REPEATED)
-    return bool(repeated)
-
-
 def _is_map(field: Any) -> bool:
     return bool(
-        _is_repeated(field) and field.message_type is not None and field.message_type.GetOptions().map_entry
+        is_repeated(field) and field.message_type is not None and field.message_type.GetOptions().map_entry
     )
 
 
@@ -193,7 +188,7 @@ def _field(field: Any, depth: int, json_safe: bool) -> st.SearchStrategy[Any] | 
     item = _single(field, depth, json_safe)
     if item is None:
         return None
-    if _is_repeated(field):
+    if is_repeated(field):
         return st.lists(item, max_size=_MAX_ITEMS)
     return item
 

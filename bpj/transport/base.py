@@ -111,6 +111,29 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class WithMetadata:
+    """A transport that adds fixed metadata (e.g. ``authorization``) to every call of another."""
+
+    def __init__(self, inner: Transport, metadata: Metadata) -> None:
+        self.inner = inner
+        self.metadata = tuple(metadata)
+
+    def unary(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> Message:
+        return self.inner.unary(method, request, timeout=timeout, metadata=(*self.metadata, *metadata))
+
+    def server_stream(
+        self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> Iterator[Message]:
+        return self.inner.server_stream(
+            method, request, timeout=timeout, metadata=(*self.metadata, *metadata)
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @runtime_checkable
 class AsyncTransport(Protocol):
     """The asyncio twin of :class:`Transport`: same methods, same errors, same deadlines."""

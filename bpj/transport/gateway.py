@@ -290,9 +290,27 @@ class RestServer:
         self.stop()
 
 
-def serve_rest(*servicers: Any, host: str = "127.0.0.1", port: int = 0) -> RestServer:
-    """Serve ``servicers`` over REST on ``host:port`` (0: any free port) in a daemon thread."""
-    return RestServer(RestGateway(*servicers), host, port)
+def serve_rest(
+    *servicers: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+) -> RestServer:
+    """Serve ``servicers`` over REST on ``host:port`` (0: any free port) in a daemon thread. With ``token``,
+    every request must carry ``Authorization: Bearer <token>``, else 401 UNAUTHENTICATED."""
+    app: Callable[..., Iterable[bytes]] = RestGateway(*servicers)
+    return RestServer(require_bearer(app, token) if token else app, host, port)
+
+
+def require_bearer(app: Callable[..., Iterable[bytes]], token: str) -> Callable[..., Iterable[bytes]]:
+    """WSGI middleware: answer 401 with a google.rpc.Status body unless the request carries the token."""
+    expected = f"Bearer {token}"
+
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("HTTP_AUTHORIZATION") != expected:
+            return _error_response(
+                start_response, errors.Unauthenticated("a bearer token is required: set BPJ_TOKEN")
+            )
+        return app(environ, start_response)
+
+    return guarded
 
 
 class _HttpServer(ThreadingHTTPServer):

@@ -211,19 +211,19 @@ def set_field(message: Any, dotted_path: str, value: str) -> None:
     target = message
     for name in parents:
         fd = _field(target.DESCRIPTOR, name, dotted_path)
-        if fd.message_type is None or _is_repeated(fd):
+        if fd.message_type is None or is_repeated(fd):
             raise UsageError(f"{dotted_path}: {name} is not a singular message field")
         target = getattr(target, fd.name)
     fd = _field(target.DESCRIPTOR, last, dotted_path)
     if fd.message_type is not None:
         if fd.message_type.GetOptions().map_entry:
             raise UsageError(f"{dotted_path}: a map field cannot be set from a URL")
-        sub = getattr(target, fd.name).add() if _is_repeated(fd) else getattr(target, fd.name)
+        sub = getattr(target, fd.name).add() if is_repeated(fd) else getattr(target, fd.name)
         _set_wkt(sub, value, dotted_path)
         return
     converted = _scalar(fd, value, dotted_path)
     try:
-        if _is_repeated(fd):
+        if is_repeated(fd):
             getattr(target, fd.name).append(converted)
         else:
             setattr(target, fd.name, converted)
@@ -243,7 +243,8 @@ def _json_names(descriptor: Any) -> dict[str, Any]:
     return {f.json_name: f for f in descriptor.fields}
 
 
-def _is_repeated(fd: Any) -> bool:
+def is_repeated(fd: Any) -> bool:
+    """Whether a field is repeated, on protobuf 5, 6 and 7."""
     repeated = getattr(fd, "is_repeated", None)  # protobuf >= 6; `label` is gone in 7
     return bool(repeated) if repeated is not None else fd.label == fd.LABEL_REPEATED
 

@@ -212,6 +212,24 @@ class GrpcServer:
         return f"GrpcServer({self.endpoint!r}, tls={self.tls})"
 
 
+class BearerToken(grpc.ServerInterceptor):
+    """Refuses calls that do not carry ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}"
+
+        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required: set BPJ_TOKEN")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if metadata.get("authorization") == self._expected:
+            return continuation(handler_call_details)
+        return self._refusal
+
+
 def serve_grpc(
     *servicers: Any,
     host: str = "127.0.0.1",
@@ -219,11 +237,13 @@ def serve_grpc(
     tls: tuple[bytes, bytes] | None = None,
     max_workers: int = 16,
     options: Any = (),
+    token: str | None = None,
 ) -> GrpcServer:
     """Starts a gRPC server for ``servicers`` on ``host:port`` (port 0: a free one) and returns it.
 
     ``tls`` is ``(key_pem, cert_pem)`` (see :func:`bpj.transport.tls.self_signed_cert`); without it the
-    server is plaintext. ``max_workers`` bounds the calls served at once (a stream holds a worker).
+    server is plaintext. ``max_workers`` bounds the calls served at once (a stream holds a worker). With
+    ``token``, every call must carry ``authorization: Bearer <token>``, else UNAUTHENTICATED.
     """
     by_service = _by_service(servicers)
     merged = dict(SERVER_OPTIONS)
@@ -232,6 +252,7 @@ def serve_grpc(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bpj-grpc"),
         handlers=[grpc.method_handlers_generic_handler(n, h) for n, h in by_service.items()],
         options=list(merged.items()),
+        interceptors=[BearerToken(token)] if token else None,
     )
     add_registered = getattr(server, "add_registered_method_handlers", None)
     if add_registered is not None:  # grpcio >= 1.63: a path lookup without the generic handlers
