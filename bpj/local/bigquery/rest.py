@@ -1,0 +1,614 @@
+"""The BigQuery REST API v2 subset that google-cloud-bigquery needs, over a :class:`TableStore`.
+
+    server = serve_bigquery_rest(store)
+    client = bigquery.Client(project="p", credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": server.url})
+
+Served under ``/bigquery/v2/projects/{p}``: ``datasets`` (list, insert, get, delete), ``datasets/{d}/tables``
+(list, insert, get, delete), ``tables/{t}/data`` (tabledata.list) and ``tables/{t}/insertAll``. Values travel
+in BigQuery's JSON encodings (every scalar a string, records as ``{"f": [...]}``, repeated fields as
+``[{"v": ...}]``) and errors as BigQuery's JSON error body. Queries and jobs are not served.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import decimal
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from bpj import errors
+from bpj.local.bigquery.store import TableStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from bpj.transport.gateway import RestServer
+
+_PREFIX = "/bigquery/v2/projects/"
+_DEFAULT_PAGE = 10_000
+_MAX_PAGE = 100_000
+_REASONS = {
+    errors.Code.NOT_FOUND: "notFound",
+    errors.Code.ALREADY_EXISTS: "duplicate",
+    errors.Code.INVALID_ARGUMENT: "invalid",
+    errors.Code.FAILED_PRECONDITION: "resourceInUse",
+    errors.Code.UNAUTHENTICATED: "required",
+    errors.Code.UNIMPLEMENTED: "notImplemented",
+    errors.Code.INTERNAL: "internalError",
+}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def serve_bigquery_rest(
+    store: TableStore, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
+) -> RestServer:
+    """Serves the REST API over ``store`` on ``host:port`` (0: a free port); ``.url`` and ``.stop()``.
+
+    With ``token``, every request must carry ``Authorization: Bearer <token>``, else 401.
+    """
+    from bpj.transport.gateway import RestServer
+
+    return RestServer(BigQueryRestApp(store, token=token), host, port)
+
+
+class BigQueryRestApp:
+    """The WSGI application behind :func:`serve_bigquery_rest`."""
+
+    def __init__(self, store: TableStore, *, token: str | None = None) -> None:
+        self.store = store
+        self.token = token
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            status, body = self._handle(environ)
+        except errors.ApiError as e:
+            status, body = e.http_status, error_body(e)
+        except Exception as e:  # a bug here must still answer as BigQuery would
+            err = errors.Internal(f"{type(e).__name__}: {e}")
+            status, body = err.http_status, error_body(err)
+        if body is None:
+            start_response(f"{status} No Content", [("Content-Length", "0")])
+            return [b""]
+        payload = json.dumps(body).encode()
+        start_response(
+            f"{status} {'OK' if status == 200 else 'Error'}",
+            [("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    def _handle(self, environ: dict[str, Any]) -> tuple[int, Any]:
+        if self.token is not None and environ.get("HTTP_AUTHORIZATION", "") != f"Bearer {self.token}":
+            raise errors.Unauthenticated(
+                "Request is missing required authentication credential. Expected OAuth 2 access token."
+            )
+        verb = environ["REQUEST_METHOD"]
+        raw = environ.get("RAW_URI") or environ.get("PATH_INFO", "")
+        path = raw.split("?", 1)[0]
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        if not path.startswith(_PREFIX):
+            raise errors.NotFound(f"Not found: {verb} {path}")
+        segments = [unquote(s) for s in path[len(_PREFIX) :].split("/")]
+        body = _json_body(environ)
+        project, rest = segments[0], segments[1:]
+        route_key = (verb, tuple(rest[i] if i % 2 == 0 else "*" for i in range(len(rest))))
+        handler = _ROUTES.get(route_key)
+        if handler is None:
+            if rest and rest[0] in ("queries", "jobs"):
+                raise errors.Unimplemented("Queries and jobs are not served by the local BigQuery")
+            raise errors.NotFound(f"Not found: {verb} {path}")
+        return handler(self, project, rest[1::2], query, body)
+
+    # -- datasets ------------------------------------------------------------------------------------
+
+    def list_datasets(
+        self, project: str, ids: list[str], query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        names, token = _page(self.store.list_datasets(project), query)
+        out: dict[str, Any] = {
+            "kind": "bigquery#datasetList",
+            "datasets": [
+                {
+                    "kind": "bigquery#dataset",
+                    "id": f"{project}:{d}",
+                    "datasetReference": {"projectId": project, "datasetId": d},
+                    "location": "US",
+                }
+                for d in names
+            ],
+        }
+        if token:
+            out["nextPageToken"] = token
+        return 200, out
+
+    def insert_dataset(
+        self, project: str, ids: list[str], query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        ref = body.get("datasetReference") or {}
+        dataset = ref.get("datasetId", "")
+        if ref.get("projectId", project) != project:
+            raise errors.InvalidArgument("datasetReference.projectId differs from the project in the URL")
+        self.store.create_dataset(project, dataset)
+        return 200, self._dataset(project, dataset)
+
+    def get_dataset(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        return 200, self._dataset(project, ids[0])
+
+    def delete_dataset(
+        self, project: str, ids: list[str], query: dict[str, str], body: Any
+    ) -> tuple[int, Any]:
+        contents = query.get("deleteContents", "").lower() == "true"
+        self.store.delete_dataset(project, ids[0], delete_contents=contents)
+        return 204, None
+
+    def _dataset(self, project: str, dataset: str) -> dict[str, Any]:
+        created = _millis(self.store.dataset_created(project, dataset))
+        return {
+            "kind": "bigquery#dataset",
+            "id": f"{project}:{dataset}",
+            "etag": created,
+            "datasetReference": {"projectId": project, "datasetId": dataset},
+            "location": "US",
+            "creationTime": created,
+            "lastModifiedTime": created,
+        }
+
+    # -- tables ----------------------------------------------------------------------------------------
+
+    def list_tables(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        dataset = ids[0]
+        every = self.store.list_tables(project, dataset)
+        names, token = _page(every, query)
+        out: dict[str, Any] = {
+            "kind": "bigquery#tableList",
+            "totalItems": len(every),
+            "tables": [
+                {
+                    "kind": "bigquery#table",
+                    "id": f"{project}:{dataset}.{t}",
+                    "tableReference": {"projectId": project, "datasetId": dataset, "tableId": t},
+                    "type": "TABLE",
+                }
+                for t in names
+            ],
+        }
+        if token:
+            out["nextPageToken"] = token
+        return 200, out
+
+    def insert_table(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        dataset = ids[0]
+        ref = body.get("tableReference") or {}
+        table = ref.get("tableId", "")
+        if ref.get("projectId", project) != project or ref.get("datasetId", dataset) != dataset:
+            raise errors.InvalidArgument("tableReference differs from the dataset in the URL")
+        if "view" in body or "materializedView" in body or "externalDataConfiguration" in body:
+            raise errors.InvalidArgument("Only plain tables are served by the local BigQuery")
+        schema = schema_from_json((body.get("schema") or {}).get("fields") or [])
+        self.store.create_table(project, dataset, table, schema)
+        return 200, self._table(project, dataset, table)
+
+    def get_table(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        return 200, self._table(project, ids[0], ids[1])
+
+    def delete_table(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self.store.delete_table(project, ids[0], ids[1])
+        return 204, None
+
+    def _table(self, project: str, dataset: str, table: str) -> dict[str, Any]:
+        schema = self.store.schema(project, dataset, table)
+        parts = self.store.parts(project, dataset, table)
+        created = _millis(self.store.table_created(project, dataset, table))
+        modified = (
+            _millis(max([p.path.stat().st_mtime for p in parts[-1:]], default=0.0)) if parts else created
+        )
+        return {
+            "kind": "bigquery#table",
+            "id": f"{project}:{dataset}.{table}",
+            "etag": f"{created}-{len(parts)}",
+            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
+            "schema": {"fields": schema_to_json(schema)},
+            "numRows": str(sum(p.num_rows for p in parts)),
+            "numBytes": str(sum(p.num_bytes for p in parts)),
+            "creationTime": created,
+            "lastModifiedTime": modified,
+            "type": "TABLE",
+            "location": "US",
+        }
+
+    # -- rows ------------------------------------------------------------------------------------------
+
+    def list_rows(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        dataset, table = ids
+        start = _int_param(query, "pageToken", _int_param(query, "startIndex", 0))
+        count = min(_int_param(query, "maxResults", _DEFAULT_PAGE) or _DEFAULT_PAGE, _MAX_PAGE)
+        selected = query.get("selectedFields")
+        columns = [c.strip().split(".")[0] for c in selected.split(",") if c.strip()] if selected else None
+        total = self.store.num_rows(project, dataset, table)
+        rows = self.store.read(project, dataset, table, columns, start=start, stop=start + count)
+        timestamps = "float"
+        if query.get("formatOptions.useInt64Timestamp", "").lower() == "true":
+            timestamps = "int64"
+        elif query.get("formatOptions.timestampOutputFormat", "") == "ISO8601_STRING":
+            timestamps = "iso"
+        out: dict[str, Any] = {"kind": "bigquery#tableDataList", "totalRows": str(total)}
+        out["rows"] = encode_rows(rows, timestamps)
+        if start + rows.num_rows < total:
+            out["pageToken"] = str(start + rows.num_rows)
+        out["etag"] = str(total)
+        return 200, out
+
+    def insert_all(self, project: str, ids: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        import pyarrow as pa
+
+        dataset, table = ids
+        schema = self.store.schema(project, dataset, table)
+        skip_invalid = bool(body.get("skipInvalidRows"))
+        ignore_unknown = bool(body.get("ignoreUnknownValues"))
+        good: list[dict[str, Any]] = []
+        failed: dict[int, list[dict[str, str]]] = {}
+        for i, row in enumerate(body.get("rows") or []):
+            problems: list[dict[str, str]] = []
+            value = _record_from_json(schema, (row or {}).get("json"), "", ignore_unknown, problems)
+            if problems:
+                failed[i] = problems
+            else:
+                good.append(value)
+        out: dict[str, Any] = {"kind": "bigquery#tableDataInsertAllResponse"}
+        if failed and not skip_invalid:
+            stopped = [{"reason": "stopped", "location": "", "debugInfo": "", "message": ""}]
+            n = len(body.get("rows") or [])
+            out["insertErrors"] = [{"index": i, "errors": failed.get(i, stopped)} for i in range(n)]
+            return 200, out
+        if good:
+            self.store.append(project, dataset, table, pa.Table.from_pylist(good, schema=schema))
+        if failed:
+            out["insertErrors"] = [{"index": i, "errors": e} for i, e in sorted(failed.items())]
+        return 200, out
+
+
+_Handler = Callable[[BigQueryRestApp, str, list[str], dict[str, str], Any], tuple[int, Any]]
+_ROUTES: dict[tuple[str, tuple[str, ...]], _Handler] = {
+    ("GET", ("datasets",)): BigQueryRestApp.list_datasets,
+    ("POST", ("datasets",)): BigQueryRestApp.insert_dataset,
+    ("GET", ("datasets", "*")): BigQueryRestApp.get_dataset,
+    ("DELETE", ("datasets", "*")): BigQueryRestApp.delete_dataset,
+    ("GET", ("datasets", "*", "tables")): BigQueryRestApp.list_tables,
+    ("POST", ("datasets", "*", "tables")): BigQueryRestApp.insert_table,
+    ("GET", ("datasets", "*", "tables", "*")): BigQueryRestApp.get_table,
+    ("DELETE", ("datasets", "*", "tables", "*")): BigQueryRestApp.delete_table,
+    ("GET", ("datasets", "*", "tables", "*", "data")): BigQueryRestApp.list_rows,
+    ("POST", ("datasets", "*", "tables", "*", "insertAll")): BigQueryRestApp.insert_all,
+}
+
+
+def error_body(err: errors.ApiError) -> dict[str, Any]:
+    """BigQuery's JSON error body for an error."""
+    reason = _REASONS.get(err.code, "invalid" if err.http_status == 400 else "backendError")
+    return {
+        "error": {
+            "code": err.http_status,
+            "message": err.message,
+            "errors": [{"message": err.message, "domain": "global", "reason": reason}],
+            "status": err.code.name,
+        }
+    }
+
+
+# -- schemas ---------------------------------------------------------------------------------------------
+
+_TYPE_NAMES = {
+    "INT64": "INTEGER",
+    "FLOAT64": "FLOAT",
+    "BOOL": "BOOLEAN",
+    "STRUCT": "RECORD",
+    "DECIMAL": "NUMERIC",
+    "BIGDECIMAL": "BIGNUMERIC",
+}
+
+
+def _arrow_type(name: str, subfields: list[dict[str, Any]], where: str) -> pa.DataType:
+    import pyarrow as pa
+
+    name = _TYPE_NAMES.get(name.upper(), name.upper())
+    simple = {
+        "STRING": pa.string(),
+        "INTEGER": pa.int64(),
+        "FLOAT": pa.float64(),
+        "BOOLEAN": pa.bool_(),
+        "BYTES": pa.binary(),
+        "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+        "DATE": pa.date32(),
+        "DATETIME": pa.timestamp("us"),
+        "TIME": pa.time64("us"),
+        "NUMERIC": pa.decimal128(38, 9),
+        "BIGNUMERIC": pa.decimal256(76, 38),
+        "JSON": pa.string(),
+        "GEOGRAPHY": pa.string(),
+    }
+    if name == "RECORD":
+        if not subfields:
+            raise errors.InvalidArgument(f"Field {where} is type RECORD but has no schema")
+        return pa.struct([_arrow_field(f, where) for f in subfields])
+    if name not in simple:
+        raise errors.InvalidArgument(f"Invalid value for type: {name} is not a valid value (field {where})")
+    return simple[name]
+
+
+def _arrow_field(field: dict[str, Any], parent: str = "") -> pa.Field:
+    import pyarrow as pa
+
+    name = field.get("name") or ""
+    where = f"{parent}.{name}" if parent else name
+    if not name:
+        raise errors.InvalidArgument("Empty field name in the schema")
+    mode = (field.get("mode") or "NULLABLE").upper()
+    dtype = _arrow_type(field.get("type") or "", field.get("fields") or [], where)
+    metadata = {b"description": field["description"].encode()} if field.get("description") else None
+    if mode == "REPEATED":
+        return pa.field(name, pa.list_(dtype), nullable=False, metadata=metadata)
+    if mode not in ("NULLABLE", "REQUIRED"):
+        raise errors.InvalidArgument(f"Invalid mode {mode} for field {where}")
+    return pa.field(name, dtype, nullable=mode != "REQUIRED", metadata=metadata)
+
+
+def schema_from_json(fields: list[dict[str, Any]]) -> pa.Schema:
+    """The Arrow schema of BigQuery JSON schema fields (``[{"name", "type", "mode", "fields"}]``)."""
+    import pyarrow as pa
+
+    return pa.schema([_arrow_field(f) for f in fields])
+
+
+def _bq_type(dtype: pa.DataType) -> tuple[str, list[dict[str, Any]]]:
+    import pyarrow.types as pat
+
+    if pat.is_boolean(dtype):
+        return "BOOLEAN", []
+    if pat.is_integer(dtype):
+        return "INTEGER", []
+    if pat.is_floating(dtype):
+        return "FLOAT", []
+    if pat.is_timestamp(dtype):
+        return ("TIMESTAMP" if dtype.tz else "DATETIME"), []
+    if pat.is_date(dtype):
+        return "DATE", []
+    if pat.is_time(dtype):
+        return "TIME", []
+    if pat.is_decimal(dtype):
+        return ("NUMERIC" if dtype.precision <= 38 and dtype.scale <= 9 else "BIGNUMERIC"), []
+    if pat.is_binary(dtype) or pat.is_large_binary(dtype) or pat.is_fixed_size_binary(dtype):
+        return "BYTES", []
+    if pat.is_struct(dtype):
+        return "RECORD", [_bq_field(dtype.field(i)) for i in range(dtype.num_fields)]
+    return "STRING", []
+
+
+def _bq_field(field: pa.Field) -> dict[str, Any]:
+    import pyarrow.types as pat
+
+    dtype, mode = field.type, "NULLABLE" if field.nullable else "REQUIRED"
+    if pat.is_list(dtype) or pat.is_large_list(dtype):
+        dtype, mode = dtype.value_type, "REPEATED"
+    name, sub = _bq_type(dtype)
+    out: dict[str, Any] = {"name": field.name, "type": name, "mode": mode}
+    if sub:
+        out["fields"] = sub
+    if field.metadata and b"description" in field.metadata:
+        out["description"] = field.metadata[b"description"].decode()
+    return out
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    """BigQuery JSON schema fields for an Arrow schema."""
+    return [_bq_field(f) for f in schema]
+
+
+# -- values out (tabledata.list) ---------------------------------------------------------------------------
+
+
+def _float(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return repr(v)
+
+
+def _encoder(dtype: pa.DataType, timestamps: str) -> Callable[[Any], Any]:
+    import pyarrow.types as pat
+
+    def nullable(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return lambda v: None if v is None else fn(v)
+
+    if pat.is_list(dtype) or pat.is_large_list(dtype):
+        item = _encoder(dtype.value_type, timestamps)
+        return lambda v: [] if v is None else [{"v": item(x)} for x in v]
+    if pat.is_struct(dtype):
+        names = [dtype.field(i).name for i in range(dtype.num_fields)]
+        subs = [_encoder(dtype.field(i).type, timestamps) for i in range(dtype.num_fields)]
+        return nullable(lambda v: {"f": [{"v": e(v.get(n))} for n, e in zip(names, subs, strict=True)]})
+    if pat.is_boolean(dtype):
+        return nullable(lambda v: "true" if v else "false")
+    if pat.is_integer(dtype):
+        return nullable(str)
+    if pat.is_floating(dtype):
+        return nullable(_float)
+    if pat.is_binary(dtype) or pat.is_large_binary(dtype) or pat.is_fixed_size_binary(dtype):
+        return nullable(lambda v: base64.b64encode(v).decode())
+    if pat.is_timestamp(dtype) and dtype.tz:
+        if timestamps == "int64":
+            return nullable(lambda v: str((v - _EPOCH) // dt.timedelta(microseconds=1)))
+        if timestamps == "iso":
+            return nullable(lambda v: v.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return nullable(lambda v: _float((v - _EPOCH) / dt.timedelta(seconds=1)))
+    if pat.is_timestamp(dtype) or pat.is_date(dtype) or pat.is_time(dtype):
+        return nullable(lambda v: v.isoformat())
+    return nullable(str)
+
+
+def encode_rows(rows: pa.Table, timestamps: str = "float") -> list[dict[str, Any]]:
+    """tabledata.list rows (``[{"f": [{"v": ...}]}]``); ``timestamps`` is "float", "int64" or "iso"."""
+    encoders = [_encoder(f.type, timestamps) for f in rows.schema]
+    columns = [[e(v) for v in rows.column(i).to_pylist()] for i, e in enumerate(encoders)]
+    return [{"f": [{"v": v} for v in values]} for values in zip(*columns, strict=True)]
+
+
+# -- values in (insertAll) -----------------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    pass
+
+
+def _record_from_json(
+    schema: Any, value: Any, where: str, ignore_unknown: bool, problems: list[dict[str, str]]
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        problems.append(_problem(where, "This field is not a record."))
+        return {}
+    known = {f.name for f in schema}
+    out: dict[str, Any] = {}
+    for name in value:
+        if name not in known and not ignore_unknown:
+            problems.append(_problem(f"{where}.{name}" if where else name, f"no such field: {name}."))
+    for field in schema:
+        path = f"{where}.{field.name}" if where else field.name
+        raw = value.get(field.name)
+        if raw is None:
+            if not field.nullable and not _is_list(field.type):
+                problems.append(_problem(path, f"Missing required field: {path}."))
+            out[field.name] = [] if _is_list(field.type) else None
+            continue
+        try:
+            out[field.name] = _from_json(field.type, raw, path, ignore_unknown, problems)
+        except _Bad as e:
+            problems.append(_problem(path, str(e)))
+    return out
+
+
+def _is_list(dtype: pa.DataType) -> bool:
+    import pyarrow.types as pat
+
+    return bool(pat.is_list(dtype) or pat.is_large_list(dtype))
+
+
+def _from_json(
+    dtype: pa.DataType, v: Any, where: str, ignore_unknown: bool, problems: list[dict[str, str]]
+) -> Any:
+    import pyarrow.types as pat
+
+    if _is_list(dtype):
+        if not isinstance(v, list):
+            raise _Bad(f"Field {where} is repeated: give a JSON array.")
+        if any(x is None for x in v):
+            raise _Bad(f"Array specified for field {where} has a null element.")
+        return [_from_json(dtype.value_type, x, where, ignore_unknown, problems) for x in v]
+    if pat.is_struct(dtype):
+        return _record_from_json(dtype, v, where, ignore_unknown, problems)
+    if isinstance(v, (list, dict)):
+        what = "a record" if isinstance(v, dict) else "an array"
+        raise _Bad(f"Field {where} is not repeated or a record, and {what} was given.")
+    try:
+        if pat.is_boolean(dtype):
+            if isinstance(v, bool):
+                return v
+            if isinstance(v, str) and v.lower() in ("true", "false"):
+                return v.lower() == "true"
+            raise ValueError
+        if pat.is_integer(dtype):
+            if isinstance(v, bool):
+                raise ValueError
+            if isinstance(v, float):
+                if not v.is_integer():
+                    raise ValueError
+                return int(v)
+            return int(v) if isinstance(v, int) else int(str(v).strip())
+        if pat.is_floating(dtype):
+            if isinstance(v, bool):
+                raise ValueError
+            return float(v)
+        if pat.is_binary(dtype) or pat.is_large_binary(dtype):
+            return base64.b64decode(str(v), validate=True)
+        if pat.is_timestamp(dtype):
+            return _timestamp(v, utc=bool(dtype.tz))
+        if pat.is_date(dtype):
+            return dt.date.fromisoformat(str(v))
+        if pat.is_time(dtype):
+            return dt.time.fromisoformat(str(v))
+        if pat.is_decimal(dtype):
+            return decimal.Decimal(str(v))
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v)
+    except (ValueError, TypeError, ArithmeticError, binascii.Error):
+        raise _Bad(f"Cannot convert value to {_bq_type(dtype)[0].lower()} (bad value): {v}") from None
+
+
+def _timestamp(v: Any, utc: bool) -> dt.datetime:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        stamp = _EPOCH + dt.timedelta(seconds=v)
+        return stamp if utc else stamp.replace(tzinfo=None)
+    text = str(v).strip()
+    if text.endswith(" UTC"):
+        text = text[:-4] + "+00:00"
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(text)
+    if not utc:
+        return parsed.replace(tzinfo=None)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def _problem(location: str, message: str) -> dict[str, str]:
+    return {"reason": "invalid", "location": location, "debugInfo": "", "message": message}
+
+
+# -- small helpers -------------------------------------------------------------------------------------------
+
+
+def _json_body(environ: dict[str, Any]) -> Any:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise errors.InvalidArgument(f"Invalid JSON payload received. {e}") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("Invalid JSON payload received: expected an object")
+    return body
+
+
+def _int_param(query: dict[str, str], name: str, default: int) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"Invalid value for {name}: {text}") from None
+    if value < 0:
+        raise errors.InvalidArgument(f"Invalid value for {name}: {text}")
+    return value
+
+
+def _page(names: list[str], query: dict[str, str]) -> tuple[list[str], str]:
+    start = _int_param(query, "pageToken", 0)
+    count = _int_param(query, "maxResults", 0) or len(names) or 1
+    chunk = names[start : start + count]
+    return chunk, (str(start + count) if start + count < len(names) else "")
+
+
+def _millis(seconds: float) -> str:
+    return str(int(seconds * 1000))
