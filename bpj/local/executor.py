@@ -240,6 +240,7 @@ class Run:
 
         job, oc = self.job, self.job.output_config
         created = datetime.fromtimestamp(job.create_time.ToNanoseconds() / 1e9, tz=timezone.utc)
+        keyed = bool(job.instance_config.key_field)
         if oc.HasField("gcs_destination"):
             return GcsSink(
                 self.ex.gcs,
@@ -247,15 +248,25 @@ class Run:
                 model_display_name=model.display_name,
                 create_time=created,
                 predictions_format=oc.predictions_format,
+                keyed=keyed,
             )
-        project = job.name.split("/")[1]
         return BigQuerySink(
             self.ex.tables,
             oc.bigquery_destination.output_uri,
             model_display_name=model.display_name,
             create_time=created,
-            project=project,
+            project=job.name.split("/")[1],
+            instance_schema=self.input_schema(),
+            keyed=keyed,
         )
+
+    def input_schema(self) -> Any:
+        """The source table's schema for a BigQuery input, so output columns keep their types."""
+        ic = self.job.input_config
+        if not ic.HasField("bigquery_source"):
+            return None
+        project, dataset, table = ic.bigquery_source.input_uri.removeprefix("bq://").split(".", 2)
+        return self.ex.tables.schema(project, dataset, table)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set() or self.ex.stopping.is_set():

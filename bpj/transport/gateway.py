@@ -267,7 +267,7 @@ class RestServer:
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"bpj-rest-{self.port}", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name=f"bpj-rest-{self.port}", daemon=True
         )
         self._thread.start()
 

@@ -1,0 +1,52 @@
+"""A real local stack for the tests of this folder, and real models trained on scikit-learn's bundled data."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from bpj import types
+
+S = types.JobState
+TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED}
+SKLEARN_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from bpj.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    model = LogisticRegression(max_iter=500).fit(data.data, data.target)
+    return model, data.data.tolist()
+
+
+def joblib_bytes(model) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    return buf.getvalue()
+
+
+def wait_for(get_job, name: str, *, states=TERMINAL, timeout: float = 120.0):
+    """Poll Get until the job reaches one of ``states``; fail the test with the job if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = get_job(name)
+        if job.state in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job did not reach {states} in {timeout}s: {job}")
+        time.sleep(0.05)
