@@ -15,8 +15,10 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -72,7 +74,12 @@ class GcsServer:
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - an unlinked file, closed in stop()
         proc = subprocess.Popen(
-            self._args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, close_fds=True
+            self._args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
@@ -156,6 +163,14 @@ class GcsServer:
 
     def __repr__(self) -> str:
         return f"GcsServer({self.endpoint!r}, running={self.running})"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the thread that started us dies, so a ``kill -9`` of
+    the local stack does not leave fake-gcs-server running (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _terminate(proc: subprocess.Popen[bytes], log: IO[bytes], grace: float = 5.0) -> None:

@@ -1,0 +1,164 @@
+"""The stack as a user runs it: ``bpj local start`` in its own process. A ``kill -9`` mid-job and a start on the
+same data dir keep every job and model; the job that was running ends FAILED saying why; a bearer token,
+when set, is required on every call."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpj import errors, types
+from bpj._gen.services.job_service import JobServiceClient
+from bpj._gen.services.model_service import ModelServiceClient
+from bpj.local.executor import CRASHED
+from bpj.local.gcs import Gcs
+from bpj.transport.base import WithMetadata
+from bpj.transport.grpc import GrpcTransport
+from bpj.transport.rest import RestTransport
+from tests.local.conftest import SKLEARN_IMAGE, S, joblib_bytes, wait_for
+
+PARENT = "projects/bpj-local/locations/us-central1"
+
+
+class Started:
+    """A ``bpj local start`` process and the environment it printed."""
+
+    def __init__(self, data_dir, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bpj.cli", "local", "start", "--data-dir", str(data_dir), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.env: dict[str, str] = {}
+        self.rest = ""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").strip().partition("=")
+                self.env[key] = value
+            elif line.startswith("# REST: "):
+                self.rest = line.removeprefix("# REST: ").strip()
+            elif line.startswith("# data:"):
+                break
+        assert self.env, "bpj local start printed no environment"
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def started(tmp_path):
+    running: list[Started] = []
+
+    def start(*extra: str) -> Started:
+        s = Started(tmp_path / "data", *extra)
+        running.append(s)
+        return s
+
+    yield start
+    for s in running:
+        if s.proc.poll() is None:
+            s.stop(signal.SIGKILL)
+
+
+def clients(env, token=None):
+    transport = GrpcTransport(env["BPJ_API_ENDPOINT"])
+    if token:
+        transport = WithMetadata(transport, [("authorization", f"Bearer {token}")])
+    return JobServiceClient(transport), ModelServiceClient(transport)
+
+
+def upload_iris(env, models, iris) -> str:
+    gcs = Gcs(env["BPJ_GCS_ENDPOINT"])
+    for bucket in ("bpj-models", "bpj-in", "bpj-out"):
+        gcs.create_bucket(bucket)
+    gcs.write("gs://bpj-models/iris/model.joblib", joblib_bytes(iris[0]))
+    m = types.Model(display_name="iris", artifact_uri="gs://bpj-models/iris")
+    m.container_spec.image_uri = SKLEARN_IMAGE
+    op = models.upload_model(types.UploadModelRequest(parent=PARENT, model=m))
+    response = types.UploadModelResponse()
+    op.response.Unpack(response)
+    return response.model
+
+
+def job(model, uri, batch_size=0):
+    j = types.BatchPredictionJob(display_name="restart", model=model)
+    j.input_config.instances_format = "jsonl"
+    j.input_config.gcs_source.uris.append(uri)
+    j.output_config.predictions_format = "jsonl"
+    j.output_config.gcs_destination.output_uri_prefix = "gs://bpj-out/run"
+    j.manual_batch_tuning_parameters.batch_size = batch_size
+    return j
+
+
+def test_kill_9_then_restart_keeps_jobs_and_models(started, iris):
+    first = started()
+    jobs, models = clients(first.env)
+    model = upload_iris(first.env, models, iris)
+    gcs = Gcs(first.env["BPJ_GCS_ENDPOINT"])
+    gcs.write("gs://bpj-in/small.jsonl", b"[5.1, 3.5, 1.4, 0.2]\n[6.2, 2.9, 4.3, 1.3]\n")
+    gcs.write("gs://bpj-in/big.jsonl", b"\n".join([b"[5.1, 3.5, 1.4, 0.2]"] * 300_000))
+    get = lambda c: lambda n: c.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=n))  # noqa: E731
+    create = lambda c, j: c.create_batch_prediction_job(  # noqa: E731
+        types.CreateBatchPredictionJobRequest(parent=PARENT, batch_prediction_job=j)
+    )
+    done = wait_for(get(jobs), create(jobs, job(model, "gs://bpj-in/small.jsonl")).name)
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.error
+    running = create(jobs, job(model, "gs://bpj-in/big.jsonl", batch_size=4)).name
+    wait_for(get(jobs), running, states={S.JOB_STATE_RUNNING})
+
+    first.proc.kill()  # kill -9: no clean shutdown
+    first.proc.wait(10)
+
+    second = started()
+    jobs2, models2 = clients(second.env)
+    assert models2.get_model(types.GetModelRequest(name=model)).display_name == "iris"
+    assert get(jobs2)(done.name) == done
+    crashed = get(jobs2)(running)
+    assert crashed.state == S.JOB_STATE_FAILED
+    assert crashed.error.message == CRASHED
+    assert not crashed.output_info.gcs_output_directory  # partial outputs are not presented as complete
+    listed = jobs2.list_batch_prediction_jobs(types.ListBatchPredictionJobsRequest(parent=PARENT))
+    assert {j.name for j in listed.batch_prediction_jobs} == {done.name, running}
+    # The stack still runs jobs after the restart, reading what the first one stored in GCS.
+    again = wait_for(get(jobs2), create(jobs2, job(model, "gs://bpj-in/small.jsonl")).name)
+    assert again.state == S.JOB_STATE_SUCCEEDED, again.error
+    assert second.stop() == 0
+
+
+def test_token_is_required_on_every_call(started):
+    s = started("--token", "s3cret")
+    assert s.env["BPJ_TOKEN"] == "s3cret"
+    request = types.ListBatchPredictionJobsRequest(parent=PARENT)
+    for transport in (GrpcTransport(s.env["BPJ_API_ENDPOINT"]), RestTransport(s.rest)):
+        with pytest.raises(errors.Unauthenticated, match="bearer token"):
+            JobServiceClient(transport).list_batch_prediction_jobs(request)
+        with pytest.raises(errors.Unauthenticated):
+            JobServiceClient(
+                WithMetadata(transport, [("authorization", "Bearer wrong")])
+            ).list_batch_prediction_jobs(request)
+        ok = JobServiceClient(WithMetadata(transport, [("authorization", "Bearer s3cret")]))
+        assert ok.list_batch_prediction_jobs(request).batch_prediction_jobs == []
+    assert s.stop() == 0
+
+
+def test_fake_gcs_server_does_not_outlive_a_killed_stack(started):
+    s = started()
+    s.proc.kill()
+    s.proc.wait(10)
+    gcs = Gcs(s.env["BPJ_GCS_ENDPOINT"])
+    deadline = time.monotonic() + 10
+    while True:  # the child gets SIGTERM from the kernel when its parent dies; give it a moment to exit
+        try:
+            gcs.create_bucket("still-there")
+        except errors.Unavailable:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError("fake-gcs-server still answers after its stack was killed")
+        time.sleep(0.1)
