@@ -17,6 +17,13 @@ _LAZY = {
     "errors": "bpj.errors",
     "types": "bpj.types",
     "clients": "bpj.clients",
+    "states": "bpj.states",
+    "BatchPredictionJob": "bpj.jobs",
+    "JobFailed": "bpj.states",
+    "JobCancelled": "bpj.states",
+    "JobExpired": "bpj.states",
+    "WaitTimeout": "bpj.states",
+    "local": "bpj.local",
 }
 __all__ = sorted([*_LAZY, "__version__"])
 
@@ -40,5 +47,12 @@ if TYPE_CHECKING:
     from bpj import clients as clients
     from bpj import config as config
     from bpj import errors as errors
+    from bpj import local as local
+    from bpj import states as states
     from bpj import types as types
     from bpj.config import init as init
+    from bpj.jobs import BatchPredictionJob as BatchPredictionJob
+    from bpj.states import JobCancelled as JobCancelled
+    from bpj.states import JobExpired as JobExpired
+    from bpj.states import JobFailed as JobFailed
+    from bpj.states import WaitTimeout as WaitTimeout

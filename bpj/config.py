@@ -88,6 +88,7 @@ _ENV: dict[str, tuple[str, ...]] = {
 _lock = threading.Lock()
 _explicit: dict[str, Any] = {}
 _transports: dict[tuple[Any, ...], Transport] = {}
+_registered: dict[str, Transport] = {}
 
 
 def validate(s: Settings) -> Settings:
@@ -147,7 +148,18 @@ def reset() -> None:
     """Forget init() arguments and close cached transports (tests use this)."""
     with _lock:
         _explicit.clear()
+        _registered.clear()
         close_transports()
+
+
+def register_transport(endpoint: str, transport: Transport | None) -> None:
+    """Serve every call to ``endpoint`` with ``transport`` whatever the other settings (a fake, in tests);
+    ``None`` removes it. bpj.init() leaves it in place and never closes it; reset() forgets it."""
+    with _lock:
+        if transport is None:
+            _registered.pop(endpoint, None)
+        else:
+            _registered[endpoint] = transport
 
 
 # -- endpoints and transports ------------------------------------------------------------------------
@@ -178,6 +190,9 @@ def resolve_credentials(s: Settings, endpoint: str) -> Any:
 
 def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None = None) -> Transport:
     """The shared transport for ``endpoint`` (one channel or HTTP session per endpoint, reused by every call)."""
+    registered = _registered.get(endpoint)
+    if registered is not None:
+        return registered
     s = s or settings()
     kind = kind or s.transport
     key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.token)

@@ -1,0 +1,160 @@
+"""What each JobState means to a client: the one table that ``wait()``, ``cancel()`` and the many-job helpers
+read, and the errors a wait ends with when a job does not succeed. Numbers are
+google.cloud.aiplatform.v1.JobState's (the enum is public and stable), so this module imports no protobuf.
+
+The rules:
+
+- A state is *terminal* when the job will never change again: SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED,
+  CANCELLED and EXPIRED. Waiting stops there, and only there.
+- PAUSED and UPDATING are not terminal. Vertex AI documents PAUSED as "the job has been stopped, and can be
+  resumed" (set by the service, e.g. while it updates the job) and UPDATING as "the job is being updated";
+  both go back to RUNNING, so a waiter keeps polling (the official SDK's wait() wrongly stops on PAUSED).
+- UNSPECIFIED is what a job reports before the service has set a state; it is not terminal either.
+- The *outcome* of a terminal state says what a waiter does: SUCCEEDED and PARTIALLY_SUCCEEDED are
+  successes (outputs exist to read; some instances may have failed, see ``completion_stats`` and
+  ``partial_failures``); FAILED, CANCELLED and EXPIRED are not (``wait()`` raises JobFailed, JobCancelled,
+  JobExpired). EXPIRED means the job ran longer than the service allows and was stopped.
+- A state is *cancellable* when a CancelBatchPredictionJob call can still change the job's end: every
+  non-terminal state except CANCELLING (already on its way to CANCELLED) and UNSPECIFIED (nothing is known).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple
+
+from bpj import errors
+
+
+class Outcome(enum.Enum):
+    ACTIVE = "active"  # not terminal: keep waiting
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class StateRule(NamedTuple):
+    name: str
+    terminal: bool
+    success: bool
+    cancellable: bool
+    outcome: Outcome
+
+
+_A = Outcome.ACTIVE
+# number: (name, terminal, success, cancellable, outcome)
+TABLE: dict[int, StateRule] = {
+    0: StateRule("JOB_STATE_UNSPECIFIED", False, False, False, _A),
+    1: StateRule("JOB_STATE_QUEUED", False, False, True, _A),
+    2: StateRule("JOB_STATE_PENDING", False, False, True, _A),
+    3: StateRule("JOB_STATE_RUNNING", False, False, True, _A),
+    4: StateRule("JOB_STATE_SUCCEEDED", True, True, False, Outcome.SUCCEEDED),
+    5: StateRule("JOB_STATE_FAILED", True, False, False, Outcome.FAILED),
+    6: StateRule("JOB_STATE_CANCELLING", False, False, False, _A),
+    7: StateRule("JOB_STATE_CANCELLED", True, False, False, Outcome.CANCELLED),
+    8: StateRule("JOB_STATE_PAUSED", False, False, True, _A),
+    9: StateRule("JOB_STATE_EXPIRED", True, False, False, Outcome.EXPIRED),
+    10: StateRule("JOB_STATE_UPDATING", False, False, True, _A),
+    11: StateRule("JOB_STATE_PARTIALLY_SUCCEEDED", True, True, False, Outcome.PARTIALLY_SUCCEEDED),
+}
+
+# The same numbers as a Python IntEnum, so ``job.state.name`` works as with the official SDK's enum.
+JobState = enum.IntEnum("JobState", {r.name: n for n, r in TABLE.items()})  # type: ignore[misc]
+
+
+def as_enum(state: int) -> int:
+    """``JobState(state)``, or the plain number for a state this table does not know."""
+    try:
+        return JobState(int(state))
+    except ValueError:
+        return int(state)
+
+
+TERMINAL = frozenset(n for n, r in TABLE.items() if r.terminal)
+SUCCESS = frozenset(n for n, r in TABLE.items() if r.success)
+CANCELLABLE = frozenset(n for n, r in TABLE.items() if r.cancellable)
+# For List filters: ``state="JOB_STATE_SUCCEEDED" OR state="JOB_STATE_FAILED" ...``
+TERMINAL_NAMES = tuple(TABLE[n].name for n in sorted(TERMINAL))
+
+
+def rule(state: int) -> StateRule:
+    """The rule for a state number; a state this table does not know (a newer API) counts as active."""
+    found = TABLE.get(int(state))
+    if found is None:
+        return StateRule(f"JOB_STATE_{int(state)}", False, False, False, _A)
+    return found
+
+
+def is_terminal(state: int) -> bool:
+    return rule(state).terminal
+
+
+def is_success(state: int) -> bool:
+    return rule(state).success
+
+
+def is_cancellable(state: int) -> bool:
+    return rule(state).cancellable
+
+
+def name(state: int) -> str:
+    return rule(state).name
+
+
+# -- how a wait ends when the job did not succeed -------------------------------------------------
+
+
+class JobFailed(errors.BpjError):
+    """The job ended without outputs to read: FAILED here, and CANCELLED or EXPIRED through the subclasses.
+
+    ``job`` is the :class:`BatchPredictionJob` as it ended; ``status`` the job's google.rpc.Status
+    (``bpj.types.Status``: ``code``, ``message``, ``details``), empty when the service gave none; ``state``
+    the state number.
+    """
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.status = job.gca_resource.error
+        self.state = job.gca_resource.state
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        s = self.status
+        try:
+            code = errors.Code(s.code).name
+        except ValueError:
+            code = str(s.code)
+        why = f": {code}: {s.message}" if s.code or s.message else ""
+        return f"batch prediction job {self.job.resource_name} ended {name(self.state)}{why}"
+
+
+class JobCancelled(JobFailed):
+    """The job ended CANCELLED (someone, maybe this process, cancelled it)."""
+
+
+class JobExpired(JobFailed):
+    """The job ended EXPIRED: it ran past the time the service allows and was stopped."""
+
+
+class WaitTimeout(errors.BpjError, TimeoutError):
+    """``wait(timeout=)`` ran out before the job reached a terminal state; ``job`` is as last seen."""
+
+    def __init__(self, job: Any, timeout: float) -> None:
+        self.job = job
+        self.timeout = timeout
+        state = name(job.gca_resource.state)
+        super().__init__(f"batch prediction job {job.resource_name} still {state} after {timeout:g}s")
+
+
+FAILURES: dict[Outcome, type[JobFailed]] = {
+    Outcome.FAILED: JobFailed,
+    Outcome.CANCELLED: JobCancelled,
+    Outcome.EXPIRED: JobExpired,
+}
+
+
+def error_for(job: Any) -> JobFailed:
+    """The error ``wait()`` raises for a job that ended without success."""
+    return FAILURES[rule(job.gca_resource.state).outcome](job)
