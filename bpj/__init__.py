@@ -24,6 +24,7 @@ _LAZY = {
     "JobExpired": "bpj.states",
     "WaitTimeout": "bpj.states",
     "local": "bpj.local",
+    "outputs": "bpj.outputs",
 }
 __all__ = sorted([*_LAZY, "__version__"])
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from bpj import config as config
     from bpj import errors as errors
     from bpj import local as local
+    from bpj import outputs as outputs
     from bpj import states as states
     from bpj import types as types
     from bpj.config import init as init

@@ -18,6 +18,7 @@
         ├── Internal                   INTERNAL             HTTP 500
         ├── Unavailable                UNAVAILABLE          HTTP 503  (also: connection refused or reset)
         ├── DataLoss                   DATA_LOSS            HTTP 500
+        │   └── DataCorruption         downloaded bytes that fail their checksum (never returned)
         └── Unauthenticated            UNAUTHENTICATED      HTTP 401
 
 The same server error gives the same class and the same message over gRPC, REST and in-memory. Every
@@ -244,6 +245,10 @@ class Unavailable(ApiError):
 
 class DataLoss(ApiError):
     code = Code.DATA_LOSS
+
+
+class DataCorruption(DataLoss):
+    """Downloaded bytes do not match their checksum (crc32c); the bytes were not handed out."""
 
 
 class Unauthenticated(ApiError):

@@ -282,12 +282,12 @@ def _read_files(
     for uri in uris:
         if fmt == "jsonl":
             with gcs.open(uri) as f:
-                yield from _read_jsonl(f, uri, shaper, counter)
+                yield from _read_jsonl(f, uri, shaper, counter, batch_size)
         elif fmt == "csv":
             with gcs.open(uri) as f:
-                yield from _read_csv(f, uri, shaper, counter)
+                yield from _read_csv(f, uri, shaper, counter, batch_size)
         elif fmt in ("tf-record", "tf-record-gzip"):
-            yield from _read_tfrecord(gcs, uri, fmt == "tf-record-gzip", counter)
+            yield from _read_tfrecord(gcs, uri, fmt == "tf-record-gzip", counter, batch_size)
         else:
             with gcs.open(uri) as f:
                 yield from _read_file_list(gcs, f, uri, counter, batch_size)
@@ -320,6 +320,13 @@ def _text_chunks(f: io.BufferedReader, uri: str) -> Iterator[tuple[int, list[str
         yield lineno, _decode_lines(rest, first)
 
 
+def _batched_lines(f: io.BufferedReader, uri: str, size: int) -> Iterator[tuple[int, list[str | None]]]:
+    """:func:`_text_chunks` in pieces of at most ``size`` lines."""
+    for lineno, lines in _text_chunks(f, uri):
+        for start in range(0, len(lines), size):
+            yield lineno + start, lines[start : start + size]
+
+
 def _decode_lines(data: bytes, first: bool) -> list[str | None]:
     if first and data.startswith(codecs.BOM_UTF8):
         data = data[3:]
@@ -336,11 +343,14 @@ def _decode_lines(data: bytes, first: bool) -> list[str | None]:
 
 
 def _read_jsonl(
-    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int]
+    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int], size: int
 ) -> Iterator[list[Instance]]:
     scan = _scan
     selects = shaper.selects or bool(shaper.instance_type)
-    for lineno, lines in _text_chunks(f, uri):
+    # Instances are made a batch at a time, not a chunk at a time: tens of thousands of parsed instances
+    # alive at once survive into the garbage collector's older generations, and scanning them took as long
+    # as parsing.
+    for lineno, lines in _batched_lines(f, uri, size):
         out: list[Instance] = []
         append = out.append
         for n, line in enumerate(lines, lineno):
@@ -377,7 +387,7 @@ def _read_jsonl(
 
 
 def _read_csv(
-    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int]
+    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int], size: int
 ) -> Iterator[list[Instance]]:
     text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
     rows = csv.reader(text)
@@ -428,7 +438,7 @@ def _read_csv(
             else:
                 payload = {name: values[j] for name, j in zip(names, picks, strict=True)}
             out.append(Instance(i, values, payload, key, columns=columns))
-        if len(out) >= 4096:
+        if len(out) >= size:  # a batch at a time, as in _read_jsonl
             yield out
             out = []
     if out:
@@ -456,7 +466,9 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def _read_tfrecord(gcs: Gcs, uri: str, gzipped: bool, counter: Iterator[int]) -> Iterator[list[Instance]]:
+def _read_tfrecord(
+    gcs: Gcs, uri: str, gzipped: bool, counter: Iterator[int], size: int
+) -> Iterator[list[Instance]]:
     import gzip
     import zlib
 
@@ -487,7 +499,7 @@ def _read_tfrecord(gcs: Gcs, uri: str, gzipped: bool, counter: Iterator[int]) ->
                 else:
                     out.append(Instance(next(counter), raw_value, raw_value))
                 offset += 16 + length
-                if len(out) >= 1024:
+                if len(out) >= size:
                     yield out
                     out = []
         except (OSError, EOFError, zlib.error) as e:

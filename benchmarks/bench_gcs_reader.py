@@ -1,0 +1,303 @@
+"""GCS output reading, bpj against the plain limit and the official paths, side by side on the same data.
+
+    python -m benchmarks.bench_gcs_reader [--objects 64] [--mib 4] [--repeat 3]
+
+A memory-backend fake-gcs-server (bpj.local.gcs.GcsServer) holds ``--objects`` objects of ``--mib`` MiB of
+JSONL prediction lines. Measured in this one run (best of ``--repeat``):
+
+  bytes   bpj ``files()`` (crc32c checked)      vs plain urllib3 GETs with 2 threads (the limit), and the same
+          GETs with crc32c; vs google-cloud-storage transfer_manager.download_many with 8 threads; vs the
+          official path (list_blobs, download_as_bytes, json.loads per line)
+  arrow   bpj ``to_arrow()``                    vs pyarrow.json decoding the same bytes from memory with both
+          cores (the best of: 2 threads with one file each, or pyarrow's own threads per file)
+  memory  peak RSS growth of a fresh process reading an output 10x ``max_bytes_in_flight`` (files() and
+          iter_batches()), against that bound
+
+Prints a table with ratios; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.common import table
+
+BUCKET = "bench-out"
+PREFIX = "job/prediction-model-2026-01-01T00:00:00.000Z"
+_MiB = 1 << 20
+
+
+def make_object(seed: int, size: int) -> bytes:
+    rnd = random.Random(seed)
+    lines, n, i = [], 0, 0
+    while n < size:
+        line = json.dumps(
+            {
+                "instance": {
+                    "id": seed * 1_000_000 + i,
+                    "features": [rnd.random() for _ in range(4)],
+                    "text": "naïve",
+                },
+                "prediction": {"scores": [rnd.random() for _ in range(3)], "label": f"class_{i % 3}"},
+            }
+        )
+        lines.append(line)
+        n += len(line) + 1
+        i += 1
+    return ("\n".join(lines) + "\n").encode()
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def plain_get(endpoint: str, names: list[str], crc: bool) -> int:
+    """2 threads of urllib3 GETs reading each body in one piece: the download limit."""
+    import google_crc32c
+    import urllib3
+
+    pool = urllib3.PoolManager(maxsize=2)
+    total = [0, 0]
+
+    def run(k: int) -> None:
+        for name in names[k::2]:
+            url = f"{endpoint}/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe='')}?alt=media"
+            data = pool.request("GET", url).data
+            if crc:
+                google_crc32c.value(data)
+            total[k] += len(data)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(total)
+
+
+def official_client(endpoint: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
+
+
+def transfer_manager(endpoint: str, names: list[str]) -> int:
+    from google.cloud.storage import transfer_manager
+
+    client = official_client(endpoint)
+    bucket = client.bucket(BUCKET)
+    pairs = [(bucket.blob(n), io.BytesIO()) for n in names]
+    transfer_manager.download_many(pairs, max_workers=8, worker_type="thread", raise_exception=True)
+    return sum(len(f.getvalue()) for _, f in pairs)
+
+
+def official_path(endpoint: str) -> int:
+    """What the official SDK offers: a listing of blobs; download each, parse each line."""
+    client = official_client(endpoint)
+    rows = 0
+    for blob in client.list_blobs(BUCKET, prefix=PREFIX + "/"):
+        if blob.name.rpartition("/")[2].startswith("predictions_"):
+            for line in blob.download_as_bytes().splitlines():
+                json.loads(line)
+                rows += 1
+    return rows
+
+
+def decode_limit(blobs: list[bytes]) -> int:
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    def one(data: bytes) -> int:
+        opts = pj.ReadOptions(use_threads=False, block_size=len(data) + 1)
+        return pj.read_json(pa.BufferReader(data), read_options=opts).num_rows
+
+    with ThreadPoolExecutor(2) as ex:
+        return sum(ex.map(one, blobs))
+
+
+def decode_limit_pyarrow_threads(blobs: list[bytes]) -> int:
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    return sum(pj.read_json(pa.BufferReader(d)).num_rows for d in blobs)
+
+
+_MEMORY_CHILD = """
+import json, resource, sys
+from bpj.outputs import read_gcs
+endpoint, uri, budget, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+r = read_gcs(uri, endpoint=endpoint, max_bytes_in_flight=budget, progress=False)
+r.objects()
+if mode == "batches":  # one-time costs first: pyarrow's JSON reader and its memory pool, on one tiny file
+    from bpj.outputs.gcs import GcsObject, decode
+    decode(GcsObject("b", "x.jsonl", 9), b'{"a": 1}\\n')
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+base = rss()
+n = 0
+if mode == "files":
+    for _, data in r.files():
+        n += len(data)
+else:
+    for b in r.iter_batches():
+        n += b.num_rows
+with open("/proc/self/status") as f:  # VmHWM: this process's peak (ru_maxrss can carry the parent's)
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+print(json.dumps({"base": base, "peak": peak, "n": n}))
+"""
+
+
+def memory(endpoint: str, uri: str, budget: int, mode: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, endpoint, uri, str(budget), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return (r["peak"] - r["base"]) / _MiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--objects", type=int, default=64)
+    ap.add_argument("--mib", type=float, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+
+    from bpj.local.gcs import Gcs, GcsServer
+    from bpj.outputs import read_gcs
+
+    server = GcsServer()
+    try:
+        gcs = Gcs(server.endpoint)
+        gcs.create_bucket(BUCKET)
+        size = int(args.mib * _MiB)
+        names = []
+        with ThreadPoolExecutor(2) as ex:
+            for i, data in enumerate(ex.map(lambda s: make_object(s, size), range(args.objects))):
+                name = f"{PREFIX}/predictions_{i + 1:05d}-of-{args.objects:05d}.jsonl"
+                gcs.write(f"gs://{BUCKET}/{name}", data, content_type="application/jsonl")
+                names.append(name)
+        gcs.write(f"gs://{BUCKET}/{PREFIX}/", b"")
+        uri = f"gs://{BUCKET}/{PREFIX}"
+        total = sum(gcs.size(f"gs://{BUCKET}/{n}") for n in names)
+        ep = server.endpoint
+        reader = read_gcs(uri, endpoint=ep, max_workers=args.workers, progress=False)
+        reader.objects()
+        mb = total / 1e6
+        rep = args.repeat
+
+        rows = []
+        t_bpj, got = best(lambda: sum(len(d) for _, d in reader.files()), rep)
+        assert got == total
+        t_plain, _ = best(lambda: plain_get(ep, names, crc=False), rep)
+        t_plain_crc, _ = best(lambda: plain_get(ep, names, crc=True), rep)
+        t_tm, got = best(lambda: transfer_manager(ep, names), 1)
+        assert got == total
+        t_off, nrows = best(lambda: official_path(ep), 1)
+        rows += [
+            ("bytes", "bpj files() (crc32c on)", f"{mb / t_bpj:,.0f} MB/s", "1.00", ""),
+            (
+                "bytes",
+                "plain urllib3 GET x2 threads",
+                f"{mb / t_plain:,.0f} MB/s",
+                f"{t_plain / t_bpj:.2f}",
+                ">= 0.8",
+            ),
+            (
+                "bytes",
+                "plain urllib3 GET x2 + crc32c",
+                f"{mb / t_plain_crc:,.0f} MB/s",
+                f"{t_plain_crc / t_bpj:.2f}",
+                "",
+            ),
+            (
+                "bytes",
+                "transfer_manager x8 threads",
+                f"{mb / t_tm:,.0f} MB/s",
+                f"{t_tm / t_bpj:.2f}",
+                ">= 10",
+            ),
+            (
+                "bytes",
+                "official: list, download, json.loads",
+                f"{mb / t_off:,.0f} MB/s",
+                f"{t_off / t_bpj:.2f}",
+                "",
+            ),
+        ]
+
+        blobs = [gcs.read(f"gs://{BUCKET}/{n}") for n in names]
+        t_arrow, tbl = best(lambda: reader.to_arrow(), rep)
+        t_dec, n2 = best(lambda: decode_limit(blobs), rep)
+        t_dec_pa, _ = best(lambda: decode_limit_pyarrow_threads(blobs), rep)
+        assert tbl.num_rows == n2 == nrows  # type: ignore[attr-defined]
+        t_limit = min(t_dec, t_dec_pa)
+        rows += [
+            ("arrow", "bpj to_arrow()", f"{mb / t_arrow:,.0f} MB/s", "1.00", ""),
+            (
+                "arrow",
+                "pyarrow.json in memory, 2 threads",
+                f"{mb / t_dec:,.0f} MB/s",
+                f"{t_dec / t_arrow:.2f}",
+                "",
+            ),
+            (
+                "arrow",
+                "pyarrow.json in memory, its threads",
+                f"{mb / t_dec_pa:,.0f} MB/s",
+                f"{t_dec_pa / t_arrow:.2f}",
+                "",
+            ),
+            (
+                "arrow",
+                "decode limit (best of the two)",
+                f"{mb / t_limit:,.0f} MB/s",
+                f"{t_limit / t_arrow:.2f}",
+                ">= 0.85",
+            ),
+        ]
+        blobs.clear()
+
+        budget = total // 10
+        for mode in ("files", "batches"):
+            growth = min(memory(ep, uri, budget, mode) for _ in range(2))
+            rows.append(
+                (
+                    "memory",
+                    f"peak RSS growth, {mode}, output {total / _MiB:.0f} MiB",
+                    f"{growth:,.0f} MiB",
+                    f"{growth / (budget / _MiB):.2f}x bound",
+                    "<= ~2x",
+                )
+            )
+        print(
+            f"{args.objects} objects x {args.mib:g} MiB = {mb:,.0f} MB, {nrows:,} rows; bound {budget / _MiB:.1f} MiB"
+        )
+        print(table(rows, ("what", "how", "rate", "ratio (bpj / it)", "target")))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

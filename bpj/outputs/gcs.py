@@ -1,0 +1,706 @@
+"""Batch prediction outputs in Cloud Storage, read at the speed of the wire.
+
+The objects are listed with the JSON API, then downloaded by a bounded pool of threads over one urllib3
+connection pool: an object up to ``chunk_size`` in one GET, a larger one in ranged GETs of ``chunk_size``,
+each body read in one piece. A broken body resumes with a Range request from the last byte received, pinned
+to the listed generation. Every object's crc32c is checked against its metadata before any of its bytes are
+handed out (``DataCorruption`` otherwise). At most ``max_bytes_in_flight`` bytes of objects are reserved at a
+time (downloading, decoding, or waiting for the consumer); reservations are made in file order, so
+``ordered=True`` cannot deadlock. JSONL decodes with pyarrow's C++ JSON reader and CSV with its CSV reader, in
+the worker threads; when the consumer stops iterating, every worker ends before the iterator closes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import queue
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bpj import errors
+from bpj.outputs.reader import Progress, Reader
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["DataCorruption", "GcsObject", "GcsPartition", "GcsReader"]
+
+_MiB = 1 << 20
+CHUNK_SIZE = 8 * _MiB
+_ATTEMPTS = 6  # per request, and per broken body without progress
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_WILDCARD = re.compile(r"[*?\[]")
+# Decoding JSONL or CSV takes about this many times the object's size (parse buffers, the table) while it
+# runs, so a decoding read reserves that much of max_bytes_in_flight per object.
+DECODE_FACTOR = 3
+
+
+DataCorruption = errors.DataCorruption  # re-exported: bpj.outputs.gcs.DataCorruption
+
+
+@dataclass(frozen=True)
+class GcsObject:
+    """One listed object: what a download needs to fetch and check it."""
+
+    bucket: str
+    name: str
+    size: int
+    generation: str | None = None
+    crc32c: int | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}"
+
+    @property
+    def format(self) -> str:
+        return "csv" if self.name.lower().endswith(".csv") else "jsonl"
+
+
+# -- HTTP ---------------------------------------------------------------------------------------------
+
+
+class _Client:
+    """The JSON API over one thread-safe urllib3 pool, with credentials resolved at the first request."""
+
+    def __init__(self, endpoint: str | None = None, credentials: Any = None, *, maxsize: int = 16) -> None:
+        import urllib3
+
+        from bpj import config
+
+        self.settings = config.settings(gcs_endpoint=endpoint)
+        self.endpoint = self.settings.gcs_endpoint
+        parsed = config.parse_endpoint(self.endpoint)
+        tls = parsed.tls(self.settings.tls_root_cert)
+        self.base = f"{'https' if tls else 'http'}://{parsed.target()}"
+        self._credentials = credentials
+        self._resolved = credentials is not None or parsed.is_loopback
+        self._lock = threading.Lock()
+        self.pool = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=maxsize,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=20.0, read=120.0),
+            ca_certs=self.settings.tls_root_cert,
+        )
+
+    def headers(self) -> dict[str, str]:
+        h = {"User-Agent": "bpj-outputs", "Accept-Encoding": "identity"}
+        if self.settings.token:
+            h["Authorization"] = f"Bearer {self.settings.token}"
+            return h
+        with self._lock:
+            if not self._resolved:
+                from bpj import config
+
+                self._credentials = config.resolve_credentials(self.settings, self.endpoint)
+                self._resolved = True
+            creds = self._credentials
+            if creds is not None:
+                if not creds.valid:
+                    import google.auth.transport.requests
+
+                    creds.refresh(google.auth.transport.requests.Request())
+                creds.apply(h)
+        return h
+
+    def get(
+        self, path: str, fields: dict[str, str], about: str, headers: dict[str, str] | None = None
+    ) -> Any:
+        """A streaming response with status 200 or 206; retries connection failures and 408/429/5xx."""
+        import urllib3
+
+        url = f"{self.base}{path}?{urllib.parse.urlencode(fields, quote_via=urllib.parse.quote)}"
+        problem = ""
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+            try:
+                resp = self.pool.request(
+                    "GET",
+                    url,
+                    headers={**self.headers(), **(headers or {})},
+                    preload_content=False,
+                    redirect=False,
+                )
+            except urllib3.exceptions.HTTPError as e:
+                problem = str(e)
+                continue
+            if resp.status in (200, 206):
+                return resp
+            body = resp.read()
+            resp.release_conn()
+            if resp.status in _RETRY_STATUS:
+                problem = f"HTTP {resp.status}"
+                continue
+            raise _api_error(resp.status, body, about)
+        raise errors.Unavailable(f"GET {about} failed {_ATTEMPTS} times: {problem}")
+
+    def list(self, bucket: str, prefix: str) -> Iterator[GcsObject]:
+        fields = {
+            "prefix": prefix,
+            "maxResults": "1000",
+            "fields": "items(name,size,generation,crc32c),nextPageToken",
+        }
+        about = f"gs://{bucket}/{prefix}"
+        while True:
+            resp = self.get(f"/storage/v1/b/{_quote(bucket)}/o", fields, about)
+            page = json.loads(resp.read())
+            resp.release_conn()
+            for item in page.get("items", ()):
+                crc = item.get("crc32c")
+                yield GcsObject(
+                    bucket,
+                    item["name"],
+                    int(item.get("size", 0)),
+                    item.get("generation"),
+                    int.from_bytes(base64.b64decode(crc), "big") if crc else None,
+                )
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            fields["pageToken"] = token
+
+    def fetch(self, obj: GcsObject, start: int, end: int) -> tuple[bytes, int | None]:
+        """Bytes ``[start, end)`` of an object, and the object's crc32c from the response headers.
+
+        The body is read in one piece; when the connection breaks, the rest is asked for with a Range from
+        the last byte received (giving up after ``_ATTEMPTS`` breaks in a row without progress)."""
+        import urllib3
+
+        path = f"/storage/v1/b/{_quote(obj.bucket)}/o/{_quote(obj.name)}"
+        fields = {"alt": "media"}
+        if obj.generation:
+            fields["generation"] = obj.generation
+        pieces: list[bytes] = []
+        pos, stalls, header_crc = start, 0, None
+        while pos < end:
+            ranged = not (pos == 0 and end == obj.size)
+            resp = self.get(path, fields, obj.uri, {"Range": f"bytes={pos}-{end - 1}"} if ranged else None)
+            header_crc = header_crc if header_crc is not None else _header_crc32c(resp.headers)
+            want = end - pos
+            data = b""
+            try:
+                if ranged and resp.status == 200:  # the server ignored the Range: skip to ours
+                    data = resp.read(decode_content=False)[pos:end]
+                else:
+                    data = resp.read(want, decode_content=False)
+            except (urllib3.exceptions.HTTPError, OSError):
+                pass
+            if len(data) == want:
+                resp.release_conn()
+            else:
+                resp.close()  # a broken connection never goes back to the pool
+                stalls = 0 if data else stalls + 1
+                if stalls >= _ATTEMPTS:
+                    raise errors.Unavailable(f"reading {obj.uri} failed {stalls} times at byte {pos}")
+            if data:
+                pieces.append(data)
+                pos += len(data)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return data, header_crc
+
+    def download(self, obj: GcsObject) -> bytes:
+        """The whole object, checked (ranged GETs of CHUNK_SIZE for a large one, one after another)."""
+        parts, header_crc = [], None
+        for start in range(0, obj.size, CHUNK_SIZE):
+            data, crc = self.fetch(obj, start, min(obj.size, start + CHUNK_SIZE))
+            parts.append(data)
+            header_crc = header_crc if header_crc is not None else crc
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        verify(obj, data, header_crc)
+        return data
+
+
+_clients: dict[str | None, _Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client_for(endpoint: str | None) -> _Client:
+    """A process-wide client per endpoint (what partitions use, in whatever process they run)."""
+    with _clients_lock:
+        c = _clients.get(endpoint)
+        if c is None:
+            c = _clients[endpoint] = _Client(endpoint)
+        return c
+
+
+def verify(obj: GcsObject, data: bytes, header_crc: int | None = None) -> None:
+    """DataCorruption unless ``data`` has the object's crc32c (from its listing, else the response)."""
+    import google_crc32c
+
+    expected = obj.crc32c if obj.crc32c is not None else header_crc
+    if len(data) != obj.size:
+        raise DataCorruption(f"{obj.uri}: downloaded {len(data)} bytes, the object has {obj.size}")
+    if expected is not None:
+        got = int(google_crc32c.value(data))
+        if got != expected:
+            raise DataCorruption(
+                f"{obj.uri}: crc32c of the downloaded bytes is {got:08x}, the object's is {expected:08x}; "
+                "nothing of it was returned"
+            )
+
+
+# -- decoding -----------------------------------------------------------------------------------------
+
+
+def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
+    """An object's rows as an Arrow table (None when it holds none). JSONL: pyarrow's JSON reader, whole
+    file as one block (one thread) unless it is large; a column whose values are of different kinds in one
+    file falls back to a per-line parse with that column as JSON text. CSV: pyarrow's CSV reader."""
+    import pyarrow as pa
+
+    if not data.strip():
+        return None
+    pool = _memory_pool()
+    threads = len(data) > 4 * CHUNK_SIZE
+    block = CHUNK_SIZE if threads else len(data) + 1
+    if obj.format == "csv":
+        import pyarrow.csv as pcsv
+
+        options = pcsv.ReadOptions(use_threads=threads, block_size=block)
+        try:
+            return pcsv.read_csv(pa.BufferReader(data), read_options=options, memory_pool=pool)
+        except pa.ArrowInvalid as e:
+            if not threads or "straddl" not in str(e):
+                raise _bad_file(obj, e) from None
+            options = pcsv.ReadOptions(use_threads=True, block_size=len(data) + 1)
+            return pcsv.read_csv(pa.BufferReader(data), read_options=options, memory_pool=pool)
+    import pyarrow.json as pj
+
+    for block_size in (block, len(data) + 1):
+        try:
+            return pj.read_json(
+                pa.BufferReader(data),
+                read_options=pj.ReadOptions(use_threads=threads, block_size=block_size),
+                memory_pool=pool,
+            )
+        except pa.ArrowInvalid as e:
+            if "straddl" in str(e) and block_size != len(data) + 1:
+                continue
+            if "changed from" in str(e) or "not a" in str(e).lower():
+                return _decode_mixed(obj, data)
+            raise _bad_file(obj, e) from None
+    raise AssertionError("unreachable")
+
+
+_pool: Any = None
+
+
+def _memory_pool() -> Any:
+    """jemalloc's pool where pyarrow has it, else the system's: decoding in several threads with the
+    default mimalloc pool keeps a heap per thread and about three times the memory."""
+    global _pool
+    if _pool is None:
+        import pyarrow as pa
+
+        try:
+            _pool = pa.jemalloc_memory_pool()
+            # Give freed pages back at once: the pool is ours alone (pyarrow's default is mimalloc), and
+            # otherwise every decoding thread's arena keeps a decode's worth of memory for a second.
+            pa.jemalloc_set_decay_ms(0)
+        except NotImplementedError:
+            _pool = pa.system_memory_pool()
+    return _pool
+
+
+def _decode_mixed(obj: GcsObject, data: bytes) -> pa.Table:
+    import pyarrow as pa
+
+    from bpj.outputs.reader import _dumps
+
+    rows = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise errors.InvalidArgument(f"{obj.uri}: line {n} is not JSON: {e}") from None
+    names: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                names.append(k)
+    columns = []
+    for name in names:
+        values = [r.get(name) for r in rows]
+        try:
+            columns.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns.append(pa.array([None if v is None else _dumps(v) for v in values], pa.string()))
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _bad_file(obj: GcsObject, e: Exception) -> errors.BpjError:
+    return errors.InvalidArgument(f"{obj.uri} is not valid {obj.format.upper()}: {e}")
+
+
+# -- partitions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GcsPartition:
+    """One object of an output: picklable, and ``read()`` works in any process (credentials are resolved
+    there: anonymous for a loopback endpoint, else Application Default Credentials)."""
+
+    endpoint: str
+    object: GcsObject
+
+    def read(self) -> pa.Table:
+        import pyarrow as pa
+
+        table = decode(self.object, _client_for(self.endpoint).download(self.object))
+        return table if table is not None else pa.table({})
+
+
+# -- the reader ---------------------------------------------------------------------------------------
+
+
+class GcsReader(Reader):
+    """Predictions (or errors) under a gs:// output directory, prefix, or wildcard pattern.
+
+    ``uri``: ``gs://bucket/dir`` (the ``predictions_*`` files under it, or ``errors_*`` for kind="errors"),
+    ``gs://bucket/dir/predictions_0001.jsonl`` (that object), or a pattern (``*`` within a level, ``**``
+    across levels, ``?``): every object it matches. Objects come in name order (numbers compared as numbers).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        max_workers: int | None = None,
+        max_bytes_in_flight: int = 256 * _MiB,
+        ordered: bool = False,
+        progress: bool | None = None,
+        kind: str = "predictions",
+        endpoint: str | None = None,
+        credentials: Any = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        if kind not in ("predictions", "errors"):
+            raise errors.UsageError(f"kind must be 'predictions' or 'errors', got {kind!r}")
+        if max_bytes_in_flight < 1:
+            raise errors.UsageError(f"max_bytes_in_flight must be positive, got {max_bytes_in_flight}")
+        self.bucket, self.pattern = _split(uri)
+        self.uri = uri
+        self.kind = kind
+        self.max_workers = max(1, max_workers or 4)
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.ordered = ordered
+        self.progress = progress
+        self.chunk_size = max(1, chunk_size)
+        self._endpoint = endpoint
+        self._credentials = credentials
+        self._client = _Client(endpoint, credentials, maxsize=self.max_workers + 1)
+        self._objects: list[GcsObject] | None = None
+
+    def errors(self) -> GcsReader:
+        """The same reader over the ``errors_*`` files next to the predictions."""
+        root = self.pattern
+        m = _WILDCARD.search(root)
+        if m:
+            root = root[: m.start()].rpartition("/")[0]
+        elif any(o.name == root for o in self._list(root)):  # one object: its directory
+            root = root.rpartition("/")[0]
+        return GcsReader(
+            f"gs://{self.bucket}/{root}",
+            max_workers=self.max_workers,
+            max_bytes_in_flight=self.max_bytes_in_flight,
+            ordered=self.ordered,
+            progress=self.progress,
+            kind="errors",
+            endpoint=self._endpoint,
+            credentials=self._credentials,
+            chunk_size=self.chunk_size,
+        )
+
+    # -- listing --
+
+    def _list(self, prefix: str) -> list[GcsObject]:
+        return [o for o in self._client.list(self.bucket, prefix) if not o.name.endswith("/")]
+
+    def objects(self) -> list[GcsObject]:
+        """The objects this reader reads, in file order (listed once, then remembered)."""
+        if self._objects is None:
+            self._objects = sorted(self._select(), key=lambda o: _natural(o.name))
+        return list(self._objects)
+
+    def _select(self) -> list[GcsObject]:
+        name = self.pattern
+        m = _WILDCARD.search(name)
+        if m:
+            regex = _glob_regex(name)
+            return [o for o in self._list(name[: m.start()]) if regex.fullmatch(o.name)]
+        found = self._list(name)
+        exact = [o for o in found if o.name == name]
+        if exact:
+            return exact
+        directory = name.rstrip("/") + "/" if name else ""
+        inside = [o for o in found if o.name.startswith(directory)]
+        if inside:  # gs://b/dir names the directory, not gs://b/dir-other/...
+            found = inside
+        stem = self.kind + "_"
+        return [o for o in found if o.name.rpartition("/")[2].startswith(stem)]
+
+    # -- reading --
+
+    def files(self) -> Iterator[tuple[str, bytes]]:
+        """``(uri, bytes)`` for every object, each checked against its crc32c."""
+        meter = Progress(self.progress, label=self.uri)
+        try:
+            for obj, data in self._run(None):
+                meter.add(0, obj.size)
+                yield obj.uri, data
+        finally:
+            meter.close()
+
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches, decoded in the worker threads (one schema per file; to_arrow() unifies)."""
+        meter = Progress(self.progress, label=self.uri)
+        try:
+            for obj, table in self._run(decode):
+                if table is None:
+                    continue
+                meter.add(table.num_rows, obj.size)
+                for batch in table.to_batches():
+                    if batch.num_rows:
+                        yield batch
+        finally:
+            meter.close()
+
+    def partitions(self) -> list[GcsPartition]:
+        """One picklable task per object; ``task.read()`` returns its rows as a pyarrow Table."""
+        return [GcsPartition(self._client.endpoint, o) for o in self.objects()]
+
+    def export(self, path: Any, *, format: str | None = None) -> int:
+        """As :meth:`Reader.export`; JSONL from JSONL objects copies the checked bytes as they are."""
+        import os
+
+        fmt = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
+        if fmt not in ("jsonl", "ndjson") or any(o.format != "jsonl" for o in self.objects()):
+            return super().export(path, format=format)
+        rows = 0
+        with open(path, "wb") as f:
+            for _, data in self.files():
+                if data.strip():
+                    rows += sum(1 for line in data.splitlines() if line.strip())
+                    f.write(data if data.endswith(b"\n") else data + b"\n")
+        return rows
+
+    def _run(self, transform: Callable[[GcsObject, bytes], Any] | None) -> Iterator[tuple[GcsObject, Any]]:
+        """``(object, transform(object, bytes))`` per object, in file order or as completed."""
+        objects = self.objects()
+        chunk = self.chunk_size
+        factor = 1 if transform is None else DECODE_FACTOR
+        stop = threading.Event()
+        budget = _Budget(self.max_bytes_in_flight)
+        tasks: queue.Queue[tuple[int, int, int, int] | None] = queue.Queue()
+        results: queue.Queue[tuple[int, Any, int] | BaseException] = queue.Queue()
+        pieces: dict[int, list[Any]] = {}
+        left: dict[int, int] = {}
+        lock = threading.Lock()
+        client = self._client
+
+        def feed() -> None:
+            try:
+                for i, obj in enumerate(objects):
+                    spans = [(s, min(obj.size, s + chunk)) for s in range(0, obj.size, chunk)] or [(0, 0)]
+                    with lock:
+                        pieces[i] = [None] * len(spans)
+                        left[i] = len(spans)
+                    if not budget.acquire(min(obj.size * factor, budget.cap), stop):
+                        return
+                    for k, (s, e) in enumerate(spans):
+                        tasks.put((i, k, s, e))
+            finally:
+                for _ in workers:
+                    tasks.put(None)
+
+        def work() -> None:
+            while not stop.is_set():
+                item = tasks.get()
+                if item is None:
+                    return
+                i, k, s, e = item
+                obj = objects[i]
+                try:
+                    got = client.fetch(obj, s, e) if e > s else (b"", None)
+                    with lock:
+                        pieces[i][k] = got
+                        left[i] -= 1
+                        done = left[i] == 0
+                        parts = pieces.pop(i) if done else None
+                    if parts is None or stop.is_set():
+                        continue
+                    data = parts[0][0] if len(parts) == 1 else b"".join(p[0] for p in parts)
+                    verify(obj, data, next((p[1] for p in parts if p[1] is not None), None))
+                    del parts
+                    value = transform(obj, data) if transform else data
+                    results.put((i, value, min(obj.size * factor, budget.cap)))
+                    del data, value
+                    if transform is not None:
+                        _trim()
+                except BaseException as exc:
+                    stop.set()
+                    results.put(exc)
+                    return
+
+        workers = [
+            threading.Thread(target=work, name=f"bpj-gcs-{n}", daemon=True) for n in range(self.max_workers)
+        ]
+        feeder = threading.Thread(target=feed, name="bpj-gcs-feed", daemon=True)
+        for t in [feeder, *workers]:
+            t.start()
+        waiting: dict[int, tuple[Any, int]] = {}
+        try:
+            for n in range(len(objects)):
+                if self.ordered:
+                    while n not in waiting:
+                        item = _next(results, workers)
+                        waiting[item[0]] = item[1:]
+                    i = n
+                    value, cost = waiting.pop(n)
+                else:
+                    i, value, cost = _next(results, workers)
+                budget.hand_over(cost)
+                yield objects[i], value
+                del value
+        finally:
+            stop.set()
+            budget.wake()
+            for _ in workers:  # wake workers blocked on an empty queue
+                tasks.put(None)
+            for t in [feeder, *workers]:
+                t.join()
+
+
+def _next(results: queue.Queue[Any], workers: list[threading.Thread]) -> Any:
+    while True:
+        try:
+            item = results.get(timeout=0.5)
+        except queue.Empty:
+            if not any(t.is_alive() for t in workers):
+                raise errors.Internal("the GCS download workers ended without a result") from None
+            continue
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class _Budget:
+    """Bytes reserved by objects from download until the consumer has let go of them (the object the
+    consumer holds stays reserved until the next one is handed over). A reservation waits while the
+    reserved bytes would pass the cap, unless only the consumer's object is reserved (so one object larger
+    than the cap still goes through, and the consumer never waits on a reservation it holds itself)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self.held = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event) -> bool:
+        with self._cond:
+            while self.used > self.held and self.used + n > self.cap and not stop.is_set():
+                self._cond.wait(0.2)
+            if stop.is_set():
+                return False
+            self.used += n
+            return True
+
+    def hand_over(self, n: int) -> None:
+        """The consumer lets go of what it held and now holds ``n`` reserved bytes."""
+        with self._cond:
+            self.used -= self.held
+            self.held = n
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _split(uri: str) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("gs://"):
+        raise errors.UsageError(f"{uri!r} is not a Cloud Storage URI: expected gs://bucket/path")
+    bucket, _, name = uri[5:].partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+        raise errors.UsageError(f"{uri!r} does not name a valid bucket ({bucket!r})")
+    return bucket, name
+
+
+def _quote(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+_malloc_trim: Any = None
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc): bodies of several MiB freed in worker threads
+    otherwise stay in each thread's malloc arena, and the process grows by one object per thread."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        if sys.platform == "linux":
+            import ctypes
+
+            with contextlib.suppress(AttributeError, OSError):
+                _malloc_trim = ctypes.CDLL(None).malloc_trim
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` within one ``/`` level, ``**`` across levels, ``?`` one character, ``[...]`` a class."""
+    out = []
+    for token in re.split(r"(\*\*|\*|\?|\[!?[^\]]+\])", pattern):
+        if token == "**":
+            out.append(".*")
+        elif token == "*":
+            out.append("[^/]*")
+        elif token == "?":
+            out.append("[^/]")
+        elif token.startswith("[") and token.endswith("]") and len(token) > 2:
+            body = token[1:-1]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(token))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _header_crc32c(headers: Any) -> int | None:
+    for item in headers.get("X-Goog-Hash", "").split(","):
+        algo, _, value = item.strip().partition("=")
+        if algo == "crc32c":
+            return int.from_bytes(base64.b64decode(value), "big")
+    return None
+
+
+def _api_error(status: int, body: bytes, about: str) -> errors.ApiError:
+    if status == 404:
+        return errors.NotFound(f"{about} was not found")
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace").strip()[:500]
+    code = errors.Code.from_http(status)
+    return errors.error_class(code)(f"{about}: HTTP {status}: {message}", code=code)

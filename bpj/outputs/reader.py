@@ -1,0 +1,294 @@
+"""The reader facade every output reader shares (GCS files, BigQuery tables).
+
+A reader implements two methods, everything else derives from them::
+
+    iter_batches()  -> Iterator[pyarrow.RecordBatch]   the rows, batch by batch (one schema per source
+                                                        file or stream; to_arrow() unifies them)
+    partitions()    -> Sequence[Partition]               picklable tasks, each with read() -> pyarrow.Table
+
+``records()``, ``to_arrow()``, ``to_pandas()``, ``export(path)`` and iteration come from here, as do
+``Progress`` (a rows/bytes/rate line on a terminal) and ``unify()`` (tables of differing schemas into one).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from bpj import errors
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
+
+__all__ = ["Partition", "Progress", "Reader", "unify"]
+
+
+class Partition(Protocol):
+    """One independent piece of a read: plain, picklable, readable in another process or machine."""
+
+    def read(self) -> pa.Table: ...
+
+
+class Reader(abc.ABC):
+    """Rows of one output (predictions or errors). Subclasses implement ``iter_batches`` and ``partitions``."""
+
+    @abc.abstractmethod
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches."""
+
+    @abc.abstractmethod
+    def partitions(self) -> Sequence[Partition]:
+        """The read split into picklable tasks; reading them all gives the rows of ``to_arrow()``."""
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The rows as dicts."""
+        for batch in self.iter_batches():
+            yield from batch.to_pylist()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.records()
+
+    def to_arrow(self) -> pa.Table:
+        """Every row in one table (per-batch schemas unified: ints widen to floats, struct fields merge)."""
+        return unify(self.iter_batches())
+
+    def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
+        """``to_arrow().to_pandas(**kwargs)``."""
+        return self.to_arrow().to_pandas(**kwargs)
+
+    def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> int:
+        """Write the rows to a local file: ``.jsonl``/``.json`` (one JSON object a line), ``.csv`` (nested
+        values as JSON text) or ``.parquet``, by ``format`` or the extension. Returns the rows written."""
+        fmt = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
+        if fmt == "ndjson" or fmt == "json":
+            fmt = "jsonl"
+        if fmt not in ("jsonl", "csv", "parquet"):
+            raise errors.UsageError(
+                f"export: cannot tell the format of {os.fspath(path)!r}; use .jsonl, .csv or .parquet"
+            )
+        if fmt == "jsonl":
+            with open(path, "w", encoding="utf-8") as f:
+                return _write_jsonl(self.iter_batches(), f)
+        if fmt == "csv":
+            return _write_csv(self.iter_batches(), path)
+        return _write_parquet(self.iter_batches(), path)
+
+
+# -- progress -----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """``rows, MB, MB/s`` on one stderr line, redrawn at most every ``interval`` seconds.
+
+    ``enabled``: True always, False never, None when stderr is a terminal.
+    """
+
+    def __init__(self, enabled: bool | None = None, *, label: str = "", interval: float = 0.25) -> None:
+        if enabled is None:
+            enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.enabled = enabled
+        self.label = label
+        self.rows = 0
+        self.bytes = 0
+        self._interval = interval
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._drawn = False
+
+    def add(self, rows: int = 0, nbytes: int = 0) -> None:
+        self.rows += rows
+        self.bytes += nbytes
+        if self.enabled:
+            now = time.monotonic()
+            if now - self._last >= self._interval:
+                self._last = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        seconds = max(now - self._start, 1e-9)
+        mb = self.bytes / 1e6
+        label = f"{self.label}: " if self.label else ""
+        sys.stderr.write(f"\r{label}{self.rows:,} rows  {mb:,.1f} MB  {mb / seconds:,.1f} MB/s ")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.enabled and (self._drawn or self.rows or self.bytes):
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.enabled = False
+
+
+# -- schemas ------------------------------------------------------------------------------------------
+
+
+def unify(parts: Iterable[pa.RecordBatch | pa.Table]) -> pa.Table:
+    """One table from batches or tables whose schemas differ: types are promoted (null to anything, int to
+    float, struct fields merged); columns whose types cannot be merged become JSON text."""
+    import pyarrow as pa
+
+    tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
+    if not tables:
+        return pa.table({})
+    schemas = [t.schema for t in tables]
+    if all(s.equals(schemas[0]) for s in schemas):
+        return pa.concat_tables(tables)
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        return pa.concat_tables([_conform(t, schema) for t in tables])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    # Some column holds values of different kinds in different parts: make those columns JSON text.
+    names: list[str] = []
+    for s in schemas:
+        names += [n for n in s.names if n not in names]
+    mixed = set()
+    for name in names:
+        fields = [s.field(name) for s in schemas if name in s.names]
+        try:
+            pa.unify_schemas([pa.schema([f]) for f in fields], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            mixed.add(name)
+    tables = [_as_json_text(t, mixed) for t in tables]
+    schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
+    return pa.concat_tables([_conform(t, schema) for t in tables])
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _as_json_text(table: pa.Table, names: set[str]) -> pa.Table:
+    import pyarrow as pa
+
+    for name in names & set(table.column_names):
+        i = table.column_names.index(name)
+        text = [None if v is None else _dumps(v) for v in table.column(i).to_pylist()]
+        table = table.set_column(i, pa.field(name, pa.string()), pa.array(text, pa.string()))
+    return table
+
+
+# -- export -------------------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_default)
+
+
+def _default(value: Any) -> Any:
+    import base64
+    import datetime
+    import decimal
+
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _write_jsonl(batches: Iterable[pa.RecordBatch], f: IO[str]) -> int:
+    rows = 0
+    for batch in batches:
+        f.writelines(_dumps(r) + "\n" for r in batch.to_pylist())
+        rows += batch.num_rows
+    return rows
+
+
+def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Nested columns as JSON text (what CSV can hold)."""
+    import pyarrow as pa
+
+    nested = {f.name for f in batch.schema if pa.types.is_nested(f.type)}
+    if not nested:
+        return batch
+    table = _as_json_text(pa.Table.from_batches([batch]), nested)
+    return (
+        table.combine_chunks().to_batches()[0]
+        if table.num_rows
+        else pa.RecordBatch.from_pylist([], table.schema)
+    )
+
+
+def _write_csv(batches: Iterable[pa.RecordBatch], path: str | os.PathLike[str]) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    rows = 0
+    writer: Any = None
+    schema: pa.Schema | None = None
+    try:
+        for batch in batches:
+            flat = _flat(batch)
+            if writer is None:
+                schema = flat.schema
+                writer = pcsv.CSVWriter(os.fspath(path), schema)
+            assert schema is not None
+            writer.write_table(_conform(pa.Table.from_batches([flat]), _merge(schema, flat.schema, path)))
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        open(path, "w").close()
+    return rows
+
+
+def _write_parquet(batches: Iterable[pa.RecordBatch], path: str | os.PathLike[str]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer: Any = None
+    schema: pa.Schema | None = None
+    try:
+        for batch in batches:
+            if writer is None:
+                schema = batch.schema
+                writer = pq.ParquetWriter(os.fspath(path), schema)
+            assert schema is not None
+            writer.write_table(_conform(pa.Table.from_batches([batch]), _merge(schema, batch.schema, path)))
+            rows += batch.num_rows
+        if writer is None:
+            pq.write_table(pa.table({}), os.fspath(path))
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+def _merge(first: pa.Schema, later: pa.Schema, path: str | os.PathLike[str]) -> pa.Schema:
+    """The file's schema (fixed by its first batch) when a later batch fits it, else a clear error."""
+    import pyarrow as pa
+
+    if later.equals(first):
+        return first
+    try:
+        merged = pa.unify_schemas([first, later], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise errors.UsageError(
+            f"export to {os.fspath(path)!r}: rows of differing types ({e}); use to_arrow()"
+        ) from None
+    if not merged.equals(first):
+        raise errors.UsageError(
+            f"export to {os.fspath(path)!r}: later rows widen the schema {first} to {merged}; "
+            "write reader.to_arrow() instead"
+        )
+    return first
