@@ -25,6 +25,11 @@ _LAZY = {
     "WaitTimeout": "bpj.states",
     "local": "bpj.local",
     "outputs": "bpj.outputs",
+    "aio": "bpj.aio",
+    "Model": "bpj.models",
+    "wait_all": "bpj.many",
+    "as_completed": "bpj.many",
+    "submit_many": "bpj.many",
 }
 __all__ = sorted([*_LAZY, "__version__"])
 
@@ -45,6 +50,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from bpj import aio as aio
     from bpj import clients as clients
     from bpj import config as config
     from bpj import errors as errors
@@ -54,6 +60,10 @@ if TYPE_CHECKING:
     from bpj import types as types
     from bpj.config import init as init
     from bpj.jobs import BatchPredictionJob as BatchPredictionJob
+    from bpj.many import as_completed as as_completed
+    from bpj.many import submit_many as submit_many
+    from bpj.many import wait_all as wait_all
+    from bpj.models import Model as Model
     from bpj.states import JobCancelled as JobCancelled
     from bpj.states import JobExpired as JobExpired
     from bpj.states import JobFailed as JobFailed

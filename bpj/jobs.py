@@ -37,9 +37,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from bpj import clients, config, errors, states, validation
+from bpj.lro import wait_operation
 from bpj.states import JobCancelled, JobExpired, JobFailed, WaitTimeout
 
 __all__ = ["BatchPredictionJob", "JobCancelled", "JobExpired", "JobFailed", "WaitTimeout"]
@@ -66,6 +67,55 @@ def _time(ts: Any) -> datetime | None:
     if not ts.seconds and not ts.nanos:
         return None
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+
+
+class CreatePlan(NamedTuple):
+    """What a create sends, decided before any call: the settings it uses, the request, the request id
+    stamped on it (None without the label) and whether the id is the caller's (looked up before the first
+    create)."""
+
+    settings: config.Settings
+    request: Any
+    request_id: str | None
+    lookup_first: bool
+
+
+def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
+    """Check ``BatchPredictionJob.create``'s arguments (its parameters by name, ``fields`` for the rest)
+    and build the CreateBatchPredictionJobRequest it sends. Pure: no RPC."""
+    monitoring = (
+        "model_monitoring_objective_config",
+        "model_monitoring_alert_config",
+        "analysis_instance_schema_uri",
+    )
+    given = [k for k in monitoring if arguments.get(k) is not None]
+    if given:
+        raise validation.fail(", ".join(given), "model monitoring is a v1beta1 feature bpj does not speak")
+    if not isinstance(arguments["sync"], bool):
+        raise validation.fail("sync", f"must be True or False, got {arguments['sync']!r}")
+    timeout = arguments["create_request_timeout"]
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise validation.fail("create_request_timeout", f"must be seconds > 0, got {timeout!r}")
+    s = config.settings(
+        project=arguments["project"], location=arguments["location"], credentials=arguments["credentials"]
+    )
+    parent = s.parent
+    labels = arguments["labels"]
+    user_key = labels.get(REQUEST_ID_LABEL) if isinstance(labels, Mapping) else None
+    add_label = bool(arguments["request_id_label"]) and user_key is None
+    job = validation.build_job(
+        project=s.project,
+        location=s.location,
+        reserved_labels=1 if add_label else 0,
+        fields=arguments["fields"],
+        **{k: arguments[k] for k in validation.CREATE_ARGUMENTS},
+    )
+    request_id = user_key
+    if add_label:
+        request_id = uuid.uuid4().hex
+        job.labels[REQUEST_ID_LABEL] = request_id
+    request = _types().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
+    return CreatePlan(s, request, request_id, bool(user_key))
 
 
 class BatchPredictionJob:
@@ -149,45 +199,18 @@ class BatchPredictionJob:
         before any network call (``bpj.errors.UsageError`` naming the argument). The model monitoring
         parameters belong to the v1beta1 API and are refused. ``request_id_label``: see the module docstring.
         """
-        arguments = dict(locals())
-        monitoring = {
-            "model_monitoring_objective_config": model_monitoring_objective_config,
-            "model_monitoring_alert_config": model_monitoring_alert_config,
-            "analysis_instance_schema_uri": analysis_instance_schema_uri,
+        plan = plan_create(dict(locals()))
+        overrides = {
+            "project": plan.settings.project,
+            "location": plan.settings.location,
+            "credentials": credentials,
         }
-        given = [k for k, v in monitoring.items() if v is not None]
-        if given:
-            raise validation.fail(
-                ", ".join(given), "model monitoring is a v1beta1 feature bpj does not speak"
-            )
-        if not isinstance(sync, bool):
-            raise validation.fail("sync", f"must be True or False, got {sync!r}")
-        if create_request_timeout is not None and not (
-            isinstance(create_request_timeout, (int, float)) and create_request_timeout > 0
-        ):
-            raise validation.fail(
-                "create_request_timeout", f"must be seconds > 0, got {create_request_timeout!r}"
-            )
-        s = config.settings(project=project, location=location, credentials=credentials)
-        parent = s.parent
-        user_key = labels.get(REQUEST_ID_LABEL) if isinstance(labels, Mapping) else None
-        add_label = request_id_label and user_key is None
-        job = validation.build_job(
-            project=s.project,
-            location=s.location,
-            reserved_labels=1 if add_label else 0,
-            fields=fields,
-            **{k: arguments[k] for k in validation.CREATE_ARGUMENTS},
-        )
-        request_id = user_key
-        if add_label:
-            request_id = uuid.uuid4().hex
-            job.labels[REQUEST_ID_LABEL] = request_id
-        overrides = {"project": s.project, "location": s.location, "credentials": credentials}
-        jobs = clients.job_service(**overrides)
-        request = _types().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
         created = _create_safely(
-            jobs, request, create_request_timeout, request_id, lookup_first=bool(user_key)
+            clients.job_service(**overrides),
+            plan.request,
+            create_request_timeout,
+            plan.request_id,
+            lookup_first=plan.lookup_first,
         )
         out = cls.from_resource(created, credentials=credentials)
         log.info("created batch prediction job %s (%s)", out.resource_name, out.display_name)
@@ -408,7 +431,12 @@ class BatchPredictionJob:
         op = self._client().delete_batch_prediction_job(
             _types().DeleteBatchPredictionJobRequest(name=self.resource_name)
         )
-        wait_operation(op, clients.operations(**self._overrides), timeout)
+        wait_operation(
+            clients.operations(**self._overrides),
+            op,
+            timeout=timeout,
+            what="JobService.DeleteBatchPredictionJob",
+        )
         log.info("%s: deleted", self.resource_name)
 
     # -- outputs ------------------------------------------------------------------------------------
@@ -541,21 +569,6 @@ def _create_safely(
     raise AssertionError("unreachable")
 
 
-def wait_operation(op: Any, operations: Any, timeout: float | None = None) -> Any:
-    """Poll a google.longrunning Operation until done; raise its error as an ApiError."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.2
-    while not op.done:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"operation {op.name} not done after {timeout:g}s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 10.0)
-        op = operations.get_operation(_types().GetOperationRequest(name=op.name))
-    if op.HasField("error") and op.error.code:
-        raise errors.from_status(op.error.code, op.error.message)
-    return op
-
-
 def _order_keys(order_by: str | None) -> builtins.list[tuple[str, bool]] | None:
     """None for the server's order, else [(field, descending)] for a client-side sort."""
     if order_by is None or " ".join(order_by.split()).lower() == SERVER_ORDER:
@@ -604,7 +617,7 @@ class _Progress:
         minutes, seconds = divmod(int(elapsed), 60)
         line = (
             f"{self.job.name} {states.name(r.state).removeprefix('JOB_STATE_')}: "
-            f"{c.successful_count} ok, {c.failed_count} failed, {c.incomplete_count} left "
+            f"{c.successful_count} ok, {c.failed_count} failed, {c.incomplete_count} incomplete "
             f"[{minutes:02d}:{seconds:02d}]"
         )
         sys.stderr.write(f"\r\x1b[2K{line}")

@@ -7,8 +7,8 @@ Vertex AI returns. Jobs run in the executor; this module only records them and t
 from __future__ import annotations
 
 import base64
-import random
 import re
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -21,6 +21,14 @@ from bpj._gen.services.operations import OperationsServicer
 from bpj.local.filters import compile_filter, compile_order
 from bpj.local.store import Store
 from bpj.transport.http_rules import is_repeated
+from bpj.validation import (
+    BQ_DESTINATION,
+    BQ_TABLE,
+    INSTANCES_FORMATS,
+    OUTPUT_ONLY,
+    PREDICTIONS_FORMATS,
+    label_problem,
+)
 
 S = types.JobState
 TERMINAL = frozenset(
@@ -32,15 +40,14 @@ TERMINAL = frozenset(
         S.JOB_STATE_PARTIALLY_SUCCEEDED,
     }
 )
-INSTANCES_FORMATS = ("jsonl", "csv", "tf-record", "tf-record-gzip", "file-list", "bigquery")
-PREDICTIONS_FORMATS = ("jsonl", "csv", "bigquery")
 _PARENT = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)$")
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 
 
 def new_id() -> str:
-    """A resource id shaped like Vertex AI's: a large decimal number."""
-    return str(random.randrange(10**18, 10**19))
+    """A resource id shaped like Vertex AI's: a large decimal number (never from the seedable global random,
+    which tests and users reseed)."""
+    return str(secrets.randbelow(9 * 10**18) + 10**18)
 
 
 def now() -> types.Timestamp:
@@ -71,19 +78,6 @@ class FieldErrors:
         if self.items:
             listed = "".join(f"{i}.Field: {f}; Message: {m}\t" for i, (f, m) in enumerate(self.items, 1))
             raise errors.InvalidArgument(f"List of found errors:\t{listed}")
-
-
-def label_problem(text: str, *, key: bool) -> str | None:
-    """Why a label key or value breaks Vertex AI's rules (None when it is fine): at most 64 characters,
-    lowercase letters (international ones too), digits, underscores and dashes; keys start with a letter."""
-    what = "key" if key else "value"
-    if len(text) > 64:
-        return f"Label {what} {text!r} is longer than 64 characters."
-    if text != text.lower() or not re.fullmatch(r"[\w-]*", text):
-        return f"Label {what} {text!r} may contain only lowercase letters, digits, underscores and dashes."
-    if key and (not text or not text[0].isalpha()):
-        return f"Label key {text!r} must start with a letter."
-    return None
 
 
 def validate_labels(labels: Any, field: str, problems: FieldErrors) -> None:
@@ -225,7 +219,7 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
             if ic.instances_format == "bigquery":
                 p.add(f"{f}.input_config.instances_format", "bigquery needs a bigquery_source.")
         elif source == "bigquery_source":
-            if not re.match(r"^bq://[\w.-]+\.\w+\.\w+$", ic.bigquery_source.input_uri):
+            if not BQ_TABLE.match(ic.bigquery_source.input_uri):
                 p.add(f"{f}.input_config.bigquery_source.input_uri", "Must be bq://project.dataset.table.")
             if ic.instances_format != "bigquery":
                 p.add(
@@ -244,7 +238,7 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
             if oc.predictions_format not in ("jsonl", "csv"):
                 p.add(f"{f}.output_config.predictions_format", "A gcs_destination takes jsonl or csv.")
         elif dest == "bigquery_destination":
-            if not re.match(r"^bq://[\w.-]+(\.\w+)?$", oc.bigquery_destination.output_uri):
+            if not BQ_DESTINATION.match(oc.bigquery_destination.output_uri):
                 p.add(
                     f"{f}.output_config.bigquery_destination.output_uri",
                     "Must be bq://project or bq://project.dataset.",
@@ -267,22 +261,6 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
     p.raise_if_any()
 
 
-_JOB_OUTPUT_ONLY = (
-    "name",
-    "model_version_id",
-    "output_info",
-    "state",
-    "error",
-    "partial_failures",
-    "resources_consumed",
-    "completion_stats",
-    "create_time",
-    "start_time",
-    "end_time",
-    "update_time",
-)
-
-
 class Jobs(JobServiceServicer):
     def __init__(self, vertex: Vertex) -> None:
         self.v = vertex
@@ -291,7 +269,7 @@ class Jobs(JobServiceServicer):
         parent = check_parent(request.parent)
         job = types.BatchPredictionJob()
         job.CopyFrom(request.batch_prediction_job)
-        for field in _JOB_OUTPUT_ONLY:
+        for field in OUTPUT_ONLY:
             job.ClearField(field)
         validate_job(job, parent)
         job.name = f"{request.parent}/batchPredictionJobs/{new_id()}"
@@ -389,7 +367,7 @@ class Models(ModelServiceServicer):
         model.version_aliases.append("default")
         for field in ("create_time", "update_time", "version_create_time", "version_update_time"):
             getattr(model, field).CopyFrom(t)
-        model.etag = base64.b64encode(random.randbytes(9)).decode()
+        model.etag = base64.b64encode(secrets.token_bytes(9)).decode()
         del model.supported_input_storage_formats[:]
         model.supported_input_storage_formats.extend(INSTANCES_FORMATS)
         del model.supported_output_storage_formats[:]

@@ -1,0 +1,7 @@
+"""``python -m bpj.cli``: the ``bpj`` command."""
+
+import sys
+
+from bpj.cli import main
+
+sys.exit(main())

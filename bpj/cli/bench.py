@@ -1,0 +1,203 @@
+"""``bpj bench``: one real batch prediction job of N generated instances, timed phase by phase.
+
+It writes N instances (the ``--instance`` JSON values, cycled) as JSONL under the given gs:// prefix,
+creates a job on the given model through the configured endpoint (the local stack or Vertex AI), waits for
+it, reads every prediction back with bpj's reader, and reports seconds and throughput per phase. Nothing is
+simulated; the input and the outputs stay where they were written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from bpj import errors
+from bpj.cli.common import add_json, print_json, print_table, require_reachable, stderr, vertex_reachable
+
+IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
+# Polling bounds for the timed wait: the run phase is measured to within this many seconds.
+POLL, MAX_POLL = 0.1, 2.0
+
+
+def instances(args: argparse.Namespace) -> list[str]:
+    """The instances to cycle through, each one JSON text on one line."""
+    texts = list(args.instance or [])
+    if args.instances_file:
+        try:
+            with open(args.instances_file, encoding="utf-8") as f:
+                texts += [line for line in f.read().splitlines() if line.strip()]
+        except OSError as e:
+            raise errors.UsageError(f"--instances-file: {e.strerror}: {args.instances_file}") from None
+    texts = texts or [IRIS_ROW]
+    out = []
+    for text in texts:
+        try:
+            out.append(json.dumps(json.loads(text)))
+        except ValueError as e:
+            raise errors.UsageError(f"an instance must be JSON, got {text!r}: {e}") from None
+    return out
+
+
+def _storage(s: Any) -> Any:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    from bpj import config
+
+    if s.credentials is None and config.parse_endpoint(s.gcs_endpoint).is_loopback:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials: Any = AnonymousCredentials()
+    else:
+        credentials = config.resolve_credentials(s, s.gcs_endpoint)
+    return storage.Client(
+        project=s.project, credentials=credentials, client_options={"api_endpoint": s.gcs_endpoint}
+    )
+
+
+def write_input(s: Any, uri: str, data: bytes) -> None:
+    """Upload ``data`` to ``uri``; on a local (loopback) GCS, make the bucket when it is missing."""
+    from bpj import config
+
+    bucket_name, _, name = uri.removeprefix("gs://").partition("/")
+    client = _storage(s)
+    bucket = client.bucket(bucket_name)
+    if config.parse_endpoint(s.gcs_endpoint).is_loopback and not bucket.exists():
+        client.create_bucket(bucket_name)
+    try:
+        bucket.blob(name).upload_from_string(data, content_type="application/jsonl")
+    except Exception as e:  # google.api_core errors: say where, in one line
+        message = getattr(e, "message", None) or str(e)
+        raise errors.Unavailable(f"writing {uri} failed: {message}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from bpj.jobs import BatchPredictionJob
+
+    if args.n <= 0:
+        raise errors.UsageError(f"-n must be > 0, got {args.n}")
+    prefix = args.gcs_prefix.rstrip("/")
+    if not prefix.startswith("gs://") or len(prefix) <= len("gs://"):
+        raise errors.UsageError(f"--gcs-prefix must be gs://bucket[/path], got {args.gcs_prefix!r}")
+    s = vertex_reachable()
+    require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
+    rows = instances(args)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    run_dir = f"{prefix}/bench-{stamp}"
+    input_uri = f"{run_dir}/instances.jsonl"
+    data = ("\n".join(itertools.islice(itertools.cycle(rows), args.n)) + "\n").encode()
+    phases: list[dict[str, Any]] = []
+
+    def phase(name: str, seconds: float, count: float | None = None, unit: str | None = None) -> None:
+        rate = None if count is None else count / max(seconds, 1e-9)
+        phases.append({"phase": name, "seconds": round(seconds, 4), "rate": rate, "unit": unit})
+        if not args.json:
+            stderr(f"bench: {name}: {seconds:.2f}s")
+
+    t = time.perf_counter()
+    write_input(s, input_uri, data)
+    phase("write input", time.perf_counter() - t, len(data) / 1e6, "MB/s")
+
+    start = time.perf_counter()
+    job = BatchPredictionJob.create(
+        job_display_name=f"bpj-bench-{stamp}",
+        model_name=args.model,
+        instances_format="jsonl",
+        predictions_format="bigquery" if args.bigquery_destination_prefix else "jsonl",
+        gcs_source=input_uri,
+        gcs_destination_prefix=None if args.bigquery_destination_prefix else f"{run_dir}/out",
+        bigquery_destination_prefix=args.bigquery_destination_prefix,
+        machine_type=args.machine_type,
+        starting_replica_count=args.starting_replica_count,
+        max_replica_count=args.max_replica_count,
+        batch_size=args.batch_size,
+        labels={"bpj_bench": "true"},
+        sync=False,
+    )
+    phase("create", time.perf_counter() - start)
+    job.poll_interval, job.max_poll_interval = POLL, MAX_POLL
+    job.wait(timeout=args.timeout)
+    phase("run (create to end)", time.perf_counter() - start, args.n, "instances/s")
+
+    t = time.perf_counter()
+    read = nbytes = 0
+    for batch in job.outputs().iter_batches():
+        read += batch.num_rows
+        nbytes += batch.nbytes
+    phase("read outputs", time.perf_counter() - t, read, "rows/s")
+    total = time.perf_counter() - start
+    stats = job.completion_stats
+    info = job.output_info
+    report = {
+        "instances": args.n,
+        "input": input_uri,
+        "endpoint": s.vertex_endpoint,
+        "job": job.resource_name,
+        "state": job.state.name if hasattr(job.state, "name") else str(job.state),
+        "output": info.gcs_output_directory or f"{info.bigquery_output_dataset}.{info.bigquery_output_table}",
+        "successful": stats.successful_count,
+        "failed": stats.failed_count,
+        "predictions_read": read,
+        "arrow_mb_read": round(nbytes / 1e6, 3),
+        "phases": phases,
+        "total_seconds": round(total, 4),
+        "throughput": args.n / max(total, 1e-9),
+    }
+    if args.json:
+        print_json(report)
+    else:
+        print(
+            f"{args.n:,} instances ({len(data) / 1e6:.1f} MB JSONL) on {args.model} via {s.vertex_endpoint}"
+        )
+        print_table(
+            [(p["phase"], f"{p['seconds']:.2f}", _rate(p)) for p in phases]
+            + [("total (create to outputs read)", f"{total:.2f}", f"{args.n / total:,.1f} instances/s")],
+            ("PHASE", "SECONDS", "THROUGHPUT"),
+        )
+        print(
+            f"job: {job.resource_name} ({report['state']}); {stats.successful_count} ok, {stats.failed_count} failed"
+        )
+        print(f"input: {input_uri}\noutput: {report['output']}")
+    if read != stats.successful_count or stats.successful_count + stats.failed_count != args.n:
+        raise errors.DataLoss(
+            f"read {read} predictions; the job reports {stats.successful_count} ok and "
+            f"{stats.failed_count} failed of {args.n} instances"
+        )
+    return 0
+
+
+def _rate(phase: dict[str, Any]) -> str:
+    return "" if phase["rate"] is None else f"{phase['rate']:,.1f} {phase['unit']}"
+
+
+def add_bench(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "bench",
+        parents=[parent],
+        help="run one real job of N instances and report the throughput of each phase",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model ID or projects/.../models/ID[@version]")
+    p.add_argument(
+        "--gcs-prefix", required=True, help="gs://bucket[/path] to write the input (and outputs) under"
+    )
+    p.add_argument("-n", "--instances", dest="n", type=int, default=10_000, help="instances (default 10000)")
+    p.add_argument(
+        "--instance",
+        action="append",
+        metavar="JSON",
+        help=f"an instance, cycled to make N (repeatable; default {IRIS_ROW}, an iris row)",
+    )
+    p.add_argument("--instances-file", metavar="JSONL", help="instances to cycle, one JSON value a line")
+    p.add_argument("--batch-size", type=int, help="instances per prediction call")
+    p.add_argument("--bigquery-destination-prefix", metavar="BQ_URI", help="write to BigQuery instead of GCS")
+    p.add_argument("--machine-type", help="dedicated resources on Vertex AI, e.g. n1-standard-4")
+    p.add_argument("--starting-replica-count", type=int)
+    p.add_argument("--max-replica-count", type=int)
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
+    add_json(p)
+    p.set_defaults(run=run)

@@ -1,0 +1,152 @@
+"""``bpj local start|status``: run the local stack; see which endpoints answer."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from bpj import errors
+from bpj.cli.common import Unreachable, add_json, connect, print_json, print_table
+
+
+def start(args: argparse.Namespace) -> int:
+    from bpj.local.stack import LocalStack
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = LocalStack(
+        args.data_dir, host=args.host, token=args.token, gcs_endpoint=args.gcs_endpoint, workers=args.workers
+    )
+    with stack:
+        print("# bpj local stack is running; Ctrl-C stops it. A client process needs:", flush=True)
+        for key, value in stack.env().items():
+            print(f"export {key}={value}")
+        print(f"# REST: {stack.rest_endpoint}")
+        print(f"# gRPC with TLS: {stack.grpc_tls_endpoint} (certificate: {stack.tls_cert_path})")
+        print(f"# data: {stack.root}", flush=True)
+        stop.wait()
+        print("# stopping", file=sys.stderr, flush=True)
+    return 0
+
+
+# -- status -----------------------------------------------------------------------------------------------
+
+TIMEOUT = 3.0
+_STATUS = {True: "answers", None: "reachable", False: "NO ANSWER"}
+
+
+def _vertex(s: Any) -> str:
+    from bpj import clients, types
+
+    jobs = clients.job_service()
+    parent = s.parent if s.project else f"projects/-/locations/{s.location}"
+    response = jobs.list_batch_prediction_jobs(
+        types.ListBatchPredictionJobsRequest(parent=parent, page_size=1), timeout=TIMEOUT, retry=None
+    )
+    more = "+" if response.next_page_token else ""
+    return f"{len(response.batch_prediction_jobs)}{more} job(s) listed in {parent}"
+
+
+def _http(url: str, s: Any) -> str:
+    import requests
+
+    headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
+    try:
+        r = requests.get(url, timeout=TIMEOUT, headers=headers, verify=s.tls_root_cert or True)
+    except requests.RequestException as e:
+        raise errors.Unavailable(str(e)) from None
+    return f"HTTP {r.status_code}"
+
+
+def _base(endpoint: str, s: Any) -> str:
+    from bpj import config
+
+    parsed = config.parse_endpoint(endpoint)
+    return f"{'https' if parsed.tls(s.tls_root_cert) else 'http'}://{parsed.target()}"
+
+
+def status(args: argparse.Namespace) -> int:
+    from bpj import config
+
+    s = config.settings()
+    project = s.project or "-"
+    checks = [
+        ("vertex", f"{s.vertex_endpoint} ({s.transport})", s.vertex_endpoint, lambda: _vertex(s)),
+        (
+            "gcs",
+            s.gcs_endpoint,
+            s.gcs_endpoint,
+            lambda: _http(f"{_base(s.gcs_endpoint, s)}/storage/v1/b?project={project}&maxResults=1", s),
+        ),
+        (
+            "bigquery",
+            s.bigquery_endpoint,
+            s.bigquery_endpoint,
+            lambda: _http(
+                f"{_base(s.bigquery_endpoint, s)}/bigquery/v2/projects/{project}/datasets?maxResults=1", s
+            ),
+        ),
+        ("bigquery-storage", s.bigquery_storage_endpoint, s.bigquery_storage_endpoint, lambda: "port open"),
+    ]
+    results: list[dict[str, Any]] = []
+    for service, shown, endpoint, probe in checks:
+        t = time.perf_counter()
+        why = connect(endpoint, timeout=TIMEOUT)
+        if why is not None:
+            answers, detail = False, why.lower()
+        else:
+            try:
+                answers, detail = True, probe()
+            except (errors.Unavailable, errors.DeadlineExceeded) as e:
+                answers, detail = False, e.message
+            except errors.ApiError as e:
+                # The service answered, if only to refuse (no permission, no such project...).
+                answers, detail = True, f"{e.code.name}: {e.message}"
+            except errors.BpjError as e:
+                # Not asked (e.g. no credentials), but something listens there.
+                answers, detail = None, f"port open; not asked: {e}"
+        ms = (time.perf_counter() - t) * 1000
+        results.append(
+            {"service": service, "endpoint": shown, "answers": answers, "detail": detail, "ms": round(ms, 1)}
+        )
+    if args.json:
+        print_json(results)
+    else:
+        print_table(
+            (
+                (r["service"], r["endpoint"], _STATUS[r["answers"]], f"{r['ms']:.0f} ms", r["detail"])
+                for r in results
+            ),
+            ("SERVICE", "ENDPOINT", "STATUS", "TIME", "DETAIL"),
+        )
+    silent = [r["service"] for r in results if r["answers"] is False]
+    if silent:
+        raise Unreachable(f"no answer from {', '.join(silent)} (is `bpj local start` running?)")
+    return 0
+
+
+def add_local(sub: Any, parent: argparse.ArgumentParser) -> None:
+    local = sub.add_parser("local", help="the local stack (Vertex emulator, GCS, BigQuery)")
+    local_sub = local.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = local_sub.add_parser("start", help="run the local stack in the foreground and print its environment")
+    p.add_argument("--data-dir", help="keep jobs, models, objects and tables here (default: a temporary dir)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--token", help="require this bearer token on every gRPC and REST call")
+    p.add_argument(
+        "--gcs-endpoint", help="use this GCS-compatible server instead of starting fake-gcs-server"
+    )
+    p.add_argument("--workers", type=int, default=2, help="jobs run at once (default 2)")
+    p.set_defaults(run=start)
+
+    p = local_sub.add_parser(
+        "status",
+        parents=[parent],
+        help="ping the configured endpoints (BPJ_* variables and flags) and say which answer",
+    )
+    add_json(p)
+    p.set_defaults(run=status)

@@ -1,0 +1,122 @@
+"""``bpj outputs read|export``: a job's predictions (or errors) through bpj's fast readers."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+from typing import Any
+
+from bpj import errors
+from bpj.cli.common import add_json, dumps, print_json, require_reachable, vertex_reachable
+
+
+def reader_for(source: str, *, kind: str = "predictions", workers: int | None = None) -> Any:
+    """A reader over ``source``: a job (ID or resource name), a gs:// output directory or pattern, or a
+    bq://project.dataset.table. ``kind="errors"`` reads the errors output instead of the predictions."""
+    from bpj import config, outputs
+
+    s = config.settings()
+    if source.startswith("gs://"):
+        require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
+        return outputs.read_gcs(source, kind=kind, max_workers=workers)
+    if source.startswith("bq://"):
+        if kind == "errors":
+            raise errors.UsageError(
+                "--errors with a bq:// table: give the errors table itself (bq://project.dataset.errors)"
+            )
+        return _bigquery(source, workers)
+    from bpj.jobs import BatchPredictionJob
+
+    vertex_reachable()
+    job = BatchPredictionJob(source)
+    info = job.output_info
+    if info.gcs_output_directory:
+        require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
+        reader = job.outputs(max_workers=workers)
+        return reader.errors() if kind == "errors" else reader
+    if info.bigquery_output_dataset:
+        table = "errors" if kind == "errors" else info.bigquery_output_table
+        return _bigquery(f"{info.bigquery_output_dataset}.{table}", workers)
+    job.outputs()  # raises the reason there is nothing to read (not succeeded, no outputs)
+    raise errors.UsageError(f"{job.resource_name} has no outputs to read")
+
+
+def _bigquery(uri: str, workers: int | None) -> Any:
+    from bpj import config, outputs
+
+    endpoint = config.settings().bigquery_storage_endpoint
+    require_reachable(endpoint, "BigQuery Storage endpoint", "check BPJ_BIGQUERY_STORAGE_ENDPOINT")
+    return outputs.read_bigquery(uri, **({"max_workers": workers} if workers else {}))
+
+
+def read(args: argparse.Namespace) -> int:
+    reader = reader_for(args.source, kind=args.kind, workers=args.workers)
+    if args.count:
+        rows = sum(batch.num_rows for batch in reader.iter_batches())
+        if args.json:
+            print_json({"rows": rows})
+        else:
+            print(rows)
+        return 0
+    records = reader.records()
+    try:
+        chosen = records if args.all else itertools.islice(records, args.n)
+        if args.json:
+            print_json(list(chosen))
+        else:
+            for record in chosen:
+                print(dumps(record))
+    finally:
+        records.close()  # stops the reader's workers when we stop early
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    extension = os.path.splitext(args.path)[1].lstrip(".").lower()
+    if args.format is None and extension not in ("jsonl", "json", "ndjson", "csv", "parquet"):
+        raise errors.UsageError(
+            f"cannot tell the format of {args.path!r}: use .jsonl, .csv or .parquet, or --format"
+        )
+    reader = reader_for(args.source, kind=args.kind, workers=args.workers)
+    rows = reader.export(args.path, format=args.format)
+    if args.json:
+        print_json({"rows": rows, "path": args.path})
+    else:
+        print(f"{rows} rows -> {args.path}")
+    return 0
+
+
+def add_outputs(sub: Any, parent: argparse.ArgumentParser) -> None:
+    outputs = sub.add_parser("outputs", help="read or export a job's predictions")
+    osub = outputs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    source_help = "a job (ID or resource name), a gs:// output directory, or bq://project.dataset.table"
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("source", help=source_help)
+        p.add_argument(
+            "--errors",
+            dest="kind",
+            action="store_const",
+            const="errors",
+            default="predictions",
+            help="the errors output instead of the predictions",
+        )
+        p.add_argument("--workers", type=int, help="parallel downloads / streams")
+
+    p = osub.add_parser("read", parents=[parent], help="print records (one JSON object a line) or a count")
+    common(p)
+    p.add_argument("-n", type=int, default=10, help="records to print (default 10)")
+    p.add_argument("--all", action="store_true", help="print every record")
+    p.add_argument("--count", action="store_true", help="print only the number of records")
+    add_json(p)
+    p.set_defaults(run=read)
+
+    p = osub.add_parser(
+        "export", parents=[parent], help="write every record to a .jsonl, .csv or .parquet file"
+    )
+    common(p)
+    p.add_argument("path", help="where to write; the extension picks the format")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="override the extension")
+    add_json(p)
+    p.set_defaults(run=export)

@@ -1,0 +1,61 @@
+"""A pytest plugin with bpj fixtures. Enable it in a ``conftest.py``::
+
+    pytest_plugins = ["bpj.testing.plugin"]
+
+Fixtures:
+
+- ``bpj_fake``: a :class:`bpj.testing.fake.FakeVertex` (JobService, ModelService and Operations in memory;
+  jobs stay PENDING until the test moves them with ``fake.run`` / ``fake.finish``) with ``bpj.init`` pointed at
+  it for the test. After the test, ``bpj.config.reset()`` forgets every ``bpj.init`` argument (environment
+  variables still apply) and the fake is closed.
+- ``bpj_local_stack``: the local stack (:class:`bpj.local.LocalStack`: the Vertex emulator running real
+  models, GCS, BigQuery), started once per session, with ``bpj.init`` pointed at it (gRPC) for each test that
+  uses it and reset after. Call ``bpj_local_stack.init(transport="rest")`` in a test to use REST.
+
+The plugin imports nothing heavy until a fixture is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from bpj.local.stack import LocalStack
+    from bpj.testing.fake import FakeVertex
+
+
+@pytest.fixture
+def bpj_fake() -> Iterator[FakeVertex]:
+    """A FakeVertex that bpj's calls reach, for one test."""
+    from bpj import config
+    from bpj.testing.fake import FakeVertex
+
+    with FakeVertex() as fake:
+        fake.init()
+        try:
+            yield fake
+        finally:
+            config.reset()
+
+
+@pytest.fixture(scope="session")
+def _bpj_local_stack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    from bpj.local.stack import LocalStack
+
+    with LocalStack(tmp_path_factory.mktemp("bpj-local-stack")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def bpj_local_stack(_bpj_local_stack_session: LocalStack) -> Iterator[LocalStack]:
+    """The session's LocalStack, with bpj.init pointed at it (gRPC) for this test."""
+    from bpj import config
+
+    _bpj_local_stack_session.init()
+    try:
+        yield _bpj_local_stack_session
+    finally:
+        config.reset()

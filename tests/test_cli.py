@@ -1,0 +1,468 @@
+"""The ``bpj`` command against a real local stack: every command, in-process (``bpj.cli.main``) and as
+``python -m bpj.cli``; a wrong flag, a missing job or model and an unreachable endpoint each print one line
+on stderr and exit non-zero, never a traceback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpj import config
+from bpj.cli import main, parser
+from tests.local.conftest import SKLEARN_IMAGE, joblib_bytes
+
+N_ROWS = 150  # iris
+
+
+def _commands(ap) -> list[list[str]]:
+    """Every command path of the parser: [], ["jobs"], ["jobs", "create"], ..."""
+    import argparse
+
+    paths = [[]]
+    for action in ap._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += [[name, *rest] for rest in _commands(sub)]
+    return paths
+
+
+COMMANDS = _commands(parser())
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    return LogisticRegression(max_iter=500).fit(data.data, data.target), data.data.tolist()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, iris):
+    from bpj.local.stack import LocalStack
+
+    model, rows = iris
+    with LocalStack(tmp_path_factory.mktemp("cli-stack")) as s:
+        for bucket in ("cli-models", "cli-in", "cli-out"):
+            s.gcs.create_bucket(bucket)
+        s.gcs.write("gs://cli-models/iris/model.joblib", joblib_bytes(model))
+        s.gcs.write("gs://cli-in/iris.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+        big = "".join(json.dumps(rows[i % N_ROWS]) + "\n" for i in range(200_000)).encode()
+        s.gcs.write("gs://cli-in/big.jsonl", big)
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def clean_config():
+    config.reset()
+    yield
+    config.reset()
+
+
+@pytest.fixture
+def env(stack, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("BPJ_") or key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+            monkeypatch.delenv(key)
+    for key, value in stack.env().items():
+        monkeypatch.setenv(key, value)
+    return stack.env()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ok(capsys, *argv: str) -> str:
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    return out
+
+
+def one_line_failure(code: int, err: str) -> str:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bpj: ")
+    return lines[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def job(stack, iris):
+    """A finished job created with ``bpj jobs create --sync --json``: (resource dict, model name)."""
+    import contextlib
+    import io
+
+    config.reset()
+    saved = dict(os.environ)
+    os.environ.update(stack.env())
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert (
+                main(
+                    ["models", "upload", "--display-name", "iris", "--artifact-uri", "gs://cli-models/iris"]
+                    + ["--image", SKLEARN_IMAGE, "--labels", "team=cli", "--json"]
+                )
+                == 0
+            )
+        model = json.loads(out.getvalue())
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(
+                ["jobs", "create", "--display-name", "cli-iris", "--model", model["name"]]
+                + ["--gcs-source", "gs://cli-in/iris.jsonl", "--gcs-destination-prefix", "gs://cli-out/iris"]
+                + ["--batch-size", "32", "--labels", "team=cli", "--labels", "run=1", "--sync", "--json"]
+            )
+        assert code == 0
+        return json.loads(out.getvalue()), model
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        config.reset()
+
+
+# -- help -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "bpj")
+def test_every_command_has_help(capsys, path):
+    code, out, err = run(capsys, *path, "--help")
+    assert code == 0
+    assert out.startswith("usage: bpj") and not err
+
+
+def test_the_tree_is_complete():
+    names = {" ".join(p) for p in COMMANDS}
+    assert {
+        "local start",
+        "local status",
+        "models upload",
+        "models list",
+        "models describe",
+        "models delete",
+        "jobs create",
+        "jobs describe",
+        "jobs list",
+        "jobs wait",
+        "jobs cancel",
+        "jobs delete",
+        "outputs read",
+        "outputs export",
+        "bench",
+    } <= names
+
+
+# -- models -----------------------------------------------------------------------------------------------
+
+
+def test_models_describe_and_list(env, capsys, job):
+    _, model = job
+    assert model["displayName"] == "iris" and model["labels"] == {"team": "cli"}
+    out = ok(capsys, "models", "describe", model["name"])
+    assert "name:" in out and model["name"] in out and "gs://cli-models/iris" in out
+    described = json.loads(ok(capsys, "models", "describe", model["name"].rsplit("/", 1)[1], "--json"))
+    assert described["name"] == model["name"]
+    listed = json.loads(ok(capsys, "models", "list", "--filter", 'labels.team="cli"', "--json"))
+    assert model["name"] in [m["name"] for m in listed]
+    table = ok(capsys, "models", "list")
+    assert table.splitlines()[0].split()[:2] == ["ID", "VERSION"]
+    assert model["name"].rsplit("/", 1)[1] in table
+
+
+def test_models_delete(env, capsys):
+    upload = ["models", "upload", "--display-name", "doomed", "--artifact-uri", "gs://cli-models/iris"]
+    made = json.loads(ok(capsys, *upload, "--image", SKLEARN_IMAGE, "--json"))
+    assert ok(capsys, "models", "delete", made["name"]).strip() == f"deleted {made['name']}"
+    line = one_line_failure(*run(capsys, "models", "describe", made["name"])[::2])
+    assert "NOT_FOUND" in line
+
+
+# -- jobs -------------------------------------------------------------------------------------------------
+
+
+def test_jobs_create_sync(job):
+    resource, model = job
+    assert resource["state"] == "JOB_STATE_SUCCEEDED"
+    assert resource["model"].startswith(model["name"])
+    assert resource["completionStats"]["successfulCount"] == str(N_ROWS)
+    assert resource["labels"]["team"] == "cli" and resource["labels"]["run"] == "1"
+    assert resource["manualBatchTuningParameters"]["batchSize"] == 32
+
+
+def test_jobs_describe_list_wait(env, stack, capsys, job):
+    resource, _ = job
+    name, job_id = resource["name"], resource["name"].rsplit("/", 1)[1]
+    out = ok(capsys, "jobs", "describe", job_id)
+    assert "JOB_STATE_SUCCEEDED" in out and f"{N_ROWS} ok, 0 failed" in out
+    assert json.loads(ok(capsys, "jobs", "describe", name, "--json"))["name"] == name
+    listed = json.loads(ok(capsys, "jobs", "list", "--filter", 'labels.team="cli"', "--json"))
+    assert name in [j["name"] for j in listed]
+    table = ok(capsys, "jobs", "list", "--limit", "5")
+    assert table.splitlines()[0].split()[:2] == ["ID", "STATE"] and job_id in table
+    assert ok(capsys, "jobs", "wait", job_id).strip() == f"{name} JOB_STATE_SUCCEEDED"
+    assert json.loads(ok(capsys, "jobs", "wait", job_id, "--json", "--timeout", "30"))["state"] == (
+        "JOB_STATE_SUCCEEDED"
+    )
+    # global options after the command, over REST
+    rest_endpoint = stack.rest_endpoint
+    rest = json.loads(
+        ok(capsys, "jobs", "describe", job_id, "--json", "--endpoint", rest_endpoint, "--transport", "rest")
+    )
+    assert rest["name"] == name
+
+
+def test_jobs_no_sync_cancel_delete(env, capsys, job):
+    _, model = job
+    out = ok(
+        capsys,
+        "jobs",
+        "create",
+        "--display-name",
+        "cli-cancel",
+        "--model",
+        model["name"],
+        "--gcs-source",
+        "gs://cli-in/big.jsonl",
+        "--gcs-destination-prefix",
+        "gs://cli-out/cancel",
+        "--instance-type",
+        "array",
+        "--no-sync",
+    )
+    name, state = out.split()
+    assert state in ("JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING")
+    # Ctrl-C while waiting: exit 130, one line, and the job goes on.
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "bpj.cli", "jobs", "wait", name],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=30)
+    if waiting.returncode != 0:  # 0: the job ended first
+        assert waiting.returncode == 130 and err == "bpj: interrupted\n"
+    code, out, err = run(capsys, "jobs", "cancel", name, "--wait", "--json")
+    if code == 0:
+        assert json.loads(out)["state"] in ("JOB_STATE_CANCELLED", "JOB_STATE_SUCCEEDED")
+    else:  # it ended before the cancel arrived
+        assert "FAILED_PRECONDITION" in one_line_failure(code, err)
+    assert ok(capsys, "jobs", "delete", name).strip() == f"deleted {name}"
+    line = one_line_failure(*run(capsys, "jobs", "describe", name)[::2])
+    assert "NOT_FOUND" in line and name in line
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
+
+
+def test_outputs_read(env, capsys, job, iris):
+    resource, _ = job
+    model, rows = iris
+    expected = {tuple(r): p for r, p in zip(rows, model.predict(rows).tolist(), strict=True)}
+    lines = ok(capsys, "outputs", "read", resource["name"], "-n", "3").splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        record = json.loads(line)
+        assert record["prediction"] == expected[tuple(record["instance"])]
+    assert ok(capsys, "outputs", "read", resource["name"], "--count").strip() == str(N_ROWS)
+    assert json.loads(ok(capsys, "outputs", "read", resource["name"], "--count", "--json")) == {
+        "rows": N_ROWS
+    }
+    records = json.loads(ok(capsys, "outputs", "read", resource["name"], "--all", "--json"))
+    assert len(records) == N_ROWS
+    assert all(r["prediction"] == expected[tuple(r["instance"])] for r in records)
+    directory = resource["outputInfo"]["gcsOutputDirectory"]
+    assert ok(capsys, "outputs", "read", directory, "--count").strip() == str(N_ROWS)
+    assert ok(capsys, "outputs", "read", resource["name"], "--errors", "--count").strip() == "0"
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_outputs_export(env, capsys, job, iris, tmp_path, ext):
+    resource, _ = job
+    model, rows = iris
+    expected = model.predict(rows).tolist()
+    path = tmp_path / f"predictions.{ext}"
+    assert ok(capsys, "outputs", "export", resource["name"], str(path)).strip() == f"{N_ROWS} rows -> {path}"
+    if ext == "jsonl":
+        got = [json.loads(line) for line in path.read_text().splitlines()]
+        instances, predictions = [g["instance"] for g in got], [g["prediction"] for g in got]
+    elif ext == "csv":
+        with open(path, newline="") as f:
+            got = list(csv.DictReader(f))
+        instances = [json.loads(g["instance"]) for g in got]
+        predictions = [int(g["prediction"]) for g in got]
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        instances, predictions = table.column("instance").to_pylist(), table.column("prediction").to_pylist()
+    assert len(predictions) == N_ROWS
+    by_row = {tuple(r): p for r, p in zip(rows, expected, strict=True)}
+    assert [by_row[tuple(i)] for i in instances] == predictions
+
+
+# -- local status, bench ----------------------------------------------------------------------------------
+
+
+def test_local_status(env, capsys):
+    report = json.loads(ok(capsys, "local", "status", "--json"))
+    assert [r["service"] for r in report] == ["vertex", "gcs", "bigquery", "bigquery-storage"]
+    assert all(r["answers"] for r in report), report
+    code, out, err = run(capsys, "local", "status", "--endpoint", f"127.0.0.1:{closed_port()}")
+    assert "NO ANSWER" in out and "vertex" in one_line_failure(code, err)
+
+
+def test_bench(env, capsys, job):
+    _, model = job
+    report = json.loads(
+        ok(
+            capsys,
+            "bench",
+            "--model",
+            model["name"],
+            "--gcs-prefix",
+            "gs://cli-bench/runs",
+            "-n",
+            "500",
+            "--json",
+        )
+    )
+    assert report["instances"] == 500 and report["predictions_read"] == 500 and report["failed"] == 0
+    assert [p["phase"] for p in report["phases"]] == [
+        "write input",
+        "create",
+        "run (create to end)",
+        "read outputs",
+    ]
+    assert all(p["seconds"] > 0 for p in report["phases"])
+    assert [p["unit"] for p in report["phases"]] == ["MB/s", None, "instances/s", "rows/s"]
+    assert all(p["rate"] > 0 for p in report["phases"] if p["unit"])
+    assert report["input"].startswith("gs://cli-bench/runs/bench-")
+    out = ok(capsys, "bench", "--model", model["name"], "--gcs-prefix", "gs://cli-bench", "-n", "100")
+    assert "PHASE" in out and "instances/s" in out
+
+
+# -- failures ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "list", "--bogus"],
+        ["--bogus", "jobs", "list"],
+        ["jobs"],
+        ["nonsense"],
+        ["jobs", "create", "--model", "1"],  # --display-name is required
+        ["jobs", "list", "--limit", "many"],
+        ["--transport", "carrier-pigeon", "jobs", "list"],
+    ],
+)
+def test_wrong_flag(env, capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    one_line_failure(code, err)
+
+
+def test_bad_values_fail_in_one_line(env, capsys, job):
+    _, model = job
+    create = ["jobs", "create", "--display-name", "x", "--model", model["name"]]
+    for argv, says in (
+        ([*create, "--labels", "novalue"], "--labels takes KEY=VALUE"),
+        (
+            [*create, "--gcs-source", "/local/file", "--gcs-destination-prefix", "gs://cli-out/x"],
+            "--gcs-source",
+        ),  # create()'s words, as flags
+        (
+            [*create, "--gcs-source", "gs://cli-in/iris.jsonl", "--gcs-destination-prefix", "gs://cli-out/x"]
+            + ["--batch-size", "0"],
+            "--batch-size",
+        ),
+        ([*create, "--gcs-source", "gs://cli-in/iris.jsonl"], "--gcs-destination-prefix"),
+        (["--location", "Not A Region", "jobs", "list"], "location"),
+        (["outputs", "export", "1", "out.xlsx"], "cannot tell the format"),
+        (["bench", "--model", "1", "--gcs-prefix", "s3://x"], "--gcs-prefix"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 1, argv
+        assert says in one_line_failure(code, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "describe", "424242"],
+        ["jobs", "wait", "424242"],
+        ["jobs", "cancel", "424242"],
+        ["jobs", "delete", "424242"],
+        ["outputs", "read", "424242"],
+        ["models", "describe", "424242"],
+        ["models", "delete", "424242"],
+    ],
+)
+def test_missing_job_or_model(env, capsys, argv):
+    line = one_line_failure(*run(capsys, *argv)[::2])
+    assert "NOT_FOUND" in line and "424242" in line
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+@pytest.mark.parametrize(
+    "argv", [["jobs", "list"], ["jobs", "describe", "1"], ["models", "list"], ["outputs", "read", "1"]]
+)
+def test_unreachable_endpoint(env, capsys, transport, argv):
+    port = closed_port()
+    code, _, err = run(capsys, "--endpoint", f"127.0.0.1:{port}", "--transport", transport, *argv)
+    line = one_line_failure(code, err)
+    assert "cannot reach" in line and f"127.0.0.1:{port}" in line
+
+
+def test_unreachable_gcs_for_outputs(env, capsys, monkeypatch):
+    monkeypatch.setenv("BPJ_GCS_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    line = one_line_failure(*run(capsys, "outputs", "read", "gs://cli-out/x")[::2])
+    assert "cannot reach the Cloud Storage endpoint" in line
+
+
+# -- the real entry point ---------------------------------------------------------------------------------
+
+
+def _python_m(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BPJ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bpj.cli", *argv],
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_python_m_bpj_cli(stack, job):
+    resource, _ = job
+    done = _python_m(stack.env(), "jobs", "describe", resource["name"], "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    done = _python_m(stack.env(), "--endpoint", f"127.0.0.1:{closed_port()}", "jobs", "list")
+    assert done.returncode == 1 and not done.stdout
+    one_line_failure(done.returncode, done.stderr)
+    done = _python_m(stack.env(), "jobs", "describe", "424242")
+    assert done.returncode == 1 and "NOT_FOUND" in one_line_failure(done.returncode, done.stderr)
