@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_get [--calls N]
 
-Clients: a bare grpcio unary call (the limit: no layers, just the channel and the message class), bpj's
+Get and create. Clients: a bare grpcio unary call (the limit: no layers, just the channel and the message class), bpj's
 generated client over its gRPC, REST and in-memory transports, google-cloud-aiplatform's generated
 JobServiceClient (GAPIC) on a reused channel, and the official high-level ``aiplatform.BatchPredictionJob(name)``,
 which builds a new client for every call. The high-level SDK only speaks TLS, so the run also serves over
@@ -48,7 +48,99 @@ def servicer():
         def GetBatchPredictionJob(self, request, context):
             return job
 
+        def CreateBatchPredictionJob(self, request, context):
+            created = types.BatchPredictionJob()
+            created.CopyFrom(request.batch_prediction_job)
+            created.name = NAME
+            created.state = types.JobState.JOB_STATE_PENDING
+            return created
+
     return Jobs()
+
+
+def create_request():
+    from bpj import types
+
+    job = types.BatchPredictionJob(
+        display_name="bench", model=f"projects/{PROJECT}/locations/{LOCATION}/models/7"
+    )
+    job.input_config.instances_format = "jsonl"
+    job.input_config.gcs_source.uris.append("gs://bucket/instances.jsonl")
+    job.output_config.predictions_format = "jsonl"
+    job.output_config.gcs_destination.output_uri_prefix = "gs://bucket/out"
+    return types.CreateBatchPredictionJobRequest(
+        parent=f"projects/{PROJECT}/locations/{LOCATION}", batch_prediction_job=job
+    )
+
+
+def create_rows(calls: int) -> list[tuple[str, float]]:
+    """Create: a bare grpcio call, bpj's generated client, bpj's job layer (checks, request-id label, one RPC)
+    over gRPC and REST, and the official GAPIC client, all on reused connections to one server."""
+    import grpc
+
+    import bpj
+    from bpj import config, types
+    from bpj._gen.services.job_service import CREATE_BATCH_PREDICTION_JOB, JobServiceClient
+    from bpj.transport.gateway import serve_rest
+    from bpj.transport.grpc import GrpcTransport
+    from bpj.transport.serve import serve_grpc
+
+    jobs = servicer()
+    server, rest_server = serve_grpc(jobs), serve_rest(jobs)
+    request = create_request()
+    rows = []
+    try:
+        channel = grpc.insecure_channel(server.endpoint)
+        bare = channel.unary_unary(
+            CREATE_BATCH_PREDICTION_JOB.path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=types.BatchPredictionJob.FromString,
+        )
+        rows.append(
+            ("create: bare grpcio unary call (the limit)", timed(lambda: bare(request, timeout=10), calls))
+        )
+        client = JobServiceClient(GrpcTransport(server.endpoint))
+        rows.append(
+            (
+                "create: bpj JobServiceClient, gRPC",
+                timed(lambda: client.create_batch_prediction_job(request), calls),
+            )
+        )
+        kwargs = dict(
+            job_display_name="bench",
+            model_name="7",
+            gcs_source="gs://bucket/instances.jsonl",
+            gcs_destination_prefix="gs://bucket/out",
+        )
+        for label, endpoint, transport in [
+            ("create: bpj.BatchPredictionJob.submit, gRPC", server.endpoint, "grpc"),
+            ("create: bpj.BatchPredictionJob.submit, REST", rest_server.url, "rest"),
+        ]:
+            bpj.init(project=PROJECT, location=LOCATION, api_endpoint=endpoint, transport=transport)
+            rows.append((label, timed(lambda: bpj.BatchPredictionJob.submit(**kwargs), calls)))
+        bpj.init(project=PROJECT, location=LOCATION, api_endpoint=server.endpoint, transport="grpc")
+        rows.append(
+            ("get: bpj.BatchPredictionJob(name), gRPC", timed(lambda: bpj.BatchPredictionJob(NAME), calls))
+        )
+        config.reset()
+
+        from google.cloud.aiplatform_v1 import JobServiceClient as Gapic
+        from google.cloud.aiplatform_v1 import types as official
+        from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
+
+        gapic = Gapic(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(server.endpoint)))
+        official_request = official.CreateBatchPredictionJobRequest.deserialize(request.SerializeToString())
+        rows.append(
+            (
+                "create: aiplatform_v1 JobServiceClient (GAPIC), gRPC",
+                timed(lambda: gapic.create_batch_prediction_job(request=official_request), calls),
+            )
+        )
+        channel.close()
+    finally:
+        server.stop(None)
+        rest_server.stop()
+    return rows
 
 
 def timed(fn: Callable[[], object], calls: int) -> float:
@@ -178,6 +270,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args()
     print(report(plaintext_rows(args.calls)))
+    print()
+    print(report(create_rows(args.calls)))
     print()
     print(report(tls_rows(args.calls)))
 
