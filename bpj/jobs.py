@@ -200,13 +200,10 @@ class BatchPredictionJob:
         parameters belong to the v1beta1 API and are refused. ``request_id_label``: see the module docstring.
         """
         plan = plan_create(dict(locals()))
-        overrides = {
-            "project": plan.settings.project,
-            "location": plan.settings.location,
-            "credentials": credentials,
-        }
+        # The settings plan_create resolved, not a second lookup: this is the hot path of submit_many.
+        transport = config.transport_for(plan.settings.vertex_endpoint, plan.settings)
         created = _create_safely(
-            clients.job_service(**overrides),
+            clients.job_service(transport=transport),
             plan.request,
             create_request_timeout,
             plan.request_id,
