@@ -26,11 +26,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.bench_storage_read import build, cpu_seconds
+from benchmarks.bench_storage_read import bare_read, build, cpu_seconds
 from benchmarks.common import table
 
 P, D, T = "bench", "ds", "wide"
@@ -51,48 +50,6 @@ def serve(root: str, stream_rows: int) -> None:
     sys.stdin.read()
     grpc_server.stop(None)
     rest.stop()
-
-
-def bare_read(endpoint: str, streams: int) -> tuple[int, int]:
-    """Every stream of a new session, one thread each, parsing messages only. Returns (rows, batch bytes)."""
-    import grpc
-
-    from bpj import types
-
-    channel = grpc.insecure_channel(endpoint, options=[("grpc.max_receive_message_length", -1)])
-    create = channel.unary_unary(
-        "/google.cloud.bigquery.storage.v1.BigQueryRead/CreateReadSession",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=types.ReadSession.FromString,
-    )
-    read = channel.unary_stream(
-        "/google.cloud.bigquery.storage.v1.BigQueryRead/ReadRows",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=types.ReadRowsResponse.FromString,
-    )
-    session = create(
-        types.CreateReadSessionRequest(
-            parent=f"projects/{P}",
-            read_session=types.ReadSession(
-                table=f"projects/{P}/datasets/{D}/tables/{T}", data_format=types.DataFormat.ARROW
-            ),
-            max_stream_count=streams,
-        )
-    )
-    totals = [[0, 0] for _ in session.streams]
-
-    def one(i: int, name: str) -> None:
-        for r in read(types.ReadRowsRequest(read_stream=name)):
-            totals[i][0] += r.row_count
-            totals[i][1] += len(r.arrow_record_batch.serialized_record_batch)
-
-    threads = [threading.Thread(target=one, args=(i, s.name)) for i, s in enumerate(session.streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    channel.close()
-    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 def bpj_iter(endpoint: str, streams: int) -> tuple[int, int]:

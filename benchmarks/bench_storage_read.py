@@ -74,8 +74,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bare_read(endpoint: str) -> tuple[int, int]:
-    """Every stream of a new session, one thread each, parsing messages only. Returns (rows, batch bytes)."""
+def bare_read(endpoint: str, streams: int = 0) -> tuple[int, int]:
+    """Every stream of a new session (``streams``: its max_stream_count, 0 = the server decides), one thread
+    each, parsing messages only: the limit a reader is measured against. Returns (rows, batch bytes)."""
     import grpc
 
     from bpj import types
@@ -97,6 +98,7 @@ def bare_read(endpoint: str) -> tuple[int, int]:
             read_session=types.ReadSession(
                 table=f"projects/{P}/datasets/{D}/tables/{T}", data_format=types.DataFormat.ARROW
             ),
+            max_stream_count=streams,
         )
     )
     totals = [[0, 0] for _ in session.streams]

@@ -138,7 +138,16 @@ def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings
     wanted_services = set(settings.get("generate", ()))
     files: list[FileModel] = []
     services: list[ServiceModel] = []
-    for name in [*inputs, *(e for e in exposed if e in by_name)]:
+    # Exposed files only where the inputs import them: protoc also compiles the stubbed common files, which
+    # puts them in the set whether or not anything uses them.
+    reachable: set[str] = set()
+    todo = list(inputs)
+    while todo:
+        name = todo.pop()
+        if name not in reachable:
+            reachable.add(name)
+            todo.extend(by_name[name].dependency)
+    for name in [*inputs, *(e for e in exposed if e in reachable)]:
         fdp = by_name[name]
         files.append(
             FileModel(

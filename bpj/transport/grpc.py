@@ -25,7 +25,7 @@ import grpc
 from bpj import __version__, errors
 from bpj.transport.base import Metadata, Method
 from bpj.transport.endpoints import parse_endpoint
-from bpj.transport.http_rules import routing_params
+from bpj.transport.http_rules import ROUTING_KEY, routing_params
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 USER_AGENT = f"bpj/{__version__}"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-ROUTING_KEY = "x-goog-request-params"
 API_CLIENT_KEY = "x-goog-api-client"
 
 # Shared with bpj.transport.serve: messages of any size (a ReadRows response can carry many MB), and

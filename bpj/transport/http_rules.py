@@ -447,6 +447,9 @@ def _request(
     return request
 
 
+ROUTING_KEY = "x-goog-request-params"  # the metadata key / HTTP header that carries routing_params
+
+
 def routing_params(method: Method, request: Any) -> str:
     """The ``x-goog-request-params`` value Google's front ends route on: the path fields of the first
     binding the request fits, url-encoded (``name=projects/p/locations/l/batchPredictionJobs/1``)."""

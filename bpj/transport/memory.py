@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bpj import errors
 from bpj.transport.base import Metadata, Method
 from bpj.transport.context import CallContext, check_response
-from bpj.transport.http_rules import routing_params
-
-ROUTING_KEY = "x-goog-request-params"
+from bpj.transport.http_rules import ROUTING_KEY, routing_params
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

@@ -25,7 +25,7 @@ from bpj import errors
 from bpj.errors import Code
 from bpj.transport.base import Metadata, Method
 from bpj.transport.endpoints import parse_endpoint
-from bpj.transport.http_rules import HttpRequestParts, routing_params, to_http
+from bpj.transport.http_rules import ROUTING_KEY, HttpRequestParts, routing_params, to_http
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -128,7 +128,7 @@ class RestTransport:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         params = routing_params(method, request)
         if params:
-            headers["x-goog-request-params"] = params
+            headers[ROUTING_KEY] = params
         if parts.body is not None:
             headers["content-type"] = "application/json"
         if timeout is not None:

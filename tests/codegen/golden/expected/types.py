@@ -9,22 +9,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "Any": "google.protobuf.any_pb2",
-    "CancelOperationRequest": "google.longrunning.operations_proto_pb2",
     "Colour": "demo.v1.demo_pb2",
-    "DeleteOperationRequest": "google.longrunning.operations_proto_pb2",
-    "Duration": "google.protobuf.duration_pb2",
-    "Empty": "google.protobuf.empty_pb2",
-    "GetOperationRequest": "google.longrunning.operations_proto_pb2",
     "GetThingRequest": "demo.v1.demo_pb2",
-    "ListOperationsRequest": "google.longrunning.operations_proto_pb2",
-    "ListOperationsResponse": "google.longrunning.operations_proto_pb2",
-    "Operation": "google.longrunning.operations_proto_pb2",
-    "OperationInfo": "google.longrunning.operations_proto_pb2",
-    "Status": "google.rpc.status_pb2",
     "Thing": "demo.v1.demo_pb2",
     "Timestamp": "google.protobuf.timestamp_pb2",
-    "WaitOperationRequest": "google.longrunning.operations_proto_pb2",
     "WatchThingsRequest": "demo.v1.demo_pb2",
 }
 __all__ = sorted(_WHERE)
@@ -45,28 +33,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from google.protobuf.any_pb2 import Any as Any
-    from bpj._gen.google.longrunning.operations_proto_pb2 import (
-        CancelOperationRequest as CancelOperationRequest,
-    )
     from bpj._gen.demo.v1.demo_pb2 import Colour as Colour
-    from bpj._gen.google.longrunning.operations_proto_pb2 import (
-        DeleteOperationRequest as DeleteOperationRequest,
-    )
-    from google.protobuf.duration_pb2 import Duration as Duration
-    from google.protobuf.empty_pb2 import Empty as Empty
-    from bpj._gen.google.longrunning.operations_proto_pb2 import GetOperationRequest as GetOperationRequest
     from bpj._gen.demo.v1.demo_pb2 import GetThingRequest as GetThingRequest
-    from bpj._gen.google.longrunning.operations_proto_pb2 import (
-        ListOperationsRequest as ListOperationsRequest,
-    )
-    from bpj._gen.google.longrunning.operations_proto_pb2 import (
-        ListOperationsResponse as ListOperationsResponse,
-    )
-    from bpj._gen.google.longrunning.operations_proto_pb2 import Operation as Operation
-    from bpj._gen.google.longrunning.operations_proto_pb2 import OperationInfo as OperationInfo
-    from bpj._gen.google.rpc.status_pb2 import Status as Status
     from bpj._gen.demo.v1.demo_pb2 import Thing as Thing
     from google.protobuf.timestamp_pb2 import Timestamp as Timestamp
-    from bpj._gen.google.longrunning.operations_proto_pb2 import WaitOperationRequest as WaitOperationRequest
     from bpj._gen.demo.v1.demo_pb2 import WatchThingsRequest as WatchThingsRequest
