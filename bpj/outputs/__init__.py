@@ -41,8 +41,9 @@ def read_gcs(
     """A reader over the predictions (``kind="errors"``: the errors) of a batch prediction job in Cloud Storage.
 
     ``uri``: the job's ``gs://`` output directory, one object, or a wildcard pattern (``*``, ``**``, ``?``).
-    ``max_workers`` download threads (default 4), at most ``max_bytes_in_flight`` bytes of objects held between
-    download and you, in file order when ``ordered`` (else as they complete). ``progress``: a rows/bytes/rate
+    ``max_workers`` threads (default: 4 for ``files()``, one per core when decoding), at most
+    ``max_bytes_in_flight`` bytes of objects held between download and you, in file order when ``ordered``
+    (else as they complete). ``progress``: a rows/bytes/rate
     line on stderr (None: when stderr is a terminal). ``endpoint``/``credentials`` default to ``bpj.init``'s
     ``gcs_endpoint`` and credentials (anonymous on a loopback endpoint, else Application Default Credentials).
     A corrupted download raises ``bpj.errors.DataCorruption``; its bytes are never returned.

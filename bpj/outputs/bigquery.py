@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors
-from bpj.outputs.reader import Partition, Progress, Reader
+from bpj.outputs.reader import Partition, Progress, Reader, cores
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -482,7 +481,7 @@ class BigQueryReader(Reader):
         if not streams:
             progress.close()
             return
-        workers = min(len(streams), self.max_workers or 2 * (os.cpu_count() or 1))
+        workers = min(len(streams), self.max_workers or 2 * cores())
         flow = _Flow(len(streams), self.max_bytes_in_flight, self.ordered)
         client = self.client
         threads = [

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
-__all__ = ["Partition", "Progress", "Reader", "unify"]
+__all__ = ["Partition", "Progress", "Reader", "cores", "unify"]
 
 
 class Partition(Protocol):
@@ -78,6 +78,14 @@ class Reader(abc.ABC):
         if fmt == "csv":
             return _write_csv(self.iter_batches(), path)
         return _write_parquet(self.iter_batches(), path)
+
+
+def cores() -> int:
+    """The CPUs this process may run on (its affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 # -- progress -----------------------------------------------------------------------------------------
