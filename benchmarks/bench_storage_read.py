@@ -74,9 +74,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bare_read(endpoint: str, streams: int = 0) -> tuple[int, int]:
+def bare_read(endpoint: str, streams: int = 0, keep: bool = False) -> tuple[int, int]:
     """Every stream of a new session (``streams``: its max_stream_count, 0 = the server decides), one thread
-    each, parsing messages only: the limit a reader is measured against. Returns (rows, batch bytes)."""
+    each, parsing messages only: the limit a reader is measured against. With ``keep``, each message's
+    record batch bytes are kept until the end (the limit of a read that returns every row at once).
+    Returns (rows, batch bytes)."""
     import grpc
 
     from bpj import types
@@ -102,11 +104,15 @@ def bare_read(endpoint: str, streams: int = 0) -> tuple[int, int]:
         )
     )
     totals = [[0, 0] for _ in session.streams]
+    kept: list[list[bytes]] = [[] for _ in session.streams]
 
     def one(i: int, name: str) -> None:
         for r in read(types.ReadRowsRequest(read_stream=name)):
             totals[i][0] += r.row_count
-            totals[i][1] += len(r.arrow_record_batch.serialized_record_batch)
+            data = r.arrow_record_batch.serialized_record_batch
+            totals[i][1] += len(data)
+            if keep:
+                kept[i].append(data)
 
     threads = [threading.Thread(target=one, args=(i, s.name)) for i, s in enumerate(session.streams)]
     for t in threads:

@@ -9,6 +9,7 @@ uses it (a grpc.aio channel serves one event loop).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bpj import errors, types
-from bpj._gen.services.big_query_read import AsyncBigQueryReadClient, BigQueryReadServicer
+from bpj._gen.services.big_query_read import READ_ROWS, AsyncBigQueryReadClient, BigQueryReadServicer
 from bpj._gen.services.job_service import (
     GET_BATCH_PREDICTION_JOB,
     AsyncJobServiceClient,
@@ -304,6 +305,18 @@ def test_server_stream_yields_every_message_in_order(reads):
 
 def test_server_stream_from_an_offset(reads):
     assert reads(lambda c: row_counts(c.read_rows(read("5", offset=3)))) == [4, 5]
+
+
+def test_a_method_variant_with_decode_gets_the_wire_form_of_each_response(reads):
+    variant = dataclasses.replace(READ_ROWS, decode=lambda data: ("wire", type(data), data))
+
+    async def body(c: AsyncBigQueryReadClient) -> tuple[list[Any], list[Any]]:
+        wired = [r async for r in c.transport.server_stream(variant, read("3"))]
+        return wired, [r async for r in c.read_rows(read("3"))]
+
+    wired, messages = reads(body)
+    assert [(tag, kind) for tag, kind, _ in wired] == [("wire", bytes)] * 3
+    assert [types.ReadRowsResponse.FromString(data) for _, _, data in wired] == messages
 
 
 def test_empty_stream(reads):

@@ -3,14 +3,15 @@ in-memory transport, all serving the same servicers. What a caller sees must not
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 
 import pytest
 
 from bpj import errors, types
-from bpj._gen.services.big_query_read import BigQueryReadClient
-from bpj._gen.services.job_service import JobServiceClient
+from bpj._gen.services.big_query_read import READ_ROWS, BigQueryReadClient
+from bpj._gen.services.job_service import GET_BATCH_PREDICTION_JOB, JobServiceClient
 from bpj.transport.base import RetryPolicy
 from tests.conftest import TRANSPORTS
 from tests.servicers import PARENT, job_name, stream_name
@@ -159,6 +160,29 @@ def test_error_mid_stream_after_the_messages_before_it(reads):
     assert got == [1, 2, 3]
     assert info.value.message == "stream broken-3 reset"
     assert info.value.rpc == "BigQueryRead.ReadRows"
+
+
+def wire(data: bytes) -> tuple[str, bytes]:
+    assert type(data) is bytes
+    return "wire", data
+
+
+def test_a_method_variant_with_decode_gets_the_wire_form_of_each_response(reads):
+    request = types.ReadRowsRequest(read_stream=stream_name("3"))
+    variant = dataclasses.replace(READ_ROWS, decode=wire)
+    got = list(reads.transport.server_stream(variant, request))
+    assert [tag for tag, _ in got] == ["wire"] * 3
+    assert [types.ReadRowsResponse.FromString(data) for _, data in got] == list(reads.read_rows(request))
+    # The plain method on the same transport still returns messages (the variant is bound apart).
+    assert [r.row_count for r in reads.read_rows(request)] == [1, 2, 3]
+
+
+def test_a_unary_method_variant_with_decode_gets_the_wire_form(jobs):
+    request = types.GetBatchPredictionJobRequest(name=job_name(unique("wire")))
+    variant = dataclasses.replace(GET_BATCH_PREDICTION_JOB, decode=wire)
+    tag, data = jobs.transport.unary(variant, request)
+    assert tag == "wire"
+    assert types.BatchPredictionJob.FromString(data) == jobs.get_batch_prediction_job(request)
 
 
 def test_stopping_a_stream_early_ends_the_server_side(reads, servicers):

@@ -7,8 +7,9 @@
 
 A read is one CreateReadSession (Arrow; selected fields and row restriction; LZ4 response compression when
 the ``lz4`` package is installed), then ReadRows on every stream of the session from a bounded pool of
-threads. Each response's record batch is decoded against the session's schema without a copy (the batch's
-buffers point into the received message) and handed to the consumer through a queue bounded in bytes.
+threads. Each response is read from its wire bytes (:mod:`bpj.outputs.wire`) and its record batch decoded
+against the session's schema without a copy (the batch's buffers point into the bytes as received), then
+handed to the consumer through a queue bounded in bytes.
 
 A stream broken by UNAVAILABLE, UNKNOWN, RST_STREAM (INTERNAL) or RESOURCE_EXHAUSTED with a RetryInfo is
 opened again at the row offset that follows the rows already handed over, so no row is lost or repeated.
@@ -26,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bpj import errors
 from bpj.outputs.reader import Partition, Progress, Reader, cores
+from bpj.outputs.wire import READ_ROWS_WIRE, ReadRowsChunk
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,6 +42,10 @@ log = logging.getLogger("bpj")
 
 MiB = 1 << 20
 DEFAULT_BYTES_IN_FLIGHT = 256 * MiB
+# What one open ReadRows stream holds in gRPC's receive buffers (its HTTP/2 window, grown by BDP probing,
+# and the message being assembled): measured 15-20 MB on loopback with 2 MiB responses. A read keeps at
+# most max_bytes_in_flight / STREAM_BUFFER streams open at once, so these buffers stay within the bound too.
+STREAM_BUFFER = 16 * MiB
 # A stream is opened again at most this many times in all, and at most MAX_STALLED_RESUMES times in a row
 # without a row arriving in between.
 MAX_RESUMES = 100
@@ -88,7 +94,7 @@ def lz4_available() -> bool:
     return True
 
 
-def _lz4_decompress(data: bytes, size: int) -> bytes:
+def _lz4_decompress(data: memoryview, size: int) -> bytes:
     try:
         import lz4.frame
     except ImportError:
@@ -100,26 +106,29 @@ def _lz4_decompress(data: bytes, size: int) -> bytes:
     return lz4.frame.decompress(data)
 
 
-def decode_response(response: Any, schema: pa.Schema) -> tuple[pa.RecordBatch | None, int, int]:
-    """``(batch, rows, bytes)`` of one ReadRowsResponse; ``batch`` is None for a response without rows.
+def decode_response(chunk: ReadRowsChunk, schema: pa.Schema) -> tuple[pa.RecordBatch | None, int, int]:
+    """``(batch, rows, bytes)`` of one ReadRowsResponse (read by :func:`bpj.outputs.wire.parse_read_rows`);
+    ``batch`` is None for a response without rows.
 
-    The batch's buffers point into the message's bytes (no copy). A response whose
+    The batch's buffers point into the response's bytes as received (no copy). A response whose
     ``uncompressed_byte_size`` is positive carries LZ4-frame-compressed rows.
     """
     import pyarrow as pa
 
-    data = response.arrow_record_batch.serialized_record_batch
-    if response.HasField("uncompressed_byte_size") and response.uncompressed_byte_size > 0:
-        data = _lz4_decompress(data, response.uncompressed_byte_size)
-    if not data:
-        if response.row_count:
-            raise errors.DataLoss(f"a ReadRows response says {response.row_count} rows but carries none")
+    if chunk.format == "avro":
+        raise errors.DataLoss("a ReadRows response carries Avro rows; the session asked for Arrow")
+    data: memoryview | bytes = chunk.rows
+    if chunk.uncompressed_byte_size is not None and chunk.uncompressed_byte_size > 0:
+        data = _lz4_decompress(chunk.rows, chunk.uncompressed_byte_size)
+    if not len(data):
+        if chunk.row_count:
+            raise errors.DataLoss(f"a ReadRows response says {chunk.row_count} rows but carries none")
         return None, 0, 0
     batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema)
-    rows = response.row_count or batch.num_rows
+    rows = chunk.row_count or batch.num_rows
     if rows != batch.num_rows:
         raise errors.DataLoss(
-            f"a ReadRows response says {response.row_count} rows but its record batch holds {batch.num_rows}"
+            f"a ReadRows response says {chunk.row_count} rows but its record batch holds {batch.num_rows}"
         )
     return batch, rows, len(data)
 
@@ -174,12 +183,12 @@ def stream_batches(
         call = None
         delay = 0.0
         try:
-            call = client.read_rows(types.ReadRowsRequest(read_stream=stream, offset=offset))
+            request = types.ReadRowsRequest(read_stream=stream, offset=offset)
+            call = client.transport.server_stream(READ_ROWS_WIRE, request, timeout=READ_ROWS_WIRE.timeout)
             if track is not None and not track(call):
                 return
-            for response in call:
-                batch, rows, size = decode_response(response, schema)
-                del response  # its parsed copy of the rows must not live on while the consumer is slow
+            for chunk in call:
+                batch, rows, size = decode_response(cast(ReadRowsChunk, chunk), schema)
                 if batch is None:
                     continue
                 yield batch, rows, size
@@ -336,7 +345,8 @@ class BigQueryReader(Reader):
     """The rows of one BigQuery table (or a selection of it), read through one Storage Read session.
 
     The session is created at the first read and reused by later ones (a session lives six hours).
-    ``schema``, ``streams`` and ``estimated_row_count`` describe it.
+    ``schema``, ``streams`` and ``estimated_row_count`` describe it. ``stream_buffer``: the memory counted
+    against ``max_bytes_in_flight`` for each stream open at once (see :data:`STREAM_BUFFER`).
     """
 
     def __init__(
@@ -352,6 +362,7 @@ class BigQueryReader(Reader):
         progress: bool | None = None,
         client: BigQueryReadClient | None = None,
         endpoint: str | None = None,
+        stream_buffer: int = STREAM_BUFFER,
     ) -> None:
         self.project, self.dataset, self.table_id = parse_table(table)
         if isinstance(selected_fields, str):
@@ -377,6 +388,9 @@ class BigQueryReader(Reader):
                 f"max_bytes_in_flight must be a positive int, got {max_bytes_in_flight!r}"
             )
         self.max_bytes_in_flight = max_bytes_in_flight
+        if not isinstance(stream_buffer, int) or stream_buffer < 1:
+            raise errors.UsageError(f"stream_buffer must be a positive int, got {stream_buffer!r}")
+        self.stream_buffer = stream_buffer
         self.ordered = ordered
         self.progress = progress
         self.endpoint = endpoint
@@ -481,7 +495,11 @@ class BigQueryReader(Reader):
         if not streams:
             progress.close()
             return
-        workers = min(len(streams), self.max_workers or 2 * cores())
+        workers = min(
+            len(streams),
+            self.max_workers or 2 * cores(),
+            max(1, self.max_bytes_in_flight // self.stream_buffer),
+        )
         flow = _Flow(len(streams), self.max_bytes_in_flight, self.ordered)
         client = self.client
         threads = [
@@ -596,8 +614,10 @@ def read_bigquery(
     ``selected_fields`` and ``row_restriction`` (BigQuery SQL, e.g. ``"score > 0.5"``) are applied by the
     server. ``max_stream_count`` caps the streams of the session (0: the server decides);
     ``max_workers`` the threads reading them (default: streams, at most twice the cores);
-    ``max_bytes_in_flight`` the decoded bytes waiting for the consumer. ``ordered`` yields the streams
-    one after another in session order (rows in table order for a table the server splits in order).
+    ``max_bytes_in_flight`` the decoded bytes waiting for the consumer, and with them the streams open at
+    once (one per 16 MiB of it, for gRPC's receive buffers; peak memory stays within about twice the
+    bound). ``ordered`` yields the streams one after another in session order (rows in table order for a
+    table the server splits in order).
     ``progress``: rows, bytes and rate on stderr (default: when stderr is a terminal). ``client``: a
     BigQueryReadClient to use instead of one for ``bpj.init``'s ``bigquery_storage_endpoint``.
     Nothing is sent before the first read.

@@ -316,7 +316,7 @@ class AsyncGrpcTransport:
         self.tls = self._config.tls
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._rpcs: dict[str, BoundRpc] = {}
+        self._rpcs: dict[Any, BoundRpc] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -339,9 +339,11 @@ class AsyncGrpcTransport:
             raise errors.UsageError(
                 f"{self!r} serves the event loop of its first call; make one transport per event loop"
             )
-        rpc = self._rpcs.get(method.path)
+        rpc = self._rpcs.get(method.cache_key)
         if rpc is None:
-            rpc = self._rpcs[method.path] = BoundRpc(multicallable(self._channel, method), bool(method.http))
+            rpc = self._rpcs[method.cache_key] = BoundRpc(
+                multicallable(self._channel, method), bool(method.http)
+            )
         return rpc
 
     def _call(self, method: Method, request: Message, timeout: float | None, metadata: Metadata) -> Any:

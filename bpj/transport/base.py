@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -58,6 +58,10 @@ class Method:
     idempotent: bool
     # Resolves a full message name to its class; bound by the generated module to bpj's private pool.
     resolve: Callable[[str], type[Message]] = field(compare=False, repr=False)
+    # Turns one response's wire bytes into what the call returns; None: the response class's FromString.
+    # A variant of a method (``dataclasses.replace(METHOD, decode=...)``) may read responses lazily: every
+    # transport hands ``decode`` the response's wire form (REST and in-memory serialize the message first).
+    decode: Callable[[bytes], Any] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str:
@@ -75,6 +79,15 @@ class Method:
     @property
     def response_class(self) -> type[Message]:
         return self.resolve(self.response_type)
+
+    def decode_response(self, data: bytes) -> Any:
+        """One response from its wire bytes, as the calls of this method return it."""
+        return self.response_class.FromString(data) if self.decode is None else self.decode(data)
+
+    @property
+    def cache_key(self) -> Any:
+        """What a transport may key state bound to this method on (its path; a decoding variant apart)."""
+        return self.path if self.decode is None else (self.path, self.decode)
 
 
 @dataclass(frozen=True)

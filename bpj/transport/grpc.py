@@ -140,7 +140,7 @@ def channel_credentials(root_certificates: bytes | None, credentials: Credential
 def multicallable(channel: Any, method: Method) -> Any:
     """The multicallable of ``method`` on a ``grpc.Channel`` or a ``grpc.aio.Channel`` (same factories)."""
     factory = channel.unary_stream if method.server_streaming else channel.unary_unary
-    deserialize = method.response_class.FromString
+    deserialize = method.response_class.FromString if method.decode is None else method.decode
     try:
         return factory(method.path, _serialize, deserialize, _registered_method=True)
     except TypeError:  # grpcio before registered methods
@@ -192,7 +192,7 @@ class GrpcTransport:
         self._api_client = f"gl-python/{platform.python_version()} grpc/{grpc.__version__} bpj/{__version__}"
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
-        self._rpcs: dict[str, BoundRpc] = {}
+        self._rpcs: dict[Any, BoundRpc] = {}
         self._closed = False
 
     @classmethod
@@ -215,18 +215,19 @@ class GrpcTransport:
         return grpc.secure_channel(self.target, creds, options=self.options)
 
     def _rpc(self, method: Method) -> BoundRpc:
-        rpc = self._rpcs.get(method.path)
+        key = method.cache_key
+        rpc = self._rpcs.get(key)
         if rpc is not None:
             return rpc
         with self._lock:
-            rpc = self._rpcs.get(method.path)
+            rpc = self._rpcs.get(key)
             if rpc is not None:
                 return rpc
             if self._closed:
                 raise errors.UsageError("this transport is closed")
             if self._channel is None:
                 self._channel = self._open()
-            rpc = self._rpcs[method.path] = BoundRpc(multicallable(self._channel, method), bool(method.http))
+            rpc = self._rpcs[key] = BoundRpc(multicallable(self._channel, method), bool(method.http))
             return rpc
 
     def call_metadata(

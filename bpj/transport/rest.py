@@ -78,7 +78,7 @@ class RestTransport:
                 raise _api_error(response.status_code, response.content, response.reason)
             message = method.response_class()
             _parse(response.content or b"{}", message, method)
-            return message
+            return message if method.decode is None else method.decode(message.SerializeToString())
 
     def server_stream(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
@@ -108,7 +108,7 @@ class RestTransport:
                         raise _status_error(element["error"], response.status_code)
                     message = method.response_class()
                     _parse(element, message, method)
-                    yield message
+                    yield message if method.decode is None else method.decode(message.SerializeToString())
             finally:
                 response.close()
 

@@ -28,11 +28,14 @@ from bpj.local.bigquery.read_server import StorageReadServicer
 from bpj.local.bigquery.store import TableStore
 from bpj.outputs.bigquery import (
     MAX_STALLED_RESUMES,
+    STREAM_BUFFER,
     BigQueryPartition,
+    BigQueryReader,
     decode_response,
     parse_table,
     read_bigquery,
 )
+from bpj.outputs.wire import parse_read_rows
 from bpj.transport.grpc import GrpcTransport
 from bpj.transport.serve import serve_grpc
 
@@ -136,13 +139,15 @@ def test_table_names():
 )
 def test_ordered_read_returns_the_rows_in_order(store, client, rows, parts, streams, workers, budget):
     uri, written = make_table(store, rows, parts)
-    reader = read_bigquery(
+    # stream_buffer=1: the bound leaves every worker its stream, so several streams fill a tight queue.
+    reader = BigQueryReader(
         uri,
         client=client,
         ordered=True,
         max_stream_count=streams,
         max_workers=workers,
         max_bytes_in_flight=budget,
+        stream_buffer=1,
     )
     got = reader.to_arrow()
     assert got.schema.equals(SCHEMA)
@@ -157,6 +162,48 @@ def test_unordered_read_returns_every_row_once(store, client, rows, streams, bud
     uri, written = make_table(store, rows)
     got = read_bigquery(uri, client=client, max_stream_count=streams, max_bytes_in_flight=budget).to_arrow()
     assert by_id(got) == written.to_pylist()
+
+
+class CountingServicer(StorageReadServicer):
+    """Counts the ReadRows calls open at once. Each of the first ``meet`` calls waits (up to 2 s) until
+    ``meet`` calls are open before it answers, so a reader that may open that many streams does."""
+
+    def __init__(self, *args: Any, meet: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed = threading.Condition()
+        self.meet = meet
+        self.open = self.most = self.started = 0
+
+    def ReadRows(self, request, context):
+        with self.changed:
+            self.open += 1
+            self.started += 1
+            self.most = max(self.most, self.open)
+            self.changed.notify_all()
+            if self.started <= self.meet:
+                self.changed.wait_for(lambda: self.open >= self.meet, timeout=2.0)
+        try:
+            yield from super().ReadRows(request, context)
+        finally:
+            with self.changed:
+                self.open -= 1
+
+
+@pytest.mark.parametrize("buffers, expected", [(1, 1), (2, 2), (3, 3), (100, 4)])
+def test_the_bound_caps_the_streams_open_at_once(store, buffers, expected):
+    servicer = CountingServicer(store, stream_rows=1, response_bytes=512, meet=expected)
+    server, client = _serve(servicer)
+    try:
+        uri, written = make_table(store, simple_rows(400))
+        reader = read_bigquery(
+            uri, client=client, max_stream_count=8, max_workers=4, max_bytes_in_flight=buffers * STREAM_BUFFER
+        )
+        assert by_id(reader.to_arrow()) == written.to_pylist()
+        assert len(reader.streams) == 8
+        assert servicer.most == expected
+    finally:
+        client.close()
+        server.stop(None)
 
 
 def test_empty_table_keeps_its_schema(store, client):
@@ -454,14 +501,14 @@ def test_lz4_compressed_responses_decode():
     raw = batch.serialize().to_pybytes()
     response = types.ReadRowsResponse(row_count=3, uncompressed_byte_size=len(raw))
     response.arrow_record_batch.serialized_record_batch = pa.compress(raw, codec="lz4", asbytes=True)
-    got, rows, size = decode_response(response, batch.schema)
+    got, rows, size = decode_response(parse_read_rows(response.SerializeToString()), batch.schema)
     assert got is not None and got.equals(batch) and rows == 3 and size == len(raw)
     # -1: the server found compression not worth it and sent the rows as they are.
     plain = types.ReadRowsResponse(row_count=3, uncompressed_byte_size=-1)
     plain.arrow_record_batch.serialized_record_batch = raw
-    got, _, _ = decode_response(plain, batch.schema)
+    got, _, _ = decode_response(parse_read_rows(plain.SerializeToString()), batch.schema)
     assert got is not None and got.equals(batch)
     wrong = types.ReadRowsResponse(row_count=4)
     wrong.arrow_record_batch.serialized_record_batch = raw
     with pytest.raises(errors.DataLoss):
-        decode_response(wrong, batch.schema)
+        decode_response(parse_read_rows(wrong.SerializeToString()), batch.schema)
