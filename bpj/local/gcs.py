@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bpj import errors
+from bpj import checksum, errors
 
 __all__ = ["Gcs", "GcsServer", "GcsWriter", "ObjectReader", "glob_regex", "split_uri"]
 
@@ -406,8 +406,8 @@ class Gcs:
         )
         data = resp.data
         if verify:
-            expected = _header_crc32c(resp.headers)
-            if expected is not None and _crc32c(data) != expected:
+            expected = checksum.from_goog_hash(resp.headers)
+            if expected is not None and checksum.crc32c(data) != expected:
                 raise errors.DataLoss(f"{uri}: crc32c of the downloaded bytes does not match the object's")
         return bytes(data)
 
@@ -457,7 +457,7 @@ class Gcs:
                 headers={"Content-Type": content_type},
                 about=uri,
             )
-        _check_uploaded(uri, meta, _crc32c(data))
+        _check_uploaded(uri, meta, checksum.crc32c(data))
         return meta
 
     def _start_resumable(self, uri: str, content_type: str) -> str:
@@ -522,7 +522,7 @@ class ObjectReader(io.RawIOBase):
             ok=(200, 206),
         )
         if start == 0:
-            self._expected = _header_crc32c(resp.headers)
+            self._expected = checksum.from_goog_hash(resp.headers)
             self._generation = resp.headers.get("X-Goog-Generation")
         return resp
 
@@ -545,7 +545,7 @@ class ObjectReader(io.RawIOBase):
                 self._resp = self._get(self._pos)
         if n:
             if self._crc is not None:
-                self._crc = _crc32c_extend(self._crc, memoryview(b)[:n])
+                self._crc = checksum.crc32c(memoryview(b)[:n], self._crc)
             self._pos += n
             return n
         self._finish()
@@ -594,7 +594,7 @@ class GcsWriter(io.RawIOBase):
             raise ValueError(f"write to closed writer for {self.uri}")
         view = memoryview(data).cast("B")
         self._buf += view
-        self._crc = _crc32c_extend(self._crc, view)
+        self._crc = checksum.crc32c(view, self._crc)
         chunk = self._gcs.upload_chunk_size
         if len(self._buf) > chunk:
             if self._session is None:
@@ -644,29 +644,6 @@ class GcsWriter(io.RawIOBase):
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def _crc32c(data: Any) -> int:
-    import google_crc32c
-
-    return int(google_crc32c.value(data if isinstance(data, bytes) else bytes(data)))
-
-
-def _crc32c_extend(crc: int, data: Any) -> int:
-    import google_crc32c
-
-    # The C extension takes bytes only (not bytearray or memoryview).
-    return int(google_crc32c.extend(crc, data if isinstance(data, bytes) else bytes(data)))
-
-
-def _header_crc32c(headers: Any) -> int | None:
-    import base64
-
-    for item in headers.get("X-Goog-Hash", "").split(","):
-        algo, _, value = item.strip().partition("=")
-        if algo == "crc32c":
-            return int.from_bytes(base64.b64decode(value), "big")
-    return None
-
-
 @contextlib.contextmanager
 def _bucket_missing(uri: str, bucket: str) -> Iterator[None]:
     # An upload answers 404 only when the bucket is missing: say so rather than "gs://b/o was not found".
@@ -677,10 +654,9 @@ def _bucket_missing(uri: str, bucket: str) -> Iterator[None]:
 
 
 def _check_uploaded(uri: str, meta: dict[str, Any], crc: int) -> None:
-    import base64
 
     got = meta.get("crc32c")
-    if got and int.from_bytes(base64.b64decode(got), "big") != crc:
+    if got and checksum.from_base64(got) != crc:
         raise errors.DataLoss(f"{uri}: the server stored bytes whose crc32c differs from what was sent")
 
 

@@ -460,9 +460,9 @@ _MASK_DELTA = 0xA282EAD8
 
 
 def _masked_crc(data: bytes) -> int:
-    import google_crc32c
+    from bpj import checksum
 
-    crc = int(google_crc32c.value(data))
+    crc = checksum.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 

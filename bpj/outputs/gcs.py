@@ -12,7 +12,6 @@ the worker threads; when the consumer stops iterating, every worker ends before 
 
 from __future__ import annotations
 
-import base64
 import json
 import queue
 import re
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bpj import errors
+from bpj import checksum, errors
 from bpj.outputs.reader import Progress, Reader
 from bpj.outputs.reader import cores as _cores
 
@@ -166,7 +165,7 @@ class _Client:
                     item["name"],
                     int(item.get("size", 0)),
                     item.get("generation"),
-                    int.from_bytes(base64.b64decode(crc), "big") if crc else None,
+                    checksum.from_base64(crc) if crc else None,
                 )
             token = page.get("nextPageToken")
             if not token:
@@ -189,7 +188,7 @@ class _Client:
         while pos < end:
             ranged = not (pos == 0 and end == obj.size)
             resp = self.get(path, fields, obj.uri, {"Range": f"bytes={pos}-{end - 1}"} if ranged else None)
-            header_crc = header_crc if header_crc is not None else _header_crc32c(resp.headers)
+            header_crc = header_crc if header_crc is not None else checksum.from_goog_hash(resp.headers)
             want = end - pos
             data = b""
             try:
@@ -239,13 +238,11 @@ def _client_for(endpoint: str | None) -> _Client:
 
 def verify(obj: GcsObject, data: bytes, header_crc: int | None = None) -> None:
     """DataCorruption unless ``data`` has the object's crc32c (from its listing, else the response)."""
-    import google_crc32c
-
     expected = obj.crc32c if obj.crc32c is not None else header_crc
     if len(data) != obj.size:
         raise DataCorruption(f"{obj.uri}: downloaded {len(data)} bytes, the object has {obj.size}")
     if expected is not None:
-        got = int(google_crc32c.value(data))
+        got = checksum.crc32c(data)
         if got != expected:
             raise DataCorruption(
                 f"{obj.uri}: crc32c of the downloaded bytes is {got:08x}, the object's is {expected:08x}; "
@@ -670,14 +667,6 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(token))
     return re.compile("".join(out), re.DOTALL)
-
-
-def _header_crc32c(headers: Any) -> int | None:
-    for item in headers.get("X-Goog-Hash", "").split(","):
-        algo, _, value = item.strip().partition("=")
-        if algo == "crc32c":
-            return int.from_bytes(base64.b64decode(value), "big")
-    return None
 
 
 def _api_error(status: int, body: bytes, about: str) -> errors.ApiError:
