@@ -284,6 +284,19 @@ def test_a_stopped_server_is_unavailable(servicers):
             get(t, job("j1"))
 
 
+def test_a_client_resetting_its_connection_is_not_reported(servicers, capfd):
+    with serve_rest(*servicers) as running:
+        host, port = running.url.removeprefix("http://").rsplit(":", 1)
+        for request in (b"", b"GET /v1/proj"):  # reset before a request line, and in the middle of one
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(request)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()  # linger 0: RST, not FIN
+        with RestTransport(running.url) as t:  # the server still serves, and the resets are behind it
+            assert get(t, job("after")).name == job("after")
+    assert "Exception occurred" not in capfd.readouterr().err
+
+
 def test_raw_http_errors_are_google_status_json(server):
     r = requests.get(f"{server.url}/v1/nowhere")
     assert r.status_code == 404

@@ -19,7 +19,7 @@ def reader_for(source: str, *, kind: str = "predictions", workers: int | None = 
     s = config.settings()
     if source.startswith("gs://"):
         require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
-        return outputs.read_gcs(source, kind=kind, max_workers=workers)
+        return outputs.read_gcs(source, kind=kind, max_workers=workers or None)
     if source.startswith("bq://"):
         if kind == "errors":
             raise errors.UsageError(
@@ -33,7 +33,7 @@ def reader_for(source: str, *, kind: str = "predictions", workers: int | None = 
     info = job.output_info
     if info.gcs_output_directory:
         require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
-        reader = job.outputs(max_workers=workers)
+        reader = job.outputs(max_workers=workers or None)
         return reader.errors() if kind == "errors" else reader
     if info.bigquery_output_dataset:
         table = "errors" if kind == "errors" else info.bigquery_output_table

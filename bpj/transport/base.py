@@ -80,9 +80,10 @@ class Method:
     def response_class(self) -> type[Message]:
         return self.resolve(self.response_type)
 
-    def decode_response(self, data: bytes) -> Any:
-        """One response from its wire bytes, as the calls of this method return it."""
-        return self.response_class.FromString(data) if self.decode is None else self.decode(data)
+    @property
+    def response_decoder(self) -> Callable[[bytes], Any]:
+        """Turns one response's wire bytes into what the calls of this method return."""
+        return self.response_class.FromString if self.decode is None else self.decode
 
     @property
     def cache_key(self) -> Any:

@@ -329,6 +329,13 @@ class _HttpServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its connection (a reset between keep-alive requests, a cancelled stream) is
+        # routine; anything else goes to socketserver's report on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
             self.connections.add(request)

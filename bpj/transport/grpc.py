@@ -140,7 +140,7 @@ def channel_credentials(root_certificates: bytes | None, credentials: Credential
 def multicallable(channel: Any, method: Method) -> Any:
     """The multicallable of ``method`` on a ``grpc.Channel`` or a ``grpc.aio.Channel`` (same factories)."""
     factory = channel.unary_stream if method.server_streaming else channel.unary_unary
-    deserialize = method.response_class.FromString if method.decode is None else method.decode
+    deserialize = method.response_decoder
     try:
         return factory(method.path, _serialize, deserialize, _registered_method=True)
     except TypeError:  # grpcio before registered methods

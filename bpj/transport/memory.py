@@ -75,7 +75,7 @@ class InMemoryTransport:
 
     def copy_out(self, method: Method, response: Any) -> Message:
         check_response(method, response)
-        return method.decode_response(response.SerializeToString())
+        return method.response_decoder(response.SerializeToString())
 
     def unary(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
