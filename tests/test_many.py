@@ -60,9 +60,19 @@ def test_wait_all_on_500_jobs_costs_one_list_per_page_per_poll(bpj_fake):
     with pytest.raises(JobsFailed) as e:
         wait_all(jobs, poll=0, page_size=100, sleep=between_polls)
     per_poll.append((bpj_fake.calls[LIST], bpj_fake.calls[GET]))
-    # Six polls (one before any job ended, then one per 100 ended); each lists the 500 labelled jobs in
-    # pages of 100: five List calls, no Get, whatever the number of jobs.
-    assert per_poll == [(5, 0)] * 6
+    # Six polls (one before any job ended, then one per 100 ended). Each lists the labelled jobs created
+    # from the whole second of the oldest job it still watches on (older pages are skipped), in pages of
+    # 100: one List call per page and no Get, whatever the number of jobs. Poll p watches the jobs from
+    # 100 * (p - 1) on (a poll stops watching the jobs it saw end). Five pages each when the 500 were
+    # created within one second.
+    seconds = [j.gca_resource.create_time.seconds for j in jobs]
+
+    def pages(poll: int) -> int:
+        since = min(seconds[max(0, poll - 1) * 100 :])
+        return -(-sum(s >= since for s in seconds) // 100)
+
+    assert per_poll == [(pages(p), 0) for p in range(6)]
+    assert per_poll[0] == (5, 0)
     assert len(e.value.failures) == 50 and all(type(f) is JobFailed for f in e.value.failures)
     assert e.value.jobs == jobs
     assert all(states.is_terminal(j.gca_resource.state) for j in jobs)
