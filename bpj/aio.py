@@ -105,7 +105,7 @@ def async_transport_for(
     registered = _registered.get(endpoint)
     if registered is not None:
         return registered
-    if endpoint in config._registered:
+    if config.registered_transport(endpoint) is not None:
         raise errors.UsageError(
             f"{endpoint} has a sync transport registered (bpj.config.register_transport); give bpj.aio an "
             "async one with bpj.aio.register_transport(endpoint, transport), e.g. "
@@ -248,7 +248,7 @@ class BatchPredictionJob:
         where = validation.JOB_NAME.match(name)
         assert where is not None  # job_name() returns a full resource name
         s = config.settings(project=where["project"], location=where["location"], credentials=credentials)
-        request = bpj_jobs._types().GetBatchPredictionJobRequest(name=name)
+        request = bpj_jobs.messages().GetBatchPredictionJobRequest(name=name)
         resource = await _job_service(s).get_batch_prediction_job(request)
         return cls(resource, credentials=credentials)
 
@@ -339,10 +339,10 @@ class BatchPredictionJob:
         """Jobs of a project and location, an async iterator (``async for``) that fetches a page at a time.
         Arguments and ordering are :meth:`bpj.jobs.BatchPredictionJob.list`'s; they are checked now."""
         s = config.settings(project=project, location=location, credentials=credentials)
-        keys = bpj_jobs._order_keys(order_by)
+        keys = bpj_jobs.order_keys(order_by)
         if page_size is not None:
             validation.positive_int(page_size, "page_size")
-        request = bpj_jobs._types().ListBatchPredictionJobsRequest(
+        request = bpj_jobs.messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
         )
         return cls._listed(s, request, keys, credentials)
@@ -358,7 +358,7 @@ class BatchPredictionJob:
             return
         everything = [job async for job in found]
         for field, descending in reversed(keys):
-            key = bpj_jobs._sort_key(field)
+            key = bpj_jobs.sort_key(field)
             everything.sort(key=lambda j: key(j._job), reverse=descending)  # noqa: B023 (used at once)
         for job in everything:
             yield job
@@ -401,7 +401,7 @@ class BatchPredictionJob:
     async def refresh(self, resource: Any = None) -> BatchPredictionJob:
         """Fetch the job again (one Get); or adopt ``resource``, a newer message of this job (no RPC)."""
         if resource is None:
-            request = bpj_jobs._types().GetBatchPredictionJobRequest(name=self.resource_name)
+            request = bpj_jobs.messages().GetBatchPredictionJobRequest(name=self.resource_name)
             resource = await _job_service(self._settings()).get_batch_prediction_job(request)
         self._job.refresh(resource)
         return self
@@ -425,8 +425,8 @@ class BatchPredictionJob:
         start = time.monotonic()
         pauses: builtins.list[float] = []
         # The sync pacing (backoff, jitter, never past the deadline); its "sleep" only notes the pause.
-        pacer = many._Pacer(self.poll_interval, self.max_poll_interval, timeout, pauses.append)
-        progress = bpj_jobs._Progress(self._job) if bpj_jobs._is_terminal_stream(sys.stderr) else None
+        pacer = many.Pacer(self.poll_interval, self.max_poll_interval, timeout, pauses.append)
+        progress = bpj_jobs.WaitProgress(self._job) if bpj_jobs.is_terminal_stream(sys.stderr) else None
         seen = self.gca_resource.state
         if not states.is_terminal(seen):
             await self.refresh()
@@ -452,7 +452,7 @@ class BatchPredictionJob:
     async def cancel(self, wait: bool = False) -> BatchPredictionJob:
         """Ask the service to cancel the job; with ``wait=True`` poll until it is terminal and return
         without raising for that state."""
-        request = bpj_jobs._types().CancelBatchPredictionJobRequest(name=self.resource_name)
+        request = bpj_jobs.messages().CancelBatchPredictionJobRequest(name=self.resource_name)
         await _job_service(self._settings()).cancel_batch_prediction_job(request)
         log.info("%s: cancel requested", self.resource_name)
         if wait:
@@ -462,7 +462,7 @@ class BatchPredictionJob:
     async def delete(self, timeout: float | None = None) -> None:
         """Delete the job and wait for the deletion's long-running operation to finish."""
         s = self._settings()
-        request = bpj_jobs._types().DeleteBatchPredictionJobRequest(name=self.resource_name)
+        request = bpj_jobs.messages().DeleteBatchPredictionJobRequest(name=self.resource_name)
         op = await _job_service(s).delete_batch_prediction_job(request)
         await wait_operation(op, _operations(s), timeout)
         log.info("%s: deleted", self.resource_name)
@@ -484,7 +484,7 @@ async def list_resources(service: Any, request: Any) -> AsyncIterator[Any]:
 
 async def find_by_request_id(service: Any, parent: str, request_id: str) -> Any | None:
     """The job a create stamped with ``bpj_request_id=<request_id>``, or None."""
-    request = bpj_jobs._types().ListBatchPredictionJobsRequest(
+    request = bpj_jobs.messages().ListBatchPredictionJobsRequest(
         parent=parent, filter=f'labels.{REQUEST_ID_LABEL}="{request_id}"'
     )
     async for resource in list_resources(service, request):
@@ -535,7 +535,7 @@ async def wait_operation(op: Any, operations: Any, timeout: float | None = None)
             raise TimeoutError(f"operation {op.name} not done after {timeout:g}s")
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 10.0)
-        op = await operations.get_operation(bpj_jobs._types().GetOperationRequest(name=op.name))
+        op = await operations.get_operation(bpj_jobs.messages().GetOperationRequest(name=op.name))
     if op.HasField("error") and op.error.code:
         raise errors.from_status(op.error.code, op.error.message)
     return op
@@ -567,27 +567,17 @@ class _Watch:
         return [self._view[id(j)] for j in held]
 
     async def poll(self) -> builtins.list[BatchPredictionJob]:
+        """:meth:`bpj.many.Watch.poll`, its calls made asynchronously."""
         watch = self.watch
         ended: builtins.list[bpj_jobs.BatchPredictionJob] = []
-        groups: dict[tuple[str, str], builtins.list[bpj_jobs.BatchPredictionJob]] = {}
-        for held in watch.pending.values():
-            groups.setdefault((held[0].project, held[0].location), []).append(held[0])
         seen: set[str] = set()
-        for (project, location), group in groups.items():
+        for project, location, request in watch.list_requests():
             s = config.settings(project=project, location=location, credentials=watch.credentials)
-            service = _job_service(s)
-            for text in many.filters(group, watch.by):
-                request = bpj_jobs._types().ListBatchPredictionJobsRequest(
-                    parent=s.parent, filter=text, page_size=watch.page_size
-                )
-                async for resource in list_resources(service, request):
-                    if resource.name in watch.pending and resource.name not in seen:
-                        seen.add(resource.name)
-                        ended += watch._update(resource)
-        for name in [n for n in watch.pending if n not in seen]:
-            view = self._view[id(watch.pending[name][0])]
-            log.debug("%s not in the List results: one Get", name)
-            ended += watch._update((await view.refresh()).gca_resource)
+            async for resource in list_resources(_job_service(s), request):
+                ended += watch.observe(resource, seen)
+        for first in watch.unseen(seen):
+            log.debug("%s not in the List results: one Get", first.resource_name)
+            ended += watch.update((await self._view[id(first)].refresh()).gca_resource)
         return self.views(ended)
 
 
@@ -606,12 +596,12 @@ def as_completed(
     arguments; ``by`` as there). Raises :class:`bpj.many.NotDone` when ``timeout`` passes first."""
     watch = _Watch(jobs, by, page_size, credentials)
     pauses: builtins.list[float] = []
-    pacer = many._Pacer(poll, max_poll, timeout, pauses.append)
+    pacer = many.Pacer(poll, max_poll, timeout, pauses.append)
     return _completed(watch, pacer, pauses)
 
 
 async def _completed(
-    watch: _Watch, pacer: many._Pacer, pauses: builtins.list[float]
+    watch: _Watch, pacer: many.Pacer, pauses: builtins.list[float]
 ) -> AsyncIterator[BatchPredictionJob]:
     done = watch.views(watch.watch.settled())
     for job in done:
@@ -647,7 +637,7 @@ async def wait_all(
     ``raise_on_failure=False``), :class:`bpj.many.NotDone` when ``timeout`` passes first."""
     watch = _Watch(jobs, by, page_size, credentials)
     pauses: builtins.list[float] = []
-    async for _ in _completed(watch, many._Pacer(poll, max_poll, timeout, pauses.append), pauses):
+    async for _ in _completed(watch, many.Pacer(poll, max_poll, timeout, pauses.append), pauses):
         pass
     failures = [
         states.error_for(j)

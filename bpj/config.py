@@ -162,6 +162,11 @@ def register_transport(endpoint: str, transport: Transport | None) -> None:
             _registered[endpoint] = transport
 
 
+def registered_transport(endpoint: str) -> Transport | None:
+    """The transport :func:`register_transport` put in place for ``endpoint``, if any."""
+    return _registered.get(endpoint)
+
+
 # -- endpoints and transports ------------------------------------------------------------------------
 
 
@@ -190,7 +195,7 @@ def resolve_credentials(s: Settings, endpoint: str) -> Any:
 
 def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None = None) -> Transport:
     """The shared transport for ``endpoint`` (one channel or HTTP session per endpoint, reused by every call)."""
-    registered = _registered.get(endpoint)
+    registered = registered_transport(endpoint)
     if registered is not None:
         return registered
     s = s or settings()

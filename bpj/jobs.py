@@ -57,7 +57,8 @@ SORTABLE = ("name", "display_name", "state", "create_time", "start_time", "end_t
 _NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/")
 
 
-def _types() -> Any:
+def messages() -> Any:
+    """The ``bpj.types`` module, imported at first use (``import bpj`` stays light)."""
     from bpj import types
 
     return types
@@ -114,7 +115,7 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
     if add_label:
         request_id = uuid.uuid4().hex
         job.labels[REQUEST_ID_LABEL] = request_id
-    request = _types().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
+    request = messages().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
     return CreatePlan(s, request, request_id, bool(user_key))
 
 
@@ -136,7 +137,7 @@ class BatchPredictionJob:
         name = validation.job_name(batch_prediction_job_name, s.project, s.location)
         self._overrides = _overrides(name, credentials)
         self._resource = self._client().get_batch_prediction_job(
-            _types().GetBatchPredictionJobRequest(name=name)
+            messages().GetBatchPredictionJobRequest(name=name)
         )
 
     @classmethod
@@ -244,11 +245,11 @@ class BatchPredictionJob:
         jobs per List call, the server's default (100 on the local stack) when None.
         """
         s = config.settings(project=project, location=location, credentials=credentials)
-        keys = _order_keys(order_by)
+        keys = order_keys(order_by)
         if page_size is not None:
             validation.positive_int(page_size, "page_size")
         jobs = clients.job_service(project=s.project, location=s.location, credentials=credentials)
-        request = _types().ListBatchPredictionJobsRequest(
+        request = messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
         )
         found = (cls.from_resource(r, credentials=credentials) for r in list_resources(jobs, request))
@@ -256,7 +257,7 @@ class BatchPredictionJob:
             return found
         everything = [*found]
         for field, descending in reversed(keys):
-            everything.sort(key=_sort_key(field), reverse=descending)
+            everything.sort(key=sort_key(field), reverse=descending)
         return iter(everything)
 
     # -- properties ---------------------------------------------------------------------------------
@@ -350,7 +351,7 @@ class BatchPredictionJob:
         ``bpj.wait_all`` does with what one List returned."""
         if resource is None:
             resource = self._client().get_batch_prediction_job(
-                _types().GetBatchPredictionJobRequest(name=self.resource_name)
+                messages().GetBatchPredictionJobRequest(name=self.resource_name)
             )
         elif resource.name != self.resource_name:
             raise errors.UsageError(f"refresh(resource=): {resource.name} is not {self.resource_name}")
@@ -383,7 +384,7 @@ class BatchPredictionJob:
     def _wait_terminal(self, timeout: float | None, sleep: Callable[[float], None] = time.sleep) -> None:
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        progress = _Progress(self) if _is_terminal_stream(sys.stderr) else None
+        progress = WaitProgress(self) if is_terminal_stream(sys.stderr) else None
         delay = self.poll_interval
         seen = self._resource.state
         if not states.is_terminal(seen):
@@ -416,7 +417,7 @@ class BatchPredictionJob:
         """Ask the service to cancel the job; with ``wait=True`` poll until it is terminal (CANCELLED, or how
         it ended if it ended first) and return without raising for that state."""
         self._client().cancel_batch_prediction_job(
-            _types().CancelBatchPredictionJobRequest(name=self.resource_name)
+            messages().CancelBatchPredictionJobRequest(name=self.resource_name)
         )
         log.info("%s: cancel requested", self.resource_name)
         if wait:
@@ -426,7 +427,7 @@ class BatchPredictionJob:
     def delete(self, timeout: float | None = None) -> None:
         """Delete the job and wait for the deletion's long-running operation to finish."""
         op = self._client().delete_batch_prediction_job(
-            _types().DeleteBatchPredictionJobRequest(name=self.resource_name)
+            messages().DeleteBatchPredictionJobRequest(name=self.resource_name)
         )
         wait_operation(
             clients.operations(**self._overrides),
@@ -525,7 +526,7 @@ def list_resources(jobs: Any, request: Any) -> Iterator[Any]:
 
 def find_by_request_id(jobs: Any, parent: str, request_id: str) -> Any | None:
     """The job a create stamped with ``bpj_request_id=<request_id>``, or None."""
-    request = _types().ListBatchPredictionJobsRequest(
+    request = messages().ListBatchPredictionJobsRequest(
         parent=parent, filter=f'labels.{REQUEST_ID_LABEL}="{request_id}"'
     )
     for job in list_resources(jobs, request):
@@ -566,7 +567,7 @@ def _create_safely(
     raise AssertionError("unreachable")
 
 
-def _order_keys(order_by: str | None) -> builtins.list[tuple[str, bool]] | None:
+def order_keys(order_by: str | None) -> builtins.list[tuple[str, bool]] | None:
     """None for the server's order, else [(field, descending)] for a client-side sort."""
     if order_by is None or " ".join(order_by.split()).lower() == SERVER_ORDER:
         return None
@@ -586,7 +587,7 @@ def _order_keys(order_by: str | None) -> builtins.list[tuple[str, bool]] | None:
     return keys
 
 
-def _sort_key(field: str) -> Callable[[BatchPredictionJob], Any]:
+def sort_key(field: str) -> Callable[[BatchPredictionJob], Any]:
     def key(job: BatchPredictionJob) -> Any:
         value = getattr(job.gca_resource, field)
         return value.ToNanoseconds() if hasattr(value, "ToNanoseconds") else value
@@ -594,14 +595,14 @@ def _sort_key(field: str) -> Callable[[BatchPredictionJob], Any]:
     return key
 
 
-def _is_terminal_stream(stream: Any) -> bool:
+def is_terminal_stream(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
 
 
-class _Progress:
+class WaitProgress:
     """One line on stderr, redrawn in place: state, counts and elapsed time."""
 
     def __init__(self, job: BatchPredictionJob) -> None:

@@ -197,36 +197,58 @@ class Watch:
 
     def poll(self) -> list[BatchPredictionJob]:
         """One poll: update every pending job, return (and stop watching) those now terminal."""
+        ended: list[BatchPredictionJob] = []
+        seen: set[str] = set()
+        for project, location, request in self.list_requests():
+            service = clients.job_service(project=project, location=location, credentials=self.credentials)
+            while True:
+                page = service.list_batch_prediction_jobs(request)
+                for resource in page.batch_prediction_jobs:
+                    ended += self.observe(resource, seen)
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+        for first in self.unseen(seen):
+            log.debug("%s not in the List results: one Get", first.resource_name)
+            ended += self.update(first.refresh().gca_resource)
+        return ended
+
+    # The steps of a poll, without I/O: bpj.aio's poll makes the same calls asynchronously.
+
+    def list_requests(self) -> list[tuple[str, str, Any]]:
+        """``(project, location, ListBatchPredictionJobsRequest)`` of every List a poll makes (its first
+        page; the caller follows ``next_page_token``): per parent, per filter of :func:`filters`."""
         from bpj import types
 
-        ended: list[BatchPredictionJob] = []
         groups: dict[tuple[str, str], list[BatchPredictionJob]] = {}
         for objs in self.pending.values():
             groups.setdefault((objs[0].project, objs[0].location), []).append(objs[0])
-        seen: set[str] = set()
-        for (project, location), jobs in groups.items():
-            service = clients.job_service(project=project, location=location, credentials=self.credentials)
-            parent = f"projects/{project}/locations/{location}"
-            for text in filters(jobs, self.by):
-                request = types.ListBatchPredictionJobsRequest(
-                    parent=parent, filter=text, page_size=self.page_size
-                )
-                while True:
-                    page = service.list_batch_prediction_jobs(request)
-                    for resource in page.batch_prediction_jobs:
-                        if resource.name in self.pending and resource.name not in seen:
-                            seen.add(resource.name)
-                            ended += self._update(resource)
-                    if not page.next_page_token:
-                        break
-                    request.page_token = page.next_page_token
-        for name in [n for n in self.pending if n not in seen]:
-            first = self.pending[name][0]
-            log.debug("%s not in the List results: one Get", name)
-            ended += self._update(first.refresh().gca_resource)
-        return ended
+        return [
+            (
+                project,
+                location,
+                types.ListBatchPredictionJobsRequest(
+                    parent=f"projects/{project}/locations/{location}", filter=text, page_size=self.page_size
+                ),
+            )
+            for (project, location), jobs in groups.items()
+            for text in filters(jobs, self.by)
+        ]
 
-    def _update(self, resource: Any) -> list[BatchPredictionJob]:
+    def observe(self, resource: Any, seen: set[str]) -> list[BatchPredictionJob]:
+        """Take in one listed job (once a poll; ``seen`` holds the names taken in so far): the watched
+        objects that ended with it."""
+        if resource.name not in self.pending or resource.name in seen:
+            return []
+        seen.add(resource.name)
+        return self.update(resource)
+
+    def unseen(self, seen: set[str]) -> list[BatchPredictionJob]:
+        """One object of each pending job that no List returned (each needs a Get)."""
+        return [objs[0] for name, objs in self.pending.items() if name not in seen]
+
+    def update(self, resource: Any) -> list[BatchPredictionJob]:
+        """Refresh the objects of one pending job; those now terminal leave the watch and are returned."""
         objs = self.pending[resource.name]
         for job in objs:
             job.refresh(resource)
@@ -239,7 +261,7 @@ class Watch:
         return [j for j in self.order if j.resource_name in self.pending]
 
 
-class _Pacer:
+class Pacer:
     """Sleep times between polls: ``poll`` seconds at first, growing by half each poll up to ``max_poll``,
     with jitter; never past the deadline."""
 
@@ -293,11 +315,11 @@ def as_completed(
     called with the seconds to wait between polls (tests pass their own).
     """
     watch = Watch(jobs, by=by, page_size=page_size, credentials=credentials)
-    pacer = _Pacer(poll, max_poll, timeout, sleep)
+    pacer = Pacer(poll, max_poll, timeout, sleep)
     return _completed(watch, pacer)
 
 
-def _completed(watch: Watch, pacer: _Pacer) -> Iterator[BatchPredictionJob]:
+def _completed(watch: Watch, pacer: Pacer) -> Iterator[BatchPredictionJob]:
     done = watch.settled()
     yield from done
     first = True
@@ -333,7 +355,7 @@ def wait_all(
     Polls as :func:`as_completed`; :class:`NotDone` when ``timeout`` passes first.
     """
     watch = Watch(jobs, by=by, page_size=page_size, credentials=credentials)
-    for _ in _completed(watch, _Pacer(poll, max_poll, timeout, sleep)):
+    for _ in _completed(watch, Pacer(poll, max_poll, timeout, sleep)):
         pass
     failures = [
         _RAISE[states.rule(j.gca_resource.state).outcome](j)
@@ -392,7 +414,7 @@ def submit_many(
         try:
             kwargs = _create_kwargs(config, label)
             while len(watch.pending) >= max_in_flight:
-                pacer = _Pacer(poll, max_poll, None, sleep)
+                pacer = Pacer(poll, max_poll, None, sleep)
                 while not watch.poll() and len(watch.pending) >= max_in_flight:
                     pacer.wait()
             job = _submit(kwargs, backoff, max_backoff, patience, sleep)
