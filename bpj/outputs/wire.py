@@ -1,4 +1,5 @@
-"""A Storage Read response read from its wire bytes, its rows left where they arrived.
+"""A Storage Read response read from its wire bytes, its rows left where they arrived, and decoded into an
+Arrow record batch.
 
 Parsing a ReadRowsResponse as a message copies its rows twice: into the message, then out of it as a new
 ``bytes`` when ``arrow_record_batch.serialized_record_batch`` is read. A response is almost all rows, so the
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bpj import errors
 from bpj._gen.services.big_query_read import READ_ROWS
 
-__all__ = ["READ_ROWS_WIRE", "ReadRowsChunk", "parse_read_rows"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["READ_ROWS_WIRE", "ReadRowsChunk", "decode_response", "lz4_available", "parse_read_rows"]
 
 # ReadRowsResponse
 _AVRO_ROWS = 3
@@ -120,6 +125,57 @@ def _signed(value: int) -> int:
 
 def _malformed(detail: str) -> errors.DataLoss:
     return errors.DataLoss(f"a ReadRows response is malformed: {detail}")
+
+
+# -- record batches --------------------------------------------------------------------------------------------
+
+
+def lz4_available() -> bool:
+    """Whether the ``lz4`` package is installed, so the reader can ask for LZ4-compressed responses."""
+    try:
+        import lz4.frame  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _lz4_decompress(data: memoryview, size: int) -> bytes:
+    try:
+        import lz4.frame
+    except ImportError:
+        # Arrow's "lz4" codec is the LZ4 frame format too: the responses of a session that asked for
+        # compression stay readable in a process without the lz4 package (a partition read elsewhere).
+        import pyarrow as pa
+
+        return pa.decompress(data, decompressed_size=size, codec="lz4", asbytes=True)
+    return lz4.frame.decompress(data)
+
+
+def decode_response(chunk: ReadRowsChunk, schema: pa.Schema) -> tuple[pa.RecordBatch | None, int, int]:
+    """``(batch, rows, bytes)`` of one ReadRowsResponse (read by :func:`parse_read_rows`);
+    ``batch`` is None for a response without rows.
+
+    The batch's buffers point into the response's bytes as received (no copy). A response whose
+    ``uncompressed_byte_size`` is positive carries LZ4-frame-compressed rows.
+    """
+    import pyarrow as pa
+
+    if chunk.format == "avro":
+        raise errors.DataLoss("a ReadRows response carries Avro rows; the session asked for Arrow")
+    data: memoryview | bytes = chunk.rows
+    if chunk.uncompressed_byte_size is not None and chunk.uncompressed_byte_size > 0:
+        data = _lz4_decompress(chunk.rows, chunk.uncompressed_byte_size)
+    if not len(data):
+        if chunk.row_count:
+            raise errors.DataLoss(f"a ReadRows response says {chunk.row_count} rows but carries none")
+        return None, 0, 0
+    batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+    rows = chunk.row_count or batch.num_rows
+    if rows != batch.num_rows:
+        raise errors.DataLoss(
+            f"a ReadRows response says {chunk.row_count} rows but its record batch holds {batch.num_rows}"
+        )
+    return batch, rows, len(data)
 
 
 # ReadRows whose responses come as ReadRowsChunk: on every transport (REST and in-memory serialize each

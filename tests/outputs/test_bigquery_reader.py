@@ -31,11 +31,10 @@ from bpj.outputs.bigquery import (
     STREAM_BUFFER,
     BigQueryPartition,
     BigQueryReader,
-    decode_response,
     parse_table,
     read_bigquery,
 )
-from bpj.outputs.wire import parse_read_rows
+from bpj.outputs.wire import decode_response, parse_read_rows
 from bpj.transport.grpc import GrpcTransport
 from bpj.transport.serve import serve_grpc
 
