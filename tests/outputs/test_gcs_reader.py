@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from bpj.local.gcs import Gcs, GcsServer
 from bpj.outputs import read_gcs
-from bpj.outputs.gcs import DataCorruption
-from bpj.outputs.reader import unify
+from bpj.outputs.gcs import DOWNLOAD_WORKERS, DataCorruption
+from bpj.outputs.reader import cores, unify
 
 BUCKET = "outputs-test"
 _names = itertools.count()
@@ -388,6 +388,21 @@ def test_stopping_early_leaves_no_worker_running(server, gcs, how):
     del it
     assert not gcs_threads()
     assert {t.ident for t in threading.enumerate()} <= before
+
+
+@pytest.mark.parametrize(
+    "how, workers", [("files", DOWNLOAD_WORKERS), ("batches", cores()), ("records", cores())]
+)
+def test_by_default_downloads_take_a_few_threads_and_decoding_one_per_core(server, gcs, how, workers):
+    directory = fresh_dir()
+    write_jsonl(gcs, directory, [[{"instance": {"id": i}, "prediction": [i]}] for i in range(12)])
+    # A bound of one byte keeps the feeder waiting on the consumer, so every worker is still there.
+    reader = read_gcs(directory, endpoint=server.endpoint, max_bytes_in_flight=1)
+    it = {"batches": reader.iter_batches, "files": reader.files, "records": reader.records}[how]()
+    next(it)
+    assert len([t for t in gcs_threads() if t.name != "bpj-gcs-feed"]) == workers
+    it.close()
+    assert not gcs_threads()
 
 
 def test_worker_error_stops_every_worker(server, gcs):
