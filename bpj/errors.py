@@ -17,6 +17,7 @@
         ├── Unimplemented              UNIMPLEMENTED        HTTP 501
         ├── Internal                   INTERNAL             HTTP 500
         ├── Unavailable                UNAVAILABLE          HTTP 503  (also: connection refused or reset)
+        │   └── Unreachable            no connection to an endpoint this client never reached
         ├── DataLoss                   DATA_LOSS            HTTP 500
         │   └── DataCorruption         downloaded bytes that fail their checksum (never returned)
         └── Unauthenticated            UNAUTHENTICATED      HTTP 401
@@ -241,6 +242,17 @@ class Internal(ApiError):
 
 class Unavailable(ApiError):
     code = Code.UNAVAILABLE
+
+
+class Unreachable(Unavailable):
+    """Nothing accepted a connection at an endpoint that this client has never reached: most likely a
+    wrong endpoint, or a server that is not running. Retried only for ``RetryPolicy.unreachable_deadline``
+    seconds (a server still starting), not the policy's whole deadline."""
+
+    @classmethod
+    def of(cls, err: Unavailable, endpoint: str) -> Unreachable:
+        hint = f"nothing accepts connections at {endpoint}: is the endpoint right, and the server running?"
+        return cls(f"{err.message}; {hint}", rpc=err.rpc, resource=err.resource, details=err.details)
 
 
 class DataLoss(ApiError):

@@ -50,7 +50,8 @@ class Attempts:
         self.policy = policy if method.idempotent else None
         self.timeout = timeout
         self.clock = clock
-        self.deadline = None if self.policy is None else clock() + self.policy.deadline
+        self.started = clock()
+        self.deadline = None if self.policy is None else self.started + self.policy.deadline
         self.waits = delays(self.policy, rng) if self.policy is not None else iter(())
         self.tries = 0
         self.last: errors.ApiError | None = None
@@ -77,6 +78,10 @@ class Attempts:
         hint = err.retry_delay
         wait = hint if hint is not None else next(self.waits)
         name = errors.rpc_name(self.method)
+        if isinstance(err, errors.Unreachable) and self.policy is not None:
+            # An endpoint never reached is most likely wrong or down: a short grace (a server starting),
+            # not the whole deadline.
+            self.deadline = min(self.deadline, self.started + self.policy.unreachable_deadline)
         if self.clock() + wait >= self.deadline:
             log.debug("%s: giving up after %d attempts: %s", name, self.tries, err)
             raise err

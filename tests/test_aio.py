@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import socket
 import threading
 import time
 import uuid
@@ -440,6 +441,31 @@ def test_rest_connection_refused_is_unavailable():
 
     err = run(body())
     assert (err.rpc, err.resource) == ("JobService.GetBatchPredictionJob", job_name("nowhere"))
+    assert type(err) is errors.Unreachable
+
+
+def test_grpc_endpoint_never_reached_is_unreachable_and_one_that_answered_is_unavailable(servicers):
+    from bpj.transport.serve import serve_grpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    server = serve_grpc(*servicers)
+
+    async def body() -> tuple[errors.ApiError, errors.ApiError]:
+        async with AsyncJobServiceClient(AsyncGrpcTransport(closed)) as client:
+            with pytest.raises(errors.Unavailable) as never:
+                await client.get_batch_prediction_job(get(job_name("x")), retry=None, timeout=5)
+        async with AsyncJobServiceClient(AsyncGrpcTransport(server.endpoint)) as client:
+            await client.get_batch_prediction_job(get(job_name(unique("up"))), retry=None)
+            server.stop(None)
+            with pytest.raises(errors.Unavailable) as once:
+                await client.get_batch_prediction_job(get(job_name("x")), retry=None, timeout=5)
+        return never.value, once.value
+
+    never, once = run(body())
+    assert type(never) is errors.Unreachable and closed in never.message
+    assert type(once) is errors.Unavailable
 
 
 # -- async servicers under the in-memory transport --------------------------------------------------------

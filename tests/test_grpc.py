@@ -360,6 +360,9 @@ def test_closed_port_gives_unavailable():
     with GrpcTransport(f"127.0.0.1:{port}") as t, pytest.raises(errors.Unavailable) as info:
         get(t, "1", timeout=5)
     assert info.value.rpc == "JobService.GetBatchPredictionJob"
+    # Never reached: Unreachable, which retries give a short grace only (RetryPolicy.unreachable_deadline).
+    assert type(info.value) is errors.Unreachable
+    assert f"nothing accepts connections at 127.0.0.1:{port}" in info.value.message
 
 
 def test_stopped_server_gives_unavailable():
@@ -367,8 +370,9 @@ def test_stopped_server_gives_unavailable():
     t = GrpcTransport(server.endpoint)
     get(t, "1")
     server.stop()
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.Unavailable) as info:
         get(t, "1", timeout=5)
+    assert type(info.value) is errors.Unavailable  # it answered once: a restart, retried in full
     t.close()
 
 

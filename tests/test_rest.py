@@ -273,6 +273,7 @@ def test_connection_refused_is_unavailable_naming_the_endpoint():
         get(t, job("j1"))
     assert f"http://127.0.0.1:{port}" in info.value.message
     assert info.value.rpc == "JobService.GetBatchPredictionJob"
+    assert type(info.value) is errors.Unreachable  # never reached
 
 
 def test_a_stopped_server_is_unavailable(servicers):
@@ -280,8 +281,9 @@ def test_a_stopped_server_is_unavailable(servicers):
     with RestTransport(running.url) as t:
         assert get(t, job("j1")).name == job("j1")
         running.stop()
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.Unavailable) as info:
             get(t, job("j1"))
+        assert type(info.value) is errors.Unavailable  # it answered once: a restart, retried in full
 
 
 def test_a_client_resetting_its_connection_is_not_reported(servicers, capfd):

@@ -82,6 +82,52 @@ def test_retries_stop_at_the_deadline(policy, failures, jitter):
         assert t is not None and t <= policy.deadline
 
 
+@settings(max_examples=200)
+@given(
+    policies,
+    st.floats(0.0, 30.0),
+    st.integers(0, 1000),
+    st.floats(0.0, 1.0),
+    st.sampled_from(["unreachable", "unavailable"]),
+)
+def test_an_endpoint_never_reached_is_retried_for_its_grace_only(policy, grace, failures, jitter, kind):
+    policy = RetryPolicy(
+        initial=policy.initial,
+        maximum=policy.maximum,
+        multiplier=policy.multiplier,
+        deadline=policy.deadline,
+        codes=policy.codes,
+        unreachable_deadline=grace,
+    )
+    clock = FakeClock()
+    err = errors.Unreachable("refused") if kind == "unreachable" else errors.Unavailable("down")
+    attempt, calls = failing(failures, err)
+    try:
+        result = call_with_retry(
+            attempt,
+            method=GET_BATCH_PREDICTION_JOB,
+            policy=policy,
+            timeout=None,
+            sleep=clock.sleep,
+            clock=clock,
+            rng=lambda: jitter,
+        )
+    except errors.Unavailable as raised:
+        assert raised is err
+        result = None
+    limit = min(grace, policy.deadline) if kind == "unreachable" else policy.deadline
+    assert clock.now < limit or (clock.now == 0 and limit == 0)
+    if result == "ok":
+        assert len(calls) == failures + 1
+
+
+def test_unreachable_is_unavailable_with_a_hint():
+    err = errors.Unreachable.of(errors.Unavailable("connection refused", rpc="R", resource="r"), "h:1")
+    assert isinstance(err, errors.Unavailable) and err.code == errors.Code.UNAVAILABLE
+    assert (err.rpc, err.resource) == ("R", "r")
+    assert "nothing accepts connections at h:1" in str(err) and "connection refused" in str(err)
+
+
 def test_retry_info_delay_is_honoured():
     clock = FakeClock()
     hint = errors.Unavailable(

@@ -49,6 +49,7 @@ from bpj.transport.grpc import (
     channel_credentials,
     mapped_errors,
     multicallable,
+    unreachable_or,
 )
 from bpj.transport.memory import Handler, InMemoryTransport, with_routing
 from bpj.transport.rest import RestTransport
@@ -318,6 +319,7 @@ class AsyncGrpcTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rpcs: dict[Any, BoundRpc] = {}
         self._closed = False
+        self.reached = False  # as GrpcTransport.reached
 
     def __repr__(self) -> str:
         return f"AsyncGrpcTransport({self.target!r}, tls={self.tls})"
@@ -355,8 +357,13 @@ class AsyncGrpcTransport:
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
     ) -> Message:
         call = self._call(method, request, timeout, metadata)
-        with mapped_errors(method, request):
-            return await call  # type: ignore[no-any-return]
+        try:
+            with mapped_errors(method, request):
+                response = await call
+        except errors.Unavailable as e:
+            raise unreachable_or(e, self.reached, self.endpoint) from None
+        self.reached = True
+        return response  # type: ignore[no-any-return]
 
     def server_stream(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()

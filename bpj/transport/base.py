@@ -40,6 +40,8 @@ class RetryPolicy:
     multiplier: float = 1.3
     deadline: float = 600.0
     codes: frozenset[str] = frozenset({"UNAVAILABLE"})
+    # How long to keep trying an endpoint that has never accepted a connection (errors.Unreachable).
+    unreachable_deadline: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,17 @@ def api_error(error: grpc.RpcError, method: Method, request: Message | None) -> 
     return errors.from_status(code, message, detail_dicts, method=method, request=request)
 
 
+def unreachable_or(err: errors.Unavailable, reached: bool, endpoint: str) -> errors.Unavailable:
+    """``err`` as :class:`bpj.errors.Unreachable` when grpc-core could not connect and the transport has
+    never had an answer from its endpoint; else ``err`` itself."""
+    words = err.message.lower()
+    if reached or not any(w in words for w in _CONNECT_FAILED_WORDS):
+        return err
+    return errors.Unreachable.of(err, endpoint)
+
+
+# How grpc-core words a failure to open any connection (refused, no route, no such host).
+_CONNECT_FAILED_WORDS = ("failed to connect to all addresses", "dns resolution failed")
 # How grpc-core words a deadline it enforced itself, before and during a stream.
 _GRPC_DEADLINE_WORDS = frozenset({"Deadline Exceeded", "Stream removed (Deadline Exceeded)"})
 
@@ -194,6 +205,7 @@ class GrpcTransport:
         self._channel: grpc.Channel | None = None
         self._rpcs: dict[Any, BoundRpc] = {}
         self._closed = False
+        self.reached = False  # a call has had an answer from the endpoint (see unreachable_or)
 
     @classmethod
     def from_channel(cls, channel: grpc.Channel, *, target: str = "<channel>") -> GrpcTransport:
@@ -248,10 +260,15 @@ class GrpcTransport:
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
     ) -> Message:
         rpc = self._rpc(method)
-        with mapped_errors(method, request):
-            return rpc.call(
-                request, timeout=timeout, metadata=self.call_metadata(method, rpc, request, metadata)
-            )
+        try:
+            with mapped_errors(method, request):
+                response = rpc.call(
+                    request, timeout=timeout, metadata=self.call_metadata(method, rpc, request, metadata)
+                )
+        except errors.Unavailable as e:
+            raise unreachable_or(e, self.reached, self.endpoint) from None
+        self.reached = True
+        return response
 
     def server_stream(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()

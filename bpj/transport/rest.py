@@ -65,6 +65,7 @@ class RestTransport:
                 session.verify = root_certificates
         self._session = session
         self._headers = {"user-agent": user_agent, "x-goog-api-client": _API_CLIENT}
+        self.reached = False  # an HTTP response has come back from the endpoint (else: errors.Unreachable)
 
     def unary(
         self, method: Method, request: Message, *, timeout: float | None = None, metadata: Metadata = ()
@@ -135,7 +136,7 @@ class RestTransport:
             if timeout <= 0:
                 raise errors.DeadlineExceeded(_DEADLINE_MESSAGE)
             headers["x-server-timeout"] = f"{timeout:.3f}"
-        return self._session.request(
+        response = self._session.request(
             parts.verb,
             self.endpoint + parts.path,
             params=parts.query,
@@ -144,6 +145,8 @@ class RestTransport:
             timeout=timeout,
             stream=stream,
         )
+        self.reached = True
+        return response
 
     @contextlib.contextmanager
     def _errors_of(self, method: Method, request: Message, deadline: float | None) -> Iterator[None]:
@@ -156,7 +159,8 @@ class RestTransport:
             except requests.ConnectionError as e:
                 if (deadline is not None and time.monotonic() >= deadline) or "timed out" in str(e).lower():
                     raise errors.DeadlineExceeded(_DEADLINE_MESSAGE) from None
-                raise errors.Unavailable(f"cannot reach {self.endpoint}: {_reason(e)}") from None
+                err = errors.Unavailable(f"cannot reach {self.endpoint}: {_reason(e)}")
+                raise (err if self.reached else errors.Unreachable.of(err, self.endpoint)) from None
             except requests.RequestException as e:
                 raise errors.Unavailable(f"connection to {self.endpoint} broken: {_reason(e)}") from None
         except errors.ApiError as e:
