@@ -38,6 +38,24 @@ def failing(n: int, err: errors.ApiError):
     return attempt, calls
 
 
+def get_with_retry(
+    attempt, policy: RetryPolicy, clock: FakeClock, jitter: float, timeout: float | None = None
+):
+    """GetBatchPredictionJob's retry loop on the fake clock: the result, or None when it gave up."""
+    try:
+        return call_with_retry(
+            attempt,
+            method=GET_BATCH_PREDICTION_JOB,
+            policy=policy,
+            timeout=timeout,
+            sleep=clock.sleep,
+            clock=clock,
+            rng=lambda: jitter,
+        )
+    except errors.Unavailable:
+        return None
+
+
 policies = st.builds(
     RetryPolicy,
     initial=st.floats(0.001, 2.0),
@@ -63,18 +81,7 @@ def test_backoff_never_exceeds_its_cap(policy, n, jitter):
 def test_retries_stop_at_the_deadline(policy, failures, jitter):
     clock = FakeClock()
     attempt, calls = failing(failures, errors.Unavailable("down"))
-    try:
-        result = call_with_retry(
-            attempt,
-            method=GET_BATCH_PREDICTION_JOB,
-            policy=policy,
-            timeout=None,
-            sleep=clock.sleep,
-            clock=clock,
-            rng=lambda: jitter,
-        )
-    except errors.Unavailable:
-        result = None
+    result = get_with_retry(attempt, policy, clock, jitter)
     assert clock.now < policy.deadline
     if result == "ok":
         assert len(calls) == failures + 1
@@ -102,19 +109,7 @@ def test_an_endpoint_never_reached_is_retried_for_its_grace_only(policy, grace, 
     clock = FakeClock()
     err = errors.Unreachable("refused") if kind == "unreachable" else errors.Unavailable("down")
     attempt, calls = failing(failures, err)
-    try:
-        result = call_with_retry(
-            attempt,
-            method=GET_BATCH_PREDICTION_JOB,
-            policy=policy,
-            timeout=None,
-            sleep=clock.sleep,
-            clock=clock,
-            rng=lambda: jitter,
-        )
-    except errors.Unavailable as raised:
-        assert raised is err
-        result = None
+    result = get_with_retry(attempt, policy, clock, jitter)
     limit = min(grace, policy.deadline) if kind == "unreachable" else policy.deadline
     assert clock.now < limit or (clock.now == 0 and limit == 0)
     if result == "ok":
@@ -135,17 +130,7 @@ def test_retry_info_delay_is_honoured():
     )
     attempt, calls = failing(2, hint)
     policy = RetryPolicy(initial=0.1, maximum=0.1, multiplier=1.0, deadline=60.0)
-    assert (
-        call_with_retry(
-            attempt,
-            method=GET_BATCH_PREDICTION_JOB,
-            policy=policy,
-            timeout=None,
-            sleep=clock.sleep,
-            clock=clock,
-        )
-        == "ok"
-    )
+    assert get_with_retry(attempt, policy, clock, jitter=1.0) == "ok"
     assert clock.sleeps == [2.5, 2.5]
 
 
@@ -173,15 +158,7 @@ def test_per_attempt_timeout_shrinks_to_what_is_left():
     clock = FakeClock()
     attempt, calls = failing(3, errors.Unavailable("x"))
     policy = RetryPolicy(initial=1.0, maximum=1.0, multiplier=1.0, deadline=10.0)
-    call_with_retry(
-        attempt,
-        method=GET_BATCH_PREDICTION_JOB,
-        policy=policy,
-        timeout=8.0,
-        sleep=clock.sleep,
-        clock=clock,
-        rng=lambda: 1.0,
-    )
+    assert get_with_retry(attempt, policy, clock, jitter=1.0, timeout=8.0) == "ok"
     assert calls == [8.0, 8.0, 8.0, 7.0]
 
 
