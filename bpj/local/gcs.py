@@ -14,7 +14,6 @@ import io
 import json
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -27,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bpj import checksum, errors
+from bpj import checksum, errors, gcs_uri
 
-__all__ = ["Gcs", "GcsServer", "GcsWriter", "ObjectReader", "glob_regex", "split_uri"]
+__all__ = ["Gcs", "GcsServer", "GcsWriter", "ObjectReader", "split_uri"]
 
 _MiB = 1 << 20
 _UNSUPPORTED = "fake-gcs-server ships for Linux x86_64 only; run a GCS-compatible server yourself and pass gcs_endpoint=..."
@@ -193,56 +192,10 @@ def _free_port(host: str) -> int:
 
 # -- URIs ---------------------------------------------------------------------------------------------
 
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
-_WILDCARD = re.compile(r"[*?\[]")
-
 
 def split_uri(uri: str, *, object_required: bool = True) -> tuple[str, str]:
     """``gs://bucket/name`` -> ``("bucket", "name")``; InvalidArgument naming the URI otherwise."""
-    if not isinstance(uri, str) or not uri.startswith("gs://"):
-        raise errors.InvalidArgument(f"{uri!r} is not a Cloud Storage URI: expected gs://bucket/object")
-    bucket, _, name = uri[5:].partition("/")
-    if not _BUCKET.fullmatch(bucket):
-        raise errors.InvalidArgument(
-            f"{uri!r} does not name a valid bucket ({bucket!r}): Cloud Storage bucket names are 3-63 "
-            "characters (up to 222 with dots) of a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit"
-        )
-    if object_required and not name:
-        raise errors.InvalidArgument(f"{uri!r} names no object: expected gs://bucket/object")
-    if "\r" in name or "\n" in name or len(name.encode()) > 1024:
-        raise errors.InvalidArgument(f"{uri!r} is not a valid object name")
-    return bucket, name
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a Cloud Storage wildcard over object names: ``*`` stays within one ``/`` level,
-    ``**`` crosses levels, ``?`` is one character, ``[abc]``/``[!abc]`` a character class."""
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end + 1
-                continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return gcs_uri.split(uri, object_required=object_required, error=errors.InvalidArgument)
 
 
 def _quote(name: str) -> str:
@@ -372,9 +325,9 @@ class Gcs:
         """The gs:// URIs of the objects that start with a prefix, or match a wildcard pattern (``*``, ``**``,
         ``?``, ``[...]``, as Cloud Storage URIs use them), in name order."""
         bucket, name = split_uri(pattern, object_required=False)
-        m = _WILDCARD.search(name)
+        m = gcs_uri.WILDCARD.search(name)
         prefix = name[: m.start()] if m else name
-        regex = glob_regex(name) if m else None
+        regex = gcs_uri.glob_regex(name) if m else None
         out = []
         for obj in self._iter_objects(bucket, prefix, pattern):
             if regex is None or regex.fullmatch(obj):

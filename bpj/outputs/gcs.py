@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bpj import errors
+from bpj import errors, gcs_uri
 from bpj.outputs.gcs_api import CHUNK_SIZE, Client, DataCorruption, GcsObject, client_for, verify
 from bpj.outputs.reader import Progress, Reader
 from bpj.outputs.reader import cores as _cores
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DataCorruption", "GcsObject", "GcsPartition", "GcsReader"]
 
-_WILDCARD = re.compile(r"[*?\[]")
 # Decoding JSONL or CSV takes about this many times the object's size (parse buffers, the table) while it
 # runs, so a decoding read reserves that much of max_bytes_in_flight per object.
 DECODE_FACTOR = 3
@@ -178,7 +177,7 @@ class GcsReader(Reader):
             raise errors.UsageError(f"kind must be 'predictions' or 'errors', got {kind!r}")
         if max_bytes_in_flight < 1:
             raise errors.UsageError(f"max_bytes_in_flight must be positive, got {max_bytes_in_flight}")
-        self.bucket, self.pattern = _split(uri)
+        self.bucket, self.pattern = gcs_uri.split(uri)
         self.uri = uri
         self.kind = kind
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
@@ -196,7 +195,7 @@ class GcsReader(Reader):
     def errors(self) -> GcsReader:
         """The same reader over the ``errors_*`` files next to the predictions."""
         root = self.pattern
-        m = _WILDCARD.search(root)
+        m = gcs_uri.WILDCARD.search(root)
         if m:
             root = root[: m.start()].rpartition("/")[0]
         elif any(o.name == root for o in self._list(root)):  # one object: its directory
@@ -226,9 +225,9 @@ class GcsReader(Reader):
 
     def _select(self) -> list[GcsObject]:
         name = self.pattern
-        m = _WILDCARD.search(name)
+        m = gcs_uri.WILDCARD.search(name)
         if m:
-            regex = _glob_regex(name)
+            regex = gcs_uri.glob_regex(name)
             return [o for o in self._list(name[: m.start()]) if regex.fullmatch(o.name)]
         found = self._list(name)
         exact = [o for o in found if o.name == name]
@@ -421,32 +420,5 @@ class _Budget:
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def _split(uri: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("gs://"):
-        raise errors.UsageError(f"{uri!r} is not a Cloud Storage URI: expected gs://bucket/path")
-    bucket, _, name = uri[5:].partition("/")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
-        raise errors.UsageError(f"{uri!r} does not name a valid bucket ({bucket!r})")
-    return bucket, name
-
-
 def _natural(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` within one ``/`` level, ``**`` across levels, ``?`` one character, ``[...]`` a class."""
-    out = []
-    for token in re.split(r"(\*\*|\*|\?|\[!?[^\]]+\])", pattern):
-        if token == "**":
-            out.append(".*")
-        elif token == "*":
-            out.append("[^/]*")
-        elif token == "?":
-            out.append("[^/]")
-        elif token.startswith("[") and token.endswith("]") and len(token) > 2:
-            body = token[1:-1]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-        else:
-            out.append(re.escape(token))
-    return re.compile("".join(out), re.DOTALL)

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import errors, types
-from bpj.local.gcs import Gcs, GcsServer, glob_regex
+from bpj.gcs_uri import glob_regex
+from bpj.local.gcs import Gcs, GcsServer
 from bpj.local.inputs import Instance, read_instances
 from bpj.local.sinks import BigQuerySink, GcsSink
 
