@@ -365,10 +365,15 @@ def test_closed_port_gives_unavailable():
     assert f"nothing accepts connections at 127.0.0.1:{port}" in info.value.message
 
 
-def test_stopped_server_gives_unavailable():
+@pytest.mark.parametrize("first", ["1", "raise-NOT_FOUND", "raise-UNAVAILABLE"])
+def test_stopped_server_gives_unavailable(first):
+    # Any answer of the server, an error too, means the endpoint was reached.
     server = serve_grpc(Jobs())
     t = GrpcTransport(server.endpoint)
-    get(t, "1")
+    try:
+        get(t, first)
+    except errors.ApiError as e:
+        assert type(e) is errors.error_class(errors.Code[first.removeprefix("raise-")])
     server.stop()
     with pytest.raises(errors.Unavailable) as info:
         get(t, "1", timeout=5)

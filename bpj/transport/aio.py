@@ -47,9 +47,9 @@ from bpj.transport.grpc import (
     Credentials,
     GrpcTransport,
     channel_credentials,
+    failed_call,
     mapped_errors,
     multicallable,
-    unreachable_or,
 )
 from bpj.transport.memory import Handler, InMemoryTransport, with_routing
 from bpj.transport.rest import RestTransport
@@ -360,8 +360,9 @@ class AsyncGrpcTransport:
         try:
             with mapped_errors(method, request):
                 response = await call
-        except errors.Unavailable as e:
-            raise unreachable_or(e, self.reached, self.endpoint) from None
+        except errors.ApiError as e:
+            err, self.reached = failed_call(e, self.reached, self.endpoint)
+            raise err from None
         self.reached = True
         return response  # type: ignore[no-any-return]
 

@@ -87,13 +87,14 @@ def api_error(error: grpc.RpcError, method: Method, request: Message | None) -> 
     return errors.from_status(code, message, detail_dicts, method=method, request=request)
 
 
-def unreachable_or(err: errors.Unavailable, reached: bool, endpoint: str) -> errors.Unavailable:
-    """``err`` as :class:`bpj.errors.Unreachable` when grpc-core could not connect and the transport has
-    never had an answer from its endpoint; else ``err`` itself."""
+def failed_call(err: errors.ApiError, reached: bool, endpoint: str) -> tuple[errors.ApiError, bool]:
+    """The error to raise for a failed call, and whether the endpoint has now answered the transport: any
+    error but a failure to connect came from the server. A failure to connect to an endpoint that never
+    answered becomes :class:`bpj.errors.Unreachable`."""
     words = err.message.lower()
-    if reached or not any(w in words for w in _CONNECT_FAILED_WORDS):
-        return err
-    return errors.Unreachable.of(err, endpoint)
+    if not isinstance(err, errors.Unavailable) or not any(w in words for w in _CONNECT_FAILED_WORDS):
+        return err, True
+    return (err if reached else errors.Unreachable.of(err, endpoint)), reached
 
 
 # How grpc-core words a failure to open any connection (refused, no route, no such host).
@@ -205,7 +206,7 @@ class GrpcTransport:
         self._channel: grpc.Channel | None = None
         self._rpcs: dict[Any, BoundRpc] = {}
         self._closed = False
-        self.reached = False  # a call has had an answer from the endpoint (see unreachable_or)
+        self.reached = False  # a call has had an answer from the endpoint (see failed_call)
 
     @classmethod
     def from_channel(cls, channel: grpc.Channel, *, target: str = "<channel>") -> GrpcTransport:
@@ -265,8 +266,9 @@ class GrpcTransport:
                 response = rpc.call(
                     request, timeout=timeout, metadata=self.call_metadata(method, rpc, request, metadata)
                 )
-        except errors.Unavailable as e:
-            raise unreachable_or(e, self.reached, self.endpoint) from None
+        except errors.ApiError as e:
+            err, self.reached = failed_call(e, self.reached, self.endpoint)
+            raise err from None
         self.reached = True
         return response
 
