@@ -48,7 +48,6 @@ class ReadRowsChunk:
     rows: memoryview
     format: str
     uncompressed_byte_size: int | None
-    wire_size: int
 
 
 def parse_read_rows(data: bytes) -> ReadRowsChunk:
@@ -72,7 +71,7 @@ def parse_read_rows(data: bytes) -> ReadRowsChunk:
                 if inner == _SERIALIZED_RECORD_BATCH and inner_kind == _LEN:
                     rows = (at, length)
     batch = view[rows[0] : rows[0] + rows[1]] if rows is not None else view[:0]
-    return ReadRowsChunk(row_count, batch, fmt, uncompressed, len(data))
+    return ReadRowsChunk(row_count, batch, fmt, uncompressed)
 
 
 def _fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
