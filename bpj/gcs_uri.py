@@ -1,6 +1,9 @@
 """``gs://`` URIs and Cloud Storage wildcards, read the same way by the output readers and the local stack.
 
-``split`` checks a URI and returns ``(bucket, name)``; ``glob_regex`` turns a wildcard over object names into
+``split`` checks a URI and returns ``(bucket, name)``; ``bucket_problem`` and ``object_problem`` say what is
+wrong with a bucket or object name (None when nothing is), by Cloud Storage's documented naming rules plus
+what the local stack refuses so that no name can reach outside its data dir: ``.`` and ``..`` path segments,
+NUL and control characters. ``glob_regex`` turns a wildcard over object names into
 a regex: ``*`` stays within one ``/`` level, ``**`` crosses levels, ``?`` is one character and ``[abc]`` or
 ``[!abc]`` a character class (a ``[`` that opens no class is itself).
 """
@@ -11,9 +14,54 @@ import re
 
 from bpj import errors
 
-__all__ = ["WILDCARD", "glob_regex", "split"]
+__all__ = ["WILDCARD", "bucket_problem", "glob_regex", "object_problem", "split"]
 
 BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BUCKET_RULES = (
+    "Cloud Storage bucket names are 3-63 characters (up to 222 with dots, 63 between dots) of a-z, 0-9, "
+    "'-', '_' and '.', starting and ending with a letter or digit"
+)
+MAX_OBJECT_NAME_BYTES = 1024
+
+
+def bucket_problem(name: str) -> str | None:
+    """What is wrong with a bucket name by Cloud Storage's rules, or None when nothing is."""
+    if not isinstance(name, str) or not BUCKET.fullmatch(name):
+        return _BUCKET_RULES
+    parts = name.split(".")
+    if "" in parts:
+        return "a bucket name cannot have two dots in a row"
+    if len(parts) == 1 and len(name) > 63 or any(len(p) > 63 for p in parts):
+        return _BUCKET_RULES
+    if _IPV4.fullmatch(name):
+        return "a bucket name cannot be an IP address"
+    if name.startswith("goog") or "google" in name:
+        return "a bucket name cannot start with 'goog' or contain 'google'"
+    return None
+
+
+def object_problem(name: str) -> str | None:
+    """What is wrong with an object name, or None: 1-1024 bytes of UTF-8 without CR or LF (Cloud Storage's
+    rules), and, stricter, no control character and no ``.`` or ``..`` path segment."""
+    if not isinstance(name, str) or not name:
+        return "an object name cannot be empty"
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return "an object name must be valid UTF-8"
+    if size > MAX_OBJECT_NAME_BYTES:
+        return f"an object name is at most {MAX_OBJECT_NAME_BYTES} bytes of UTF-8"
+    if _CONTROL.search(name):
+        return "an object name cannot contain NUL, CR, LF or other control characters"
+    if any(part in (".", "..") for part in name.split("/")):
+        return "an object name cannot have '.' or '..' path segments"
+    if name.startswith(".well-known/acme-challenge/"):
+        return "an object name cannot start with '.well-known/acme-challenge/'"
+    return None
+
+
 WILDCARD = re.compile(r"[*?\[]")
 _TOKEN = re.compile(r"(\*\*|\*|\?|\[!?[^\]]+\])")
 
@@ -27,15 +75,15 @@ def split(
         what = "object" if object_required else "path"
         raise error(f"{uri!r} is not a Cloud Storage URI: expected gs://bucket/{what}")
     bucket, _, name = uri[5:].partition("/")
-    if not BUCKET.fullmatch(bucket):
-        raise error(
-            f"{uri!r} does not name a valid bucket ({bucket!r}): Cloud Storage bucket names are 3-63 "
-            "characters (up to 222 with dots) of a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit"
-        )
+    problem = bucket_problem(bucket)
+    if problem is not None:
+        raise error(f"{uri!r} does not name a valid bucket ({bucket!r}): {problem}")
     if object_required and not name:
         raise error(f"{uri!r} names no object: expected gs://bucket/object")
-    if "\r" in name or "\n" in name or len(name.encode()) > 1024:
-        raise error(f"{uri!r} is not a valid object name")
+    # A prefix may end in '/', and a wildcard pattern is not a name yet: check what is there.
+    problem = object_problem(name.rstrip("/")) if name.rstrip("/") else None
+    if problem is not None:
+        raise error(f"{uri!r} does not name a valid object: {problem}")
     return bucket, name
 
 

@@ -93,10 +93,76 @@ def test_a_bracket_that_opens_no_class_is_itself():
         ("s3://b/o", "is not a Cloud Storage URI"),
         ("gs://B/o", "does not name a valid bucket"),
         ("gs://bucket", "names no object"),
-        ("gs://bucket/a\nb", "is not a valid object name"),
+        ("gs://bucket/a\nb", "does not name a valid object: .*control characters"),
+        ("gs://bucket/a/../b", "does not name a valid object: .*'..' path segments"),
+        ("gs://bucket/./b", "does not name a valid object: .*'..' path segments"),
+        ("gs://bucket/a\x00b", "control characters"),
+        ("gs://a..b/o", "two dots in a row"),
+        ("gs://192.168.1.1/o", "IP address"),
+        ("gs://google-data/o", "'google'"),
+        ("gs://" + "a" * 64 + "/o", "3-63 characters"),
+        ("gs://bucket/" + "é" * 513, "at most 1024 bytes"),
     ],
 )
 def test_bad_uris_say_what_is_wrong(uri, words):
     with pytest.raises(errors.InvalidArgument, match=words):
         gcs_uri.split(uri, object_required=True, error=errors.InvalidArgument)
     assert gcs_uri.split("gs://bucket/dir/", object_required=False) == ("bucket", "dir/")
+
+
+# -- names, against a reference written from Cloud Storage's documented rules -------------------------------
+
+BUCKET_CHARS = "abz09-_.AZ/ %\x00"
+
+
+def bucket_ok(name: str) -> bool:
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+    parts = name.split(".")
+    return (
+        3 <= len(name) <= 222
+        and set(name) <= allowed
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and all(0 < len(p) <= 63 for p in parts)
+        and (len(parts) > 1 or len(name) <= 63)
+        and not (len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts))
+        and not name.startswith("goog")
+        and "google" not in name
+    )
+
+
+@given(
+    st.text(BUCKET_CHARS, max_size=70) | st.sampled_from(["goog1", "xgooglex", "1.2.3.4", "a" * 63, "a.b"])
+)
+def test_bucket_names_follow_the_documented_rules(name):
+    assert (gcs_uri.bucket_problem(name) is None) == bucket_ok(name)
+
+
+def object_ok(name: str) -> bool:
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return False
+    return (
+        0 < size <= 1024
+        and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+        and "." not in name.split("/")
+        and ".." not in name.split("/")
+        and not name.startswith(".well-known/acme-challenge/")
+    )
+
+
+HOSTILE = st.lists(
+    st.sampled_from(["..", ".", "", "a", "é", "%2e%2e", "\x00", "\n", "\\", "\ud800", "x" * 300]), max_size=6
+).map("/".join)
+
+
+@given(HOSTILE | st.text(max_size=40))
+def test_object_names_follow_the_documented_rules_and_never_climb(name):
+    ok = gcs_uri.object_problem(name) is None
+    assert ok == object_ok(name)
+    if ok:  # what the local stack's engine does with a name: join it under the bucket's directory
+        import posixpath
+
+        resolved = posixpath.normpath(posixpath.join("/root/bucket", name))
+        assert posixpath.commonpath(["/root/bucket", resolved]) == "/root/bucket"
