@@ -11,6 +11,10 @@ Every append writes a new part to a temporary name, fsyncs it, renames it into p
 a crash leaves either the whole part or none of it. Tables and datasets appear and disappear with one rename,
 too. One ``TableStore`` is shared by the Storage Read server, the REST API and the executor in one process;
 its methods are thread-safe, and a reader works on a snapshot (the parts that existed when it started).
+
+Every public method refuses (InvalidArgument) a project, dataset or table name that is not a valid BigQuery
+name (``project_problem``, ``dataset_problem``, ``table_problem``), so each name is one plain path component
+under root and none reaches outside it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import re
 import shutil
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,10 +34,17 @@ from bpj import errors
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
-_ID = re.compile(r"[A-Za-z0-9_]{1,1024}")
+# BigQuery's naming rules (the "Naming" sections of the datasets, tables and projects docs), so that every
+# name is one plain path component under root. Project ids: a letter, then lowercase letters, digits and
+# hyphens, not ending in a hyphen, at most 30 characters, maybe after a "domain.tld:" prefix. (Google asks for
+# at least 6 characters of new projects; short ids such as "p" stay accepted here, as tests and fakes use them.)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PROJECT = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})+:)?[a-z](?:[a-z0-9-]{{0,28}}[a-z0-9])?")
+_DATASET = re.compile(r"[A-Za-z0-9_]+")
+# Tables: Unicode letters (L), marks (M), numbers (N), connectors such as "_" (Pc), dashes (Pd), spaces (Zs).
+_TABLE_CATEGORIES = frozenset({"L", "M", "N", "Pc", "Pd", "Zs"})
 _PART = re.compile(r"part-(\d{9})-(\d+)\.arrow")
-# Longest name most filesystems take for one path component.
+# BigQuery allows 1024 characters (tables: UTF-8 bytes); most filesystems take 255 bytes per path component.
 _MAX_NAME = 255
 
 
@@ -82,7 +94,7 @@ class TableStore:
     def list_datasets(self, project: str) -> list[str]:
         """Dataset ids of ``project``, sorted; a project nobody wrote to has none."""
         _check_project(project)
-        return _children(self.root / project)
+        return _children(_join(self.root, project))
 
     def dataset_created(self, project: str, dataset: str) -> float:
         """When the dataset was created (seconds since the epoch)."""
@@ -264,12 +276,12 @@ class TableStore:
     def _dataset_dir(self, project: str, dataset: str) -> Path:
         _check_project(project)
         _check_id("dataset", dataset)
-        return self.root / project / dataset
+        return _join(_join(self.root, project), dataset)
 
     def _table_dir(self, project: str, dataset: str, table: str) -> Path:
         path = self._dataset_dir(project, dataset)
         _check_id("table", table)
-        return path / table
+        return _join(path, table)
 
     def _existing_dataset(self, project: str, dataset: str) -> Path:
         path = self._dataset_dir(project, dataset)
@@ -393,21 +405,70 @@ def _scan(
             yield batch if columns is None else batch.select(list(columns))
 
 
-def _check_project(project: str) -> None:
+def project_problem(project: str) -> str | None:
+    """What is wrong with a BigQuery project id, or None."""
     if not isinstance(project, str) or not _PROJECT.fullmatch(project):
-        raise errors.InvalidArgument(
-            f"Invalid project ID {project!r}. Project IDs must start with a letter or digit and contain only "
-            "letters, digits, hyphens, dots, colons and underscores, at most 128 characters."
+        return (
+            f"Invalid project ID {_shown(project)}. Project IDs must start with a letter and contain only lowercase "
+            "letters, digits and hyphens, at most 30 characters, not ending with a hyphen (or be "
+            "domain.tld:project-id)."
         )
+    return None
+
+
+def dataset_problem(dataset: str) -> str | None:
+    """What is wrong with a BigQuery dataset id, or None."""
+    if not isinstance(dataset, str) or not _DATASET.fullmatch(dataset) or len(dataset) > _MAX_NAME:
+        return (
+            f"Invalid dataset ID {_shown(dataset)}. Dataset IDs must be alphanumeric (plus underscores) and must be "
+            f"at most {_MAX_NAME} characters long here."
+        )
+    return None
+
+
+def table_problem(table: str) -> str | None:
+    """What is wrong with a BigQuery table id, or None."""
+    if not isinstance(table, str) or not table:
+        return f"Invalid table ID {_shown(table)}. A table ID cannot be empty."
+    bad = next((c for c in table if not _table_char(c)), None)
+    if bad is not None:
+        return (
+            f"Invalid table ID {_shown(table)}. Table IDs may contain Unicode letters, marks, numbers, underscores, "
+            f"dashes and spaces, not {bad!r}."
+        )
+    if len(table.encode()) > _MAX_NAME:
+        return f"Invalid table ID {_shown(table)}. Table IDs must be at most {_MAX_NAME} bytes of UTF-8 here."
+    return None
+
+
+def _shown(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(name))} characters)"
+
+
+def _table_char(c: str) -> bool:
+    category = unicodedata.category(c)
+    return category[0] in _TABLE_CATEGORIES or category in _TABLE_CATEGORIES
+
+
+def _check_project(project: str) -> None:
+    problem = project_problem(project)
+    if problem is not None:
+        raise errors.InvalidArgument(problem)
 
 
 def _check_id(kind: str, value: str) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value) or len(value) > _MAX_NAME:
-        title = kind.capitalize()
-        raise errors.InvalidArgument(
-            f'Invalid {kind} ID "{value}". {title} IDs must be alphanumeric (plus underscores) and must be '
-            f"at most {_MAX_NAME} characters long here."
-        )
+    problem = dataset_problem(value) if kind == "dataset" else table_problem(value)
+    if problem is not None:
+        raise errors.InvalidArgument(problem)
+
+
+def _join(parent: Path, name: str) -> Path:
+    # The name checks make every name one plain component; this makes sure of it on any platform.
+    path = parent / name
+    if name in ("", ".", "..") or path.parent != parent or path.name != name:
+        raise errors.InvalidArgument(f"{name!r} is not a name the table store can keep")
+    return path
 
 
 def _dataset_not_found(project: str, dataset: str) -> errors.NotFound:
