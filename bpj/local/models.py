@@ -1,7 +1,8 @@
 """What a Vertex AI prediction container does with a model, done in process.
 
-``load_predictor(model, fetch, list_dir, workdir)`` reads ``model.artifact_uri`` (``gs://`` through the two
-callables, or a ``file://`` URI or directory path read directly) and returns a :class:`Predictor`:
+``load_predictor(model, fetch, list_dir, workdir)`` reads the objects under ``model.artifact_uri`` (a ``gs://``
+directory of the stack's own Cloud Storage, through the two callables; nothing else) and returns a
+:class:`Predictor`:
 
     how the model is chosen                               what is loaded
     container_spec.env has BPJ_PREDICTOR=module:Class     a custom prediction routine (see below)
@@ -39,17 +40,15 @@ import itertools
 import os
 import pickle
 import re
-import shutil
 import sys
 import tempfile
 import threading
 import types as pytypes
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bpj import types
+from bpj import gcs_uri, types
 from bpj.errors import ApiError, Code, FailedPrecondition
 
 PREDICTOR_ENV = "BPJ_PREDICTOR"
@@ -220,7 +219,7 @@ def _status_of(e: Exception) -> tuple[str, str]:
 
 
 class _Artifacts:
-    """The files under artifact_uri: relative names, bytes, and a copy into a local directory."""
+    """The objects under a ``gs://`` artifact_uri: relative names, bytes, and a copy into a local directory."""
 
     def __init__(
         self,
@@ -229,50 +228,51 @@ class _Artifacts:
         list_dir: Callable[[str], list[str]],
     ) -> None:
         self.uri = uri.rstrip("/")
-        self.local: Path | None = None
         self._fetch = fetch
-        if uri.startswith("gs://"):
-            prefix = self.uri + "/"
-            try:
-                listed = list_dir(prefix)
-            except Exception as e:
-                raise FailedPrecondition(f"cannot list {prefix}: {_cause(e)}") from e
-            self.names = sorted(
-                u[len(prefix) :] for u in listed if u.startswith(prefix) and not u.endswith("/")
-            )
-            return
-        if uri.startswith("file://"):
-            self.local = Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
-        elif "://" in uri:
+        if not uri.startswith("gs://"):
             raise FailedPrecondition(
-                f"artifact_uri {uri} is not supported; the local stack reads gs:// URIs, file:// URIs and "
-                "directory paths"
+                f"artifact_uri {uri} is not supported; the local stack reads artifacts only from its own Cloud "
+                "Storage: upload the model directory to gs://bucket/path on the stack's GCS and use that gs:// "
+                "URI as artifact_uri"
             )
-        else:
-            self.local = Path(uri)
-        if not self.local.is_dir():
-            raise FailedPrecondition(f"artifact_uri {uri}: directory {self.local} does not exist")
-        self.names = sorted(
-            p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file()
-        )
+        _, name = gcs_uri.split(uri, error=FailedPrecondition)
+        if gcs_uri.WILDCARD.search(name):
+            raise FailedPrecondition(f"artifact_uri {uri} is a directory, so it cannot hold *, ? or [")
+        prefix = self.uri + "/"
+        try:
+            listed = list_dir(prefix)
+        except Exception as e:
+            raise FailedPrecondition(f"cannot list {prefix}: {_cause(e)}") from e
+        self.names = sorted(u[len(prefix) :] for u in listed if u.startswith(prefix) and not u.endswith("/"))
 
     @property
     def top(self) -> list[str]:
         return [n for n in self.names if "/" not in n]
 
     def read(self, name: str) -> bytes:
-        if self.local is not None:
-            return (self.local / name).read_bytes()
         return self._fetch(f"{self.uri}/{name}")
 
     def copy_to(self, dest: Path) -> None:
+        """Write every object to ``dest/<its relative name>``; FailedPrecondition for a name that could land
+        anywhere else (empty, ``.`` or ``..`` segments, ``\\``, control characters), before anything is
+        written."""
+        root = Path(dest).resolve()
+        targets = []
         for name in self.names:
-            target = dest / name
+            problem = _relative_problem(name)
+            target = (root / name).resolve()
+            if problem is None and (target == root or not target.is_relative_to(root)):
+                problem = "it resolves outside the directory"
+            if problem is not None:
+                raise FailedPrecondition(
+                    f"{self.uri}/{name}: the object name after {self.uri}/ is {name!r}, and {problem}, so it cannot "
+                    "be copied into the predictor's directory; rename the object"
+                )
+            targets.append((name, target))
+        for name, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if self.local is not None:
-                shutil.copyfile(self.local / name, target)
-            else:
-                target.write_bytes(self._fetch(f"{self.uri}/{name}"))
+            with open(target, "xb") as f:  # a new file, never through an existing name or link
+                f.write(self._fetch(f"{self.uri}/{name}"))
 
     def holding(self) -> str:
         """``(it holds a.txt, b.csv)`` for messages."""
@@ -295,8 +295,9 @@ def load_predictor(
     """Load ``model`` as its Vertex AI prediction container would, or raise FailedPrecondition saying why not.
 
     ``fetch(uri)`` returns an object's bytes and ``list_dir(prefix)`` the URIs of the objects under a
-    ``gs://`` prefix; ``file://`` URIs and directory paths are read directly. Custom prediction routines get a
-    fresh directory under ``workdir`` holding a copy of the artifacts.
+    ``gs://`` prefix; any other artifact_uri (a ``file://`` URI, a host path) is refused. Custom prediction
+    routines get a fresh directory under ``workdir`` holding a copy of the artifacts, and an object whose name
+    would land outside it is refused.
     """
     uri = model.artifact_uri
     name = model.display_name or model.name or "the model"
@@ -388,6 +389,16 @@ def _is_booster(obj: Any) -> bool:
     return cls.__name__ == "Booster" and cls.__module__.startswith("xgboost")
 
 
+def _relative_problem(name: str) -> str | None:
+    if not name:
+        return "it is empty"
+    if "\\" in name:
+        return "it has a '\\'"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "it has an empty, '.' or '..' path segment"
+    return gcs_uri.object_problem(name)
+
+
 def _cause(e: BaseException) -> str:
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -418,6 +429,8 @@ def _load_custom(value: str, artifacts: _Artifacts, workdir: Path) -> Predictor:
     local = Path(tempfile.mkdtemp(prefix="artifacts-", dir=workdir))
     try:
         artifacts.copy_to(local)
+    except FailedPrecondition:
+        raise
     except Exception as e:
         raise FailedPrecondition(f"cannot copy {artifacts.uri} to {local}: {_cause(e)}") from e
     source = f"{value} from {artifacts.uri}"

@@ -18,12 +18,11 @@ from bpj import errors, types
 from bpj._gen.services.job_service import JobServiceServicer
 from bpj._gen.services.model_service import ModelServiceServicer
 from bpj._gen.services.operations import OperationsServicer
+from bpj.local.checks import FieldErrors, check_servable, check_uris, check_values
 from bpj.local.filters import compile_filter, compile_order
 from bpj.local.store import Store
 from bpj.transport.http_rules import is_repeated
 from bpj.validation import (
-    BQ_DESTINATION,
-    BQ_TABLE,
     INSTANCES_FORMATS,
     OUTPUT_ONLY,
     PREDICTIONS_FORMATS,
@@ -63,21 +62,6 @@ def check_parent(parent: str, what: str = "parent") -> re.Match[str]:
             f"{what} must be projects/{{project}}/locations/{{location}}, got {parent!r}"
         )
     return m
-
-
-class FieldErrors:
-    """Collects validation problems and raises them the way Vertex AI words them."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.items.append((field, message))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            listed = "".join(f"{i}.Field: {f}; Message: {m}\t" for i, (f, m) in enumerate(self.items, 1))
-            raise errors.InvalidArgument(f"List of found errors:\t{listed}")
 
 
 def validate_labels(labels: Any, field: str, problems: FieldErrors) -> None:
@@ -211,15 +195,12 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
         if source is None:
             p.add(f"{f}.input_config.source", "Exactly one of gcs_source and bigquery_source must be set.")
         elif source == "gcs_source":
-            if not ic.gcs_source.uris or not all(u.startswith("gs://") for u in ic.gcs_source.uris):
-                p.add(
-                    f"{f}.input_config.gcs_source.uris",
-                    "At least one gs:// URI is required, and only gs:// URIs.",
-                )
+            if not ic.gcs_source.uris:
+                p.add(f"{f}.input_config.gcs_source.uris", "At least one gs:// URI is required.")
             if ic.instances_format == "bigquery":
                 p.add(f"{f}.input_config.instances_format", "bigquery needs a bigquery_source.")
         elif source == "bigquery_source":
-            if not BQ_TABLE.match(ic.bigquery_source.input_uri):
+            if not ic.bigquery_source.input_uri:
                 p.add(f"{f}.input_config.bigquery_source.input_uri", "Must be bq://project.dataset.table.")
             if ic.instances_format != "bigquery":
                 p.add(
@@ -233,12 +214,12 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
     else:
         dest = oc.WhichOneof("destination")
         if dest == "gcs_destination":
-            if not oc.gcs_destination.output_uri_prefix.startswith("gs://"):
+            if not oc.gcs_destination.output_uri_prefix:
                 p.add(f"{f}.output_config.gcs_destination.output_uri_prefix", "Must be a gs:// URI.")
             if oc.predictions_format not in ("jsonl", "csv"):
                 p.add(f"{f}.output_config.predictions_format", "A gcs_destination takes jsonl or csv.")
         elif dest == "bigquery_destination":
-            if not BQ_DESTINATION.match(oc.bigquery_destination.output_uri):
+            if not oc.bigquery_destination.output_uri:
                 p.add(
                     f"{f}.output_config.bigquery_destination.output_uri",
                     "Must be bq://project or bq://project.dataset.",
@@ -258,7 +239,16 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
     if job.manual_batch_tuning_parameters.batch_size < 0:
         p.add(f"{f}.manual_batch_tuning_parameters.batch_size", "Must not be negative.")
     validate_labels(job.labels, f"{f}.labels", p)
+    check_stored(job, f, p)
     p.raise_if_any()
+
+
+def check_stored(message: Any, field: str, problems: FieldErrors) -> None:
+    """Every URI field of what is about to be stored, every Value in it, and that REST can serve it back."""
+    check_uris(message, field, problems)
+    check_values(message, field, problems)
+    if not problems.items:
+        check_servable(message, field, problems)
 
 
 class Jobs(JobServiceServicer):
@@ -347,8 +337,6 @@ class Models(ModelServiceServicer):
             p.add("model.display_name", "Required field is not set.")
         if not request.model.container_spec.image_uri:
             p.add("model.container_spec.image_uri", "Required field is not set.")
-        if request.model.artifact_uri and not re.match(r"^(gs://|file://|/)", request.model.artifact_uri):
-            p.add("model.artifact_uri", "Must be a gs:// URI.")
         if request.model_id and not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", request.model_id):
             p.add(
                 "model_id",
@@ -357,6 +345,7 @@ class Models(ModelServiceServicer):
         if request.parent_model:
             p.add("parent_model", "Uploading a new version of a model is not supported by the local stack.")
         validate_labels(request.model.labels, "model.labels", p)
+        check_stored(request.model, "model", p)
         p.raise_if_any()
         model = types.Model()
         model.CopyFrom(request.model)

@@ -43,9 +43,9 @@ def job(**overrides):
         labels={"team": "vision"},
     )
     j.input_config.instances_format = "jsonl"
-    j.input_config.gcs_source.uris.append("gs://in/instances.jsonl")
+    j.input_config.gcs_source.uris.append("gs://bpj-in/instances.jsonl")
     j.output_config.predictions_format = "jsonl"
-    j.output_config.gcs_destination.output_uri_prefix = "gs://out/run"
+    j.output_config.gcs_destination.output_uri_prefix = "gs://bpj-out/run"
     for k, v in overrides.items():
         if k == "labels":
             j.labels.clear()
