@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import signal
 import sys
 import threading
@@ -12,13 +14,16 @@ from typing import Any
 from bpj import errors
 from bpj.cli.common import Unreachable, add_json, connect, print_json, print_table
 
+STOP_DEADLINE = 8.0
+"""Seconds a stop may take before ``bpj local start`` exits anyway (the stack must be gone within 10 s)."""
+
 
 def start(args: argparse.Namespace) -> int:
+    """Run the stack until SIGINT or SIGTERM; exit within :data:`STOP_DEADLINE` seconds of the first one."""
     from bpj.local.stack import LocalStack
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _on_stop_signal(stop)
     stack = LocalStack(
         args.data_dir, host=args.host, token=args.token, gcs_endpoint=args.gcs_endpoint, workers=args.workers
     )
@@ -32,6 +37,36 @@ def start(args: argparse.Namespace) -> int:
         stop.wait()
         print("# stopping", file=sys.stderr, flush=True)
     return 0
+
+
+def _on_stop_signal(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``; the first one also arms a watchdog that ``os._exit``s the process
+    :data:`STOP_DEADLINE` seconds later, whatever still runs (its children die with it: PR_SET_PDEATHSIG).
+
+    The watchdog learns of the signal from the wakeup fd, which the C-level handler writes at once, so it is
+    armed even while the main thread is stuck in a call that does not return to Python.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watchdog() -> None:
+        while (received := os.read(read_fd, 1)) and received[0] not in (signal.SIGINT, signal.SIGTERM):
+            pass
+        time.sleep(STOP_DEADLINE)  # a clean stop ends the process before this returns
+        print(
+            f"bpj local start: the stack did not stop within {STOP_DEADLINE:.0f} s of "
+            f"{signal.Signals(received[0]).name if received else 'the signal'}; exiting now. Threads still "
+            "running:",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="bpj-stop-watchdog", daemon=True).start()
 
 
 # -- status -----------------------------------------------------------------------------------------------

@@ -5,28 +5,48 @@ reports it; completion_stats are saved as the job goes, so Get shows progress. A
 model error on one instance goes to the errors output and does not fail the job; a missing model, an
 unreadable input or a bad destination does, with an error that says which.
 
+The model is loaded and run in a process of its own (:mod:`bpj.local.predictor_process`), one per running
+job; this stack process reads the inputs, writes the outputs and keeps the store. Batches are sent a few at a
+time, so reading and writing overlap with predicting. Cancel stops that process (SIGTERM, then SIGKILL), so a
+predictor that never returns from ``load`` or ``predict`` cannot keep its job running: the job ends CANCELLED
+with the completion_stats of the batches written so far. A predictor process that dies on its own (crash,
+signal, ``os._exit``) fails the job with INTERNAL and its exit code or signal.
+
+Partial outputs: a job that does not succeed leaves the files (or table rows) it wrote, as Vertex AI does, and
+does not list them in output_info.
+
 After a crash the store may hold jobs that were RUNNING: :meth:`Executor.recover` ends them FAILED with an
 error that says so (their outputs are partial and are not presented in output_info), ends CANCELLING ones
-CANCELLED, and starts PENDING ones again.
+CANCELLED, and starts PENDING ones again. :meth:`Executor.shutdown` stops the predictor processes at once and
+ends the jobs that were running the same way.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpj import errors, types
 from bpj.local.store import Store
 
+if TYPE_CHECKING:
+    from bpj.local.predictor_process import PredictorProcess
+
 log = logging.getLogger("bpj.local")
 S = types.JobState
 DEFAULT_BATCH_SIZE = 64
+# Batches go to the predictor process in messages of up to this many instances (or batches), with up to
+# IN_FLIGHT messages sent and not yet answered (measured with benchmarks/bench_executor.py).
+MESSAGE_INSTANCES = 1024
+MESSAGE_BATCHES = 64
+IN_FLIGHT = 2
 MAX_PARTIAL_FAILURES = 10
 CRASHED = (
     "The local stack stopped while this job was running (crash or kill). Its outputs are partial and are "
@@ -56,6 +76,10 @@ class Executor:
         self.progress_interval = progress_interval
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bpj-job")
         self._cancel: dict[str, threading.Event] = {}
+        self._children: dict[str, PredictorProcess] = {}
+        # Predictor processes are started from this one thread: they die with the thread that started them.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpj-predictor-spawn")
+        self._spare: Future[PredictorProcess] | None = self._spawner.submit(_new_process)
         self._lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -68,7 +92,10 @@ class Executor:
     def stop(self, name: str) -> None:
         with self._lock:
             event = self._cancel.setdefault(name, threading.Event())
-        event.set()
+            event.set()
+            child = self._children.get(name)
+        if child is not None:
+            child.stop()
 
     def recover(self) -> None:
         """Settle jobs a previous run of the stack left unfinished (see the module docstring)."""
@@ -81,9 +108,48 @@ class Executor:
                 self.start(job.name)
 
     def shutdown(self) -> None:
-        """Stop taking work; running jobs end at their next batch (FAILED, as after a crash)."""
-        self.stopping.set()
+        """Stop taking work and stop every predictor process; running jobs end FAILED, as after a crash."""
+        with self._lock:
+            self.stopping.set()
+            children = list(self._children.values())
+        for child in children:
+            child.stop()
         self._pool.shutdown(wait=True, cancel_futures=False)
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.exception() is None:
+            spare.result().stop()
+            spare.result().close()
+        self._spawner.shutdown(wait=True)
+
+    def spawn(self, name: str, what: str, cancel: threading.Event) -> PredictorProcess:
+        """The predictor process of job ``name`` (the spare one if it is ready), unless it is cancelled."""
+        with self._lock:
+            if cancel.is_set() or self.stopping.is_set():
+                raise Cancelled
+            spare, self._spare = self._spare, None
+        # Starting a process takes milliseconds (the spare's imports run in the spare), so wait for it.
+        child = spare.result() if spare is not None and spare.exception() is None else None
+        if child is None or not child.alive():
+            if child is not None:
+                child.close()  # it died (e.g. the thread that started the stack ended): reap it
+            child = self._spawner.submit(_new_process).result()
+        child.what = what
+        with self._lock:
+            self._children[name] = child
+            if cancel.is_set() or self.stopping.is_set():
+                child.stop()  # cancelled meanwhile: loading then ends with PredictorDied
+        return child
+
+    def release(self, name: str, child: PredictorProcess) -> None:
+        """Forget and end the predictor process of job ``name``; start a spare for the next job."""
+        with self._lock:
+            if self._children.get(name) is child:
+                del self._children[name]
+        child.close()
+        with self._lock:
+            if self._spare is None and not self.stopping.is_set():
+                self._spare = self._spawner.submit(_new_process)
 
     # -- running one job ---------------------------------------------------------------------------------
     def _run(self, name: str, cancel: threading.Event) -> None:
@@ -150,53 +216,89 @@ class Run:
 
     def execute(self) -> None:
         from bpj.local.inputs import read_instances
-        from bpj.local.models import load_predictor, predict_isolating_errors
+        from bpj.local.predictor_process import PredictorDied
 
         job, ex = self.job, self.ex
-        sink = None
+        sink = child = None
         try:
             model = self.model()
             workdir = ex.workdir / job.name.rsplit("/", 1)[-1]
             workdir.mkdir(parents=True, exist_ok=True)
-            predictor = load_predictor(model, fetch=ex.gcs.read, list_dir=ex.gcs.list, workdir=workdir)
+            child = ex.spawn(job.name, _describe(job, model), self.cancel)
+            child.load(model, workdir, fetch=ex.gcs.read, list_dir=ex.gcs.list)
             parameters = _python(job.model_parameters) if job.HasField("model_parameters") else None
             batch_size = job.manual_batch_tuning_parameters.batch_size or DEFAULT_BATCH_SIZE
             batches = read_instances(
                 job.input_config, job.instance_config, gcs=ex.gcs, tables=ex.tables, batch_size=batch_size
             )
             sink = self.open_sink(model)
-            for batch in batches:
-                self.check_cancel()
-                good = [i for i in batch if i.error is None]
-                results = (
-                    predict_isolating_errors(predictor, [i.payload for i in good], parameters) if good else []
-                )
-                predictions = [(inst, value) for inst, (ok, value) in zip(good, results, strict=True) if ok]
-                failures = [(i, "INVALID_ARGUMENT", i.error) for i in batch if i.error is not None]
-                failures += [
-                    (inst, *value) for inst, (ok, value) in zip(good, results, strict=True) if not ok
-                ]
-                if predictions:
-                    sink.write_predictions(predictions)
-                if failures:
-                    sink.write_errors(failures)
-                self.count(len(predictions), failures)
+            self.predict(child, batches, parameters, sink)
             sink.close()
-        except Cancelled:
+        except (Cancelled, PredictorDied) as e:
             if sink is not None:
                 sink.abort()
-            if ex.stopping.is_set() and not self.cancel.is_set():
+            if self.cancel.is_set():
+                ex.finish(job.name, S.JOB_STATE_CANCELLED, stats=self.stats)
+            elif ex.stopping.is_set():
                 ex.finish(
                     job.name, S.JOB_STATE_FAILED, error=(errors.Code.ABORTED, CRASHED), stats=self.stats
                 )
             else:
-                ex.finish(job.name, S.JOB_STATE_CANCELLED, stats=self.stats)
+                ex.finish(
+                    job.name, S.JOB_STATE_FAILED, error=(errors.Code.INTERNAL, str(e)), stats=self.stats
+                )
             return
         except errors.ApiError as e:
             if sink is not None:
                 sink.abort()
             ex.finish(job.name, S.JOB_STATE_FAILED, error=(e.code, e.message), stats=self.stats)
             return
+        finally:
+            if child is not None:
+                ex.release(job.name, child)
+        self.succeed(sink)
+
+    def predict(self, child: PredictorProcess, batches: Any, parameters: Any, sink: Any) -> None:
+        """Send batches to the predictor process a few messages ahead, and write each answer as it comes."""
+        in_flight: collections.deque[list[Any]] = collections.deque()
+        group: list[Any] = []
+        size = 0
+        for batch in batches:
+            self.check_cancel()
+            group.append(batch)
+            size += len(batch)
+            if size >= MESSAGE_INSTANCES or len(group) >= MESSAGE_BATCHES:
+                child.send_batches(parameters, [[i.payload for i in b if i.error is None] for b in group])
+                in_flight.append(group)
+                group, size = [], 0
+                while len(in_flight) >= IN_FLIGHT:
+                    self.write(in_flight.popleft(), child.results(), sink)
+        if group:
+            child.send_batches(parameters, [[i.payload for i in b if i.error is None] for b in group])
+            in_flight.append(group)
+        while in_flight:
+            self.check_cancel()
+            self.write(in_flight.popleft(), child.results(), sink)
+
+    def write(self, group: list[Any], results: list[list[Any]], sink: Any) -> None:
+        for batch, batch_results in zip(group, results, strict=True):
+            good = [i for i in batch if i.error is None]
+            pairs = list(zip(good, batch_results, strict=True))
+            predictions = [(inst, value) for inst, (ok, value) in pairs if ok]
+            failures = [
+                (i, getattr(i, "error_code", "INVALID_ARGUMENT"), i.error)
+                for i in batch
+                if i.error is not None
+            ]
+            failures += [(inst, *value) for inst, (ok, value) in pairs if not ok]
+            if predictions:
+                sink.write_predictions(predictions)
+            if failures:
+                sink.write_errors(failures)
+            self.count(len(predictions), failures)
+
+    def succeed(self, sink: Any) -> None:
+        job, ex = self.job, self.ex
         total = self.stats.successful_count + self.stats.failed_count
         if total and not self.stats.successful_count:
             first = self.partial_failures[0].message if self.partial_failures else ""
@@ -288,6 +390,19 @@ class Run:
                 job.update_time.CopyFrom(_now())
 
             self.ex.update(self.job.name, progress)
+
+
+def _new_process() -> PredictorProcess:
+    from bpj.local.predictor_process import PredictorProcess
+
+    return PredictorProcess()
+
+
+def _describe(job: Any, model: Any) -> str:
+    """How messages name the model: ``model "iris" (projects/.../models/1)``."""
+    if job.HasField("unmanaged_container_model"):
+        return f"the unmanaged model at {model.artifact_uri}"
+    return f'model "{model.display_name}" ({job.model})'
 
 
 def _running(job: Any) -> None:
