@@ -45,6 +45,30 @@ PREDICTORS = {
             def predict(self, body):
                 return body["instances"]
     """,
+    "hang_ignoring_sigterm": """
+        import signal
+
+        class Predictor:
+            def load(self, path):
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                write_pid()
+                while True:
+                    time.sleep(1)
+
+            def predict(self, body):
+                return body["instances"]
+    """,
+    "segfault": """
+        class Predictor:
+            def load(self, path):
+                pass
+
+            def predict(self, body):
+                import ctypes
+
+                write_pid()
+                ctypes.string_at(0)
+    """,
     "exit_3": """
         class Predictor:
             calls = 0
@@ -157,7 +181,7 @@ def wait_gone(pids: set[int], deadline: float) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("kind", ["hang_in_predict", "hang_in_load"])
+@pytest.mark.parametrize("kind", ["hang_in_predict", "hang_in_load", "hang_ignoring_sigterm"])
 def test_cancel_stops_a_predictor_that_never_returns(vertex, tmp_path, kind):
     pid_file = tmp_path / "pid"
     name = vertex.create(vertex.upload(kind, pid_file))
@@ -173,14 +197,17 @@ def test_cancel_stops_a_predictor_that_never_returns(vertex, tmp_path, kind):
     wait_gone({pid}, cancelled_at + STOP_WITHIN)
 
 
-def test_a_predictor_that_exits_fails_its_job_saying_so(vertex, tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "how"), [("exit_3", "exited with code 3"), ("segfault", "was killed by signal SIGSEGV (11)")]
+)
+def test_a_predictor_that_dies_fails_its_job_saying_so(vertex, tmp_path, kind, how):
     pid_file = tmp_path / "pid"
-    model = vertex.upload("exit_3", pid_file)
+    model = vertex.upload(kind, pid_file)
     job = wait_for(vertex.get, vertex.create(model))
     assert job.state == S.JOB_STATE_FAILED
     assert job.error.code == 13  # INTERNAL
-    assert "exited with code 3" in job.error.message
-    assert '"exit_3"' in job.error.message and model in job.error.message
+    assert how in job.error.message
+    assert f'"{kind}"' in job.error.message and model in job.error.message
     assert not job.output_info.gcs_output_directory
     assert job.completion_stats.successful_count < 40
     wait_gone({read_pid(pid_file)}, time.monotonic() + STOP_WITHIN)
