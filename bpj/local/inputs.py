@@ -4,17 +4,16 @@
 a whole input in memory. Formats: ``jsonl``, ``csv``, ``tf-record``, ``tf-record-gzip``, ``file-list`` (from
 ``gcs_source.uris``, each of which may hold wildcards) and ``bigquery`` (from the local table store).
 
-InstanceConfig, as the Vertex AI API reference describes it:
+The InstanceConfig shapes each instance (:mod:`bpj.local.instance_config`).
 
-    instance_type     "object" | "array" | "" (the format's default: jsonl as each line is; csv and bigquery
-                      as arrays in column order; tf-record and file-list as {"b64": ...} objects)
-    key_field         the field's value becomes the output "key" and is left out of what the model gets
-    included_fields   only these fields go to the model; for "array" their order is the array's order
-    excluded_fields   these fields do not go to the model (exclusive with included_fields)
-
-A line that is not JSON, a CSV row of the wrong width or a record whose crc32c fails becomes an Instance with
-``error`` set (it goes to the errors output); a config that cannot work raises InvalidArgument naming the field.
-CSV cells that look like JSON numbers become numbers (Vertex AI wants strings quoted), the rest stay strings.
+One bad instance fails only itself: a line that is not JSON or not UTF-8, a CSV row that is not UTF-8, has the
+wrong width or a field over ``csv.field_size_limit()``, a TFRecord whose data fails its crc32c, each becomes an
+Instance with ``error`` set (it goes to the errors output, as INVALID_ARGUMENT) and reading goes on. Damage
+that breaks a TFRecord file's framing becomes one DATA_LOSS Instance for that file at the byte where it is,
+and the job goes on with the next file (see :mod:`bpj.local.records`). A CSV quoted field that is never closed
+reads to the end of the file, as Python's csv reader reads it: those lines become one bad row. A config that
+cannot work raises InvalidArgument naming the field. CSV cells that look like JSON numbers become numbers
+(Vertex AI wants strings quoted), the rest stay strings.
 """
 
 from __future__ import annotations
@@ -27,13 +26,14 @@ import itertools
 import json
 import json.scanner
 import re
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors
+from bpj.local import records
 from bpj.local.gcs import split_uri
+from bpj.local.instance_config import BadInstance, Shaper
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,9 +52,10 @@ _FILE_LIST_THREADS = 8
 class Instance:
     """One input instance.
 
-    ``raw`` is the instance as read (what the output's "instance" field shows), ``payload`` what the model gets
-    after the InstanceConfig, ``key`` the key_field's value, ``error`` why the instance could not be read (it
-    then goes to the errors output), ``columns`` the names of ``raw``'s values when ``raw`` is a list (CSV)."""
+    ``raw`` is the instance as read (what the output's "instance" field shows; None when nothing could be
+    read), ``payload`` what the model gets after the InstanceConfig, ``key`` the key_field's value, ``error``
+    why the instance could not be read (it then goes to the errors output, with ``error_code``, a google.rpc
+    code name), ``columns`` the names of ``raw``'s values when ``raw`` is a list (CSV)."""
 
     index: int
     raw: Any
@@ -62,10 +63,7 @@ class Instance:
     key: Any = None
     error: str | None = None
     columns: tuple[str, ...] | None = None
-
-
-class _Bad(Exception):
-    """One instance cannot be shaped; the message goes to the errors output."""
+    error_code: str = "INVALID_ARGUMENT"
 
 
 def read_instances(
@@ -88,7 +86,7 @@ def read_instances(
         raise errors.InvalidArgument(
             f"input_config.instances_format {input_config.instances_format!r} is not one of {', '.join(FORMATS)}"
         )
-    shaper = _Shaper.of(instance_config, fmt)
+    shaper = Shaper.of(instance_config, fmt)
     source = input_config.WhichOneof("source")
     counter = itertools.count()
     parts: Iterable[list[Instance]]
@@ -155,129 +153,11 @@ def _bq_table(uri: str) -> tuple[str, str, str]:
     return ".".join(parts[:-2]), parts[-2], parts[-1]
 
 
-# -- instance_config ----------------------------------------------------------------------------------
-
-
-class _Shaper:
-    """InstanceConfig compiled once: turns raw instances into (payload, key)."""
-
-    def __init__(
-        self, instance_type: str, key_field: str, included: tuple[str, ...], excluded: tuple[str, ...]
-    ) -> None:
-        self.instance_type = instance_type
-        self.key_field = key_field
-        self.included = included
-        self.excluded = excluded
-        self.drop = frozenset(excluded) | ({key_field} if key_field else set())
-        self.selects = bool(key_field or included or excluded)
-
-    @classmethod
-    def of(cls, config: Any, fmt: str) -> _Shaper:
-        kind = (config.instance_type if config is not None else "") or ""
-        key = config.key_field if config is not None else ""
-        inc = tuple(config.included_fields) if config is not None else ()
-        exc = tuple(config.excluded_fields) if config is not None else ()
-        if kind not in ("", "object", "array"):
-            raise errors.InvalidArgument(
-                f"instance_config.instance_type {kind!r} is not one of 'object', 'array' (or empty)"
-            )
-        if inc and exc:
-            raise errors.InvalidArgument(
-                "instance_config.included_fields and instance_config.excluded_fields are mutually exclusive"
-            )
-        for name, values in (("included_fields", inc), ("excluded_fields", exc)):
-            if any(not v for v in values):
-                raise errors.InvalidArgument(f"instance_config.{name} holds an empty field name")
-            if len(set(values)) != len(values):
-                raise errors.InvalidArgument(f"instance_config.{name} names a field twice")
-        if fmt in ("tf-record", "tf-record-gzip", "file-list"):
-            for name, value in (("key_field", key), ("included_fields", inc), ("excluded_fields", exc)):
-                if value:
-                    raise errors.InvalidArgument(
-                        f"instance_config.{name} needs instances with fields (jsonl objects, csv, bigquery); "
-                        f"{fmt} instances are {{'b64': ...}} objects"
-                    )
-            if kind == "array":
-                raise errors.InvalidArgument(
-                    f"instance_config.instance_type 'array' does not apply to {fmt} (its instances are objects)"
-                )
-        return cls(kind, key, inc, exc)
-
-    def as_array(self, fmt: str) -> bool:
-        if self.instance_type:
-            return self.instance_type == "array"
-        return fmt in ("csv", "bigquery")
-
-    def shape_json(self, raw: Any) -> tuple[Any, Any]:
-        """A JSONL instance: objects are selected from; other values pass through when nothing selects."""
-        if isinstance(raw, dict):
-            return self.shape_object(raw)
-        if self.selects:
-            raise _Bad(
-                "instance_config selects fields (key_field, included_fields or excluded_fields), "
-                f"so every instance must be a JSON object, not {_json_kind(raw)}"
-            )
-        if self.instance_type == "object":
-            raise _Bad(f"instance_type is 'object' but the instance is {_json_kind(raw)}")
-        if self.instance_type == "array" and not isinstance(raw, list):
-            raise _Bad(f"instance_type is 'array' but the instance is {_json_kind(raw)}")
-        return raw, None
-
-    def shape_object(self, raw: dict[str, Any]) -> tuple[Any, Any]:
-        key = None
-        if self.key_field:
-            if self.key_field not in raw:
-                raise _Bad(f"the instance has no key_field {self.key_field!r}")
-            key = raw[self.key_field]
-        if self.instance_type == "array":
-            if not self.included:
-                raise _Bad(
-                    "instance_type 'array' needs instance_config.included_fields to order an object's fields"
-                )
-            return [raw.get(f) for f in self.included if f != self.key_field], key
-        if self.included:
-            return {f: raw[f] for f in self.included if f in raw and f != self.key_field}, key
-        if self.drop:
-            return {k: v for k, v in raw.items() if k not in self.drop}, key
-        return raw, key
-
-    def columns_plan(self, columns: Sequence[str], where: str) -> tuple[int | None, list[int]]:
-        """For named columns (CSV header, table schema): the key's index and the payload's indices in order."""
-        index = {c: i for i, c in enumerate(columns)}
-        for f in (self.key_field, *self.included, *self.excluded):
-            if f and f not in index:
-                field = (
-                    "key_field"
-                    if f == self.key_field
-                    else "included_fields"
-                    if f in self.included
-                    else "excluded_fields"
-                )
-                raise errors.InvalidArgument(
-                    f"instance_config.{field} names {f!r}, which {where} does not have"
-                )
-        key = index[self.key_field] if self.key_field else None
-        names = self.included or tuple(c for c in columns if c not in self.drop)
-        return key, [index[c] for c in names if c != self.key_field]
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"
-
-
 # -- files --------------------------------------------------------------------------------------------
 
 
 def _read_files(
-    gcs: Gcs, uris: list[str], fmt: str, shaper: _Shaper, counter: Iterator[int], batch_size: int
+    gcs: Gcs, uris: list[str], fmt: str, shaper: Shaper, counter: Iterator[int], batch_size: int
 ) -> Iterator[list[Instance]]:
     for uri in uris:
         if fmt == "jsonl":
@@ -343,7 +223,7 @@ def _decode_lines(data: bytes, first: bool) -> list[str | None]:
 
 
 def _read_jsonl(
-    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int], size: int
+    f: io.BufferedReader, uri: str, shaper: Shaper, counter: Iterator[int], size: int
 ) -> Iterator[list[Instance]]:
     scan = _scan
     selects = shaper.selects or bool(shaper.instance_type)
@@ -378,7 +258,7 @@ def _read_jsonl(
                 continue
             try:
                 payload, key = shaper.shape_json(value)
-            except _Bad as e:
+            except BadInstance as e:
                 append(Instance(next(counter), value, None, error=f"line {n} of {uri}: {e}"))
                 continue
             append(Instance(next(counter), value, payload, key))
@@ -387,16 +267,13 @@ def _read_jsonl(
 
 
 def _read_csv(
-    f: io.BufferedReader, uri: str, shaper: _Shaper, counter: Iterator[int], size: int
+    f: io.BufferedReader, uri: str, shaper: Shaper, counter: Iterator[int], size: int
 ) -> Iterator[list[Instance]]:
-    text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
-    rows = csv.reader(text)
-    try:
-        header = next(rows, None)
-        while header == []:
-            header = next(rows, None)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise errors.InvalidArgument(f"{uri}: cannot read the CSV header: {e}") from None
+    src = records.CsvLines(f)
+    header, problem = _csv_header(src, uri)
+    if problem is not None:
+        yield [Instance(next(counter), None, None, error=f"cannot read the CSV header: {problem}")]
+        return
     if header is None:
         return
     columns = tuple(header)
@@ -406,29 +283,36 @@ def _read_csv(
     identity = as_array and picks == list(range(len(columns)))
     width = len(columns)
     number = _NUMBER.fullmatch
+    rows, bad = src.reader, src.bad
+    last = rows.line_num  # the reader's count after the last row; line numbers add src.skipped
     out: list[Instance] = []
     while True:
+        prev = last
         try:
             row = next(rows, None)
-        except (UnicodeDecodeError, csv.Error) as e:
-            # The reader cannot resync after a broken quote or bad bytes: fail the file, naming it.
-            raise errors.InvalidArgument(f"{uri}, line {rows.line_num}: {e}") from None
+        except csv.Error as e:
+            start = prev + src.skipped + 1
+            problem, last = _csv_bad_row(src, uri, start, e), rows.line_num
+            if problem is None:
+                break
+            _drop_through(bad, last + src.skipped)
+            out.append(Instance(next(counter), None, None, error=problem))
+            continue
         if row is None:
             break
+        last = rows.line_num
+        if bad and bad[0] <= last + src.skipped:
+            first = _drop_through(bad, last + src.skipped)
+            out.append(Instance(next(counter), None, None, error=f"line {first} of {uri} is not UTF-8"))
+            continue
         if not row:
             continue
         i = next(counter)
         values: list[Any] = [_number(c) if number(c) else c for c in row]
         if len(values) != width:
-            out.append(
-                Instance(
-                    i,
-                    values,
-                    None,
-                    error=f"line {rows.line_num} of {uri} has {len(values)} values, the header {width}",
-                    columns=columns,
-                )
-            )
+            start = prev + src.skipped + 1
+            problem = f"line {start} of {uri} has {len(values)} values, the header {width}"
+            out.append(Instance(i, values, None, error=problem, columns=columns))
         else:
             key = values[key_at] if key_at is not None else None
             if identity:
@@ -441,8 +325,52 @@ def _read_csv(
         if len(out) >= size:  # a batch at a time, as in _read_jsonl
             yield out
             out = []
+            src.keep_from = last + src.skipped + 1
     if out:
         yield out
+
+
+def _csv_header(src: records.CsvLines, uri: str) -> tuple[list[str] | None, str | None]:
+    """The first row that is not blank (None: there is none), or why it cannot be read."""
+    while True:
+        start = src.reader.line_num + src.skipped + 1
+        try:
+            row = next(src.reader, None)
+        except csv.Error as e:
+            return None, _csv_bad_row(src, uri, start, e)
+        if row is None:
+            return None, None
+        if src.bad and src.bad[0] <= src.reader.line_num + src.skipped:
+            return None, f"line {src.bad[0]} of {uri} is not UTF-8"
+        if row:
+            return row, None
+
+
+def _csv_bad_row(src: records.CsvLines, uri: str, start: int, error: csv.Error) -> str | None:
+    """After csv.Error in the row that starts on line ``start``: why that row is bad (the reader is then past
+    it), or None when the error only marks the end of the file."""
+    end = src.reader.line_num + src.skipped
+    unclosed = False
+    if end <= src.total:
+        end, unclosed = src.skip_record(start, end)
+    elif start > src.total:
+        return None
+    else:
+        end, unclosed = src.total, True
+    lines = f"line {start}" if start == end else f"lines {start}-{end}"
+    if unclosed:
+        return f"{lines} of {uri}: a quoted field in the row that starts on line {start} is never closed"
+    return f"{lines} of {uri} cannot be read as CSV: {error}"
+
+
+def _drop_through(bad: list[int], end: int) -> int:
+    """Drop the numbers up to ``end`` from the front of the sorted ``bad``; the first one dropped."""
+    first = bad[0] if bad else 0
+    n = 0
+    while n < len(bad) and bad[n] <= end:
+        n += 1
+    del bad[:n]
+    return first
 
 
 # Vertex AI asks for strings in CSV input to be quoted, so what looks like a JSON number is one. (Python's csv
@@ -456,54 +384,27 @@ def _number(text: str) -> int | float:
     return int(text)
 
 
-_MASK_DELTA = 0xA282EAD8
-
-
-def _masked_crc(data: bytes) -> int:
-    from bpj import checksum
-
-    crc = checksum.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
 def _read_tfrecord(
     gcs: Gcs, uri: str, gzipped: bool, counter: Iterator[int], size: int
 ) -> Iterator[list[Instance]]:
     import gzip
-    import zlib
 
+    total = None if gzipped else gcs.size(uri)
     with gcs.open(uri) as raw:
         f: Any = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-        offset = 0
         out: list[Instance] = []
-        try:
-            while True:
-                header = f.read(12)
-                if not header:
-                    break
-                if len(header) < 12:
-                    raise errors.DataLoss(f"{uri}: truncated TFRecord header at byte {offset}")
-                length, length_crc = struct.unpack("<QI", header)
-                if _masked_crc(header[:8]) != length_crc:
-                    raise errors.DataLoss(
-                        f"{uri}: corrupt TFRecord length at byte {offset} (crc32c mismatch)"
-                    )
-                body = f.read(length + 4)
-                if len(body) < length + 4:
-                    raise errors.DataLoss(f"{uri}: truncated TFRecord at byte {offset}")
-                data = body[:length]
-                raw_value = {"b64": base64.b64encode(data).decode("ascii")}
-                if _masked_crc(data) != struct.unpack("<I", body[length:])[0]:
-                    msg = f"the TFRecord at byte {offset} of {uri} is corrupt (crc32c mismatch)"
-                    out.append(Instance(next(counter), raw_value, None, error=msg))
-                else:
-                    out.append(Instance(next(counter), raw_value, raw_value))
-                offset += 16 + length
-                if len(out) >= size:
-                    yield out
-                    out = []
-        except (OSError, EOFError, zlib.error) as e:
-            raise errors.DataLoss(f"{uri}: cannot decompress: {e}") from None
+        for record in records.tfrecords(f, uri, size=total):
+            if record.data is None:
+                out.append(Instance(next(counter), None, None, error=record.problem, error_code=record.code))
+            else:
+                value = {"b64": base64.b64encode(record.data).decode("ascii")}
+                payload = value if record.problem is None else None
+                out.append(
+                    Instance(next(counter), value, payload, error=record.problem, error_code=record.code)
+                )
+            if len(out) >= size:
+                yield out
+                out = []
         if out:
             yield out
 
@@ -559,7 +460,7 @@ def _fetch_all(
 
 
 def _read_bigquery(
-    tables: TableStore, table: tuple[str, str, str], shaper: _Shaper, counter: Iterator[int]
+    tables: TableStore, table: tuple[str, str, str], shaper: Shaper, counter: Iterator[int]
 ) -> Iterator[list[Instance]]:
     schema = tables.schema(*table)
     columns = tuple(schema.names)
