@@ -109,6 +109,8 @@ def tfrecords(f: IO[bytes], uri: str, *, size: int | None) -> Iterator[Record]:
                 yield Record(offset, data)
             offset += 16 + length
     except (OSError, EOFError, zlib.error) as e:  # gzip's errors; the GCS client raises bpj.errors
+        if size is not None:
+            raise
         yield _lost(offset, f"{uri} does not decompress (after byte {offset} of its data): {e}")
 
 
