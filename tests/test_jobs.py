@@ -90,13 +90,16 @@ def test_create_sets_what_the_official_create_cannot(mem):
         sync=False,
         request_id_label=False,
         instance_config={"instance_type": "array", "included_fields": ["a", "b"]},
-        unmanaged_container_model={"artifact_uri": "gs://m/iris", "container_spec": {"image_uri": "img"}},
+        unmanaged_container_model={
+            "artifact_uri": "gs://bpj-models/iris",
+            "container_spec": {"image_uri": "img"},
+        },
         disable_container_logging=True,
         service_account="sa@p.iam.gserviceaccount.com",
     )
     stored = mem.job(job.name)
     assert list(stored.instance_config.included_fields) == ["a", "b"]
-    assert stored.unmanaged_container_model.artifact_uri == "gs://m/iris" and not stored.model
+    assert stored.unmanaged_container_model.artifact_uri == "gs://bpj-models/iris" and not stored.model
     assert stored.disable_container_logging and not stored.labels
 
 

@@ -38,7 +38,7 @@ __all__ = [
 
 _V1 = "google.cloud.aiplatform.v1."
 # (message, field) -> how the field is read: "object" (a gs:// object or wildcard pattern), "prefix" (a gs://
-# directory, no wildcards), "bq-table", "bq-dataset" (bq://project or bq://project.dataset), None (not a storage
+# directory: the bucket alone will do), "bq-table", "bq-dataset" (bq://project or bq://project.dataset), None (not a storage
 # URI). Any other URI field is a "schema": a gs:// object, which Google's public schema bucket may hold.
 URI_RULES: dict[tuple[str, str], str | None] = {
     (_V1 + "GcsSource", "uris"): "object",
@@ -87,13 +87,9 @@ def gcs_problem(uri: str, *, kind: str = "object") -> str | None:
     if problem is not None and not (kind == "schema" and bucket in _GOOGLE_SCHEMA_BUCKETS):
         return f"{uri!r} does not name a valid bucket ({bucket!r}): {problem}."
     name = name.rstrip("/") if kind == "prefix" else name
-    if not name:
-        if kind == "prefix":
-            return None
-        return f"{uri!r} names no object: expected gs://bucket/object."
+    if not name:  # gs://bucket/ reaches nothing outside the bucket; as a source it fails the job when it runs
+        return None
     problem = gcs_uri.object_problem(name) or _decoded_problem(name)
-    if problem is None and kind == "prefix" and gcs_uri.WILDCARD.search(name):
-        problem = "a directory cannot hold the wildcards *, ? or ["
     return None if problem is None else f"{uri!r} does not name a valid object: {problem}."
 
 
