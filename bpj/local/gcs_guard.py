@@ -1,0 +1,595 @@
+"""The local stack's GCS port: a checking front in its own process, with fake-gcs-server out of reach behind it.
+
+    python -m bpj.local.gcs_guard          (settings as one JSON line on stdin; see GcsServer in gcs.py)
+
+fake-gcs-server has no authentication, answers every origin with ``Access-Control-Allow-Origin: *`` and
+writes object names under its root as they come, ``..`` included. So no client ever talks to it: this
+process listens on the stack's GCS port and, for each request,
+
+1. refuses a foreign ``Host`` (DNS rebinding), a foreign ``Origin``, and, with a token, a request without
+   ``Authorization: Bearer <token>`` (bpj.transport.guard);
+2. lets through only the JSON API routes of :mod:`bpj.local.gcs_routes`, every bucket and object name
+   checked, the request rebuilt from what was checked, with only the headers the API uses;
+3. relays the answer without any ``Access-Control-*`` header, bodies moved by ``splice(2)`` from socket to
+   socket without passing through Python.
+
+Where the kernel lets an unprivileged process have its own user and network namespace (most Linux systems),
+fake-gcs-server runs in a fresh network namespace whose only interface is its own loopback: no other process
+on the machine can connect to it, whatever port it uses; this process opened its listening socket before
+entering the namespace, and connects to the engine from inside. Where the kernel refuses, the engine listens
+on 127.0.0.1 as before and the first line this process prints says that it is not isolated (the stack warns).
+
+Each refusal answers with the JSON API's error body. The process ends, and ends the engine, on SIGTERM or
+SIGINT, and when the stack that started it dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from bpj.local.gcs_routes import (
+    MAX_METADATA_BYTES,
+    MAX_MULTIPART_BYTES,
+    Refused,
+    Route,
+    canonical_body,
+    route,
+)
+from bpj.transport.guard import Guard
+
+MAX_HEAD_BYTES = 64 << 10
+MAX_CONNECTIONS = 256
+IDLE_TIMEOUT = 120.0
+_PIPE_BYTES = 1 << 20
+_FORWARDED = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
+        "user-agent",
+        "x-upload-content-length",
+        "x-upload-content-type",
+    }
+)
+_REASONS = {400: "invalid", 401: "required", 403: "forbidden", 404: "notFound", 405: "methodNotAllowed"}
+_STATUS_TEXT = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+}
+
+
+class _Closed(Exception):
+    """The peer closed the connection (between requests: a normal end)."""
+
+
+# -- reading HTTP/1.1 heads ----------------------------------------------------------------------------------
+
+
+def read_head(sock: socket.socket, limit: int = MAX_HEAD_BYTES) -> bytes:
+    """One message head, up to and including the blank line, read without taking a byte of the body (peek,
+    then read exactly the head), so that the body can be spliced straight from the socket."""
+    seen = 0
+    while True:
+        data = sock.recv(limit + 4, socket.MSG_PEEK)
+        if not data:
+            raise _Closed
+        end = data.find(b"\r\n\r\n", max(0, seen - 3))
+        if end >= 0:
+            return _recv_exact(sock, end + 4)
+        if len(data) > limit:
+            raise Refused(431, f"the request head is over {limit // 1024} KiB")
+        if len(data) == seen:  # nothing new arrived since the last peek: wait for more
+            _wait_readable(sock)
+        seen = len(data)
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    import select
+
+    r, _, _ = select.select([sock], [], [], IDLE_TIMEOUT)
+    if not r:
+        raise _Closed
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise _Closed
+        buf += chunk
+    return bytes(buf)
+
+
+def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """``(first word, second word, rest, headers)`` of a request or status line and its headers."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise Refused(400, "unreadable request head") from None
+    lines = text[:-4].split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) != 3:
+        raise Refused(400, "malformed request line")
+    headers = []
+    for line in lines[1:]:
+        key, colon, value = line.partition(":")
+        if not colon or not key or key != key.strip() or any(c in key for c in " \t\x00"):
+            raise Refused(400, "malformed header line")
+        if any(c in value for c in "\x00\r\n"):
+            raise Refused(400, "a header value contains a control character")
+        headers.append((key.lower(), value.strip()))
+    return parts[0], parts[1], parts[2], headers
+
+
+def _one(headers: list[tuple[str, str]], name: str) -> str | None:
+    values = [v for k, v in headers if k == name]
+    if len(values) > 1:
+        raise Refused(400, f"the {name} header is given more than once")
+    return values[0] if values else None
+
+
+def _framing(headers: list[tuple[str, str]]) -> tuple[str, int]:
+    """``("length", n)``, ``("chunked", 0)`` or ``("none", 0)`` for a request's body."""
+    te = _one(headers, "transfer-encoding")
+    cl = _one(headers, "content-length")
+    if te is not None:
+        if cl is not None:
+            raise Refused(400, "a request cannot have both Content-Length and Transfer-Encoding")
+        if te.lower() != "chunked":
+            raise Refused(501, f"Transfer-Encoding {te!r} is not supported (only chunked)")
+        return "chunked", 0
+    if cl is not None:
+        if not cl.isdigit() or len(cl) > 15:
+            raise Refused(400, f"Content-Length must be a decimal number of bytes, not {cl[:40]!r}")
+        return "length", int(cl)
+    return "none", 0
+
+
+# -- moving bytes ----------------------------------------------------------------------------------------------
+
+
+class Pipe:
+    """A kernel pipe for ``splice``: socket -> pipe -> socket, no copy through Python."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+    def move(self, src: socket.socket, dst: socket.socket, n: int) -> None:
+        """Move exactly ``n`` bytes from ``src`` to ``dst``; _Closed when ``src`` ends early."""
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_MORE
+        while n > 0:
+            got = os.splice(src.fileno(), self.w, min(n, _PIPE_BYTES), flags=flags)
+            if got == 0:
+                raise _Closed
+            n -= got
+            while got > 0:
+                got -= os.splice(self.r, dst.fileno(), got, flags=flags)
+
+    def move_to_end(self, src: socket.socket, dst: socket.socket) -> None:
+        """Move everything until ``src`` closes."""
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_MORE
+        while True:
+            got = os.splice(src.fileno(), self.w, _PIPE_BYTES, flags=flags)
+            if got == 0:
+                return
+            while got > 0:
+                got -= os.splice(self.r, dst.fileno(), got, flags=flags)
+
+
+def _read_line(sock: socket.socket, limit: int = 4096) -> bytes:
+    data = sock.recv(limit, socket.MSG_PEEK)
+    end = data.find(b"\r\n")
+    if end < 0:
+        if not data:
+            raise _Closed
+        raise Refused(400, "malformed chunked body")
+    return _recv_exact(sock, end + 2)
+
+
+def _chunk_size(line: bytes) -> int:
+    text = line[:-2].split(b";", 1)[0].strip()
+    if not text or len(text) > 12 or any(c not in b"0123456789abcdefABCDEF" for c in text):
+        raise Refused(400, "malformed chunk size in a chunked body")
+    return int(text, 16)
+
+
+def relay_chunked(src: socket.socket, dst: socket.socket, pipe: Pipe) -> None:
+    """Relay a chunked body, chunk by chunk, re-framed; trailers are dropped."""
+    while True:
+        size = _chunk_size(_read_line(src))
+        dst.sendall(b"%x\r\n" % size)
+        if size == 0:
+            while _read_line(src) != b"\r\n":
+                pass
+            dst.sendall(b"\r\n")
+            return
+        pipe.move(src, dst, size)
+        if _recv_exact(src, 2) != b"\r\n":
+            raise Refused(400, "malformed chunked body")
+        dst.sendall(b"\r\n")
+
+
+def read_body(sock: socket.socket, framing: tuple[str, int], limit: int) -> bytes:
+    """A whole request body (for the routes whose body is checked), at most ``limit`` bytes."""
+    kind, n = framing
+    if kind == "length":
+        if n > limit:
+            raise Refused(413, f"this request's body is limited to {limit >> 10} KiB")
+        return _recv_exact(sock, n)
+    if kind == "none":
+        return b""
+    out = bytearray()
+    while True:
+        size = _chunk_size(_read_line(sock))
+        if size == 0:
+            while _read_line(sock) != b"\r\n":
+                pass
+            return bytes(out)
+        if len(out) + size > limit:
+            raise Refused(413, f"this request's body is limited to {limit >> 10} KiB")
+        out += _recv_exact(sock, size)
+        if _recv_exact(sock, 2) != b"\r\n":
+            raise Refused(400, "malformed chunked body")
+
+
+# -- one connection -------------------------------------------------------------------------------------------
+
+
+def error_answer(status: int, message: str, *, close: bool = False) -> bytes:
+    body = json.dumps(
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [
+                    {"message": message, "domain": "global", "reason": _REASONS.get(status, "invalid")}
+                ],
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Error')}\r\nContent-Type: application/json; charset=UTF-8\r\n"
+        f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+    )
+    return head.encode() + body
+
+
+class Connection:
+    """One client connection and its own connection to the engine; requests are served one at a time."""
+
+    def __init__(self, client: socket.socket, proxy: Proxy) -> None:
+        self.client = client
+        self.proxy = proxy
+        self.upstream: socket.socket | None = None
+        self.pipe = Pipe()
+
+    def serve(self) -> None:
+        try:
+            while self.serve_one():
+                pass
+        except (_Closed, OSError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.client.close()
+            if self.upstream is not None:
+                with contextlib.suppress(OSError):
+                    self.upstream.close()
+            self.pipe.close()
+
+    def serve_one(self) -> bool:
+        """Serve one request; False when the connection must end."""
+        try:
+            head = read_head(self.client)
+            method, target, version, headers = parse_head(head)
+            if version not in ("HTTP/1.1", "HTTP/1.0"):
+                raise Refused(400, f"unsupported protocol {version[:20]!r}: use HTTP/1.1")
+            if len(target) > 16384:
+                raise Refused(414, "the request target is over 16 KiB")
+            framing = _framing(headers)
+            refusal = self.proxy.guard.refusal(
+                host=_one(headers, "host"),
+                origin=_one(headers, "origin"),
+                authorization=_one(headers, "authorization"),
+            )
+            if refusal is not None:
+                raise Refused(*refusal)
+            r = route(method, target)
+        except Refused as e:
+            # The body, if any, is still unread: the connection cannot go on.
+            self.client.sendall(error_answer(e.status, e.message, close=True))
+            return False
+        keep_alive = version == "HTTP/1.1" and (_one(headers, "connection") or "").lower() != "close"
+        try:
+            return self.forward(method, r, headers, framing) and keep_alive
+        except Refused as e:
+            self.client.sendall(error_answer(e.status, e.message, close=True))
+            return False
+
+    def forward(
+        self, method: str, r: Route, headers: list[tuple[str, str]], framing: tuple[str, int]
+    ) -> bool:
+        out = [f"{method} {r.target} HTTP/1.1", f"Host: {self.proxy.engine_host}"]
+        out += [f"{k}: {v}" for k, v in headers if k in _FORWARDED or k.startswith("x-goog-")]
+        body: bytes | None = None
+        if r.body in ("json", "multipart"):
+            limit = MAX_MULTIPART_BYTES if r.body == "multipart" else MAX_METADATA_BYTES
+            if _one(headers, "expect") is not None:
+                self.client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = read_body(self.client, framing, limit)
+            body, content_type = canonical_body(r, _one(headers, "content-type") or "", data)
+            out = [line for line in out if not line.lower().startswith("content-type:")]
+            if content_type:
+                out.append(f"Content-Type: {content_type}")
+            out.append(f"Content-Length: {len(body)}")
+        elif r.body == "stream" and framing[0] != "none":
+            if _one(headers, "expect") is not None:
+                self.client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            out.append(
+                "Transfer-Encoding: chunked" if framing[0] == "chunked" else f"Content-Length: {framing[1]}"
+            )
+        elif framing != ("none", 0) and framing != ("length", 0):
+            raise Refused(400, f"{method} on this route takes no body")
+        upstream = self.engine()
+        upstream.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1"))
+        if body:
+            upstream.sendall(body)
+        elif r.body == "stream" and framing[0] == "length":
+            self.pipe.move(self.client, upstream, framing[1])
+        elif r.body == "stream" and framing[0] == "chunked":
+            relay_chunked(self.client, upstream, self.pipe)
+        return self.answer(method, upstream)
+
+    def engine(self) -> socket.socket:
+        if self.upstream is None:
+            self.upstream = self.proxy.connect()
+        return self.upstream
+
+    def answer(self, method: str, upstream: socket.socket) -> bool:
+        """Relay the engine's answer; False when the connection must end after it."""
+        try:
+            head = read_head(upstream)
+        except (_Closed, Refused):
+            self.upstream = None
+            self.client.sendall(error_answer(502, "the GCS engine closed the connection", close=True))
+            return False
+        _, status, _, headers = parse_head(head)
+        lines = head.decode("latin-1").split("\r\n")
+        kept = [lines[0]] + [
+            line for line in lines[1:-2] if not line.lower().startswith("access-control-") and line
+        ]
+        self.client.sendall(("\r\n".join(kept) + "\r\n\r\n").encode("latin-1"))
+        code = int(status) if status.isdigit() else 502
+        te = (_one(headers, "transfer-encoding") or "").lower()
+        cl = _one(headers, "content-length")
+        if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
+            pass
+        elif te == "chunked":
+            relay_chunked(upstream, self.client, self.pipe)
+        elif cl is not None and cl.isdigit():
+            self.pipe.move(upstream, self.client, int(cl))
+        else:
+            self.pipe.move_to_end(upstream, self.client)
+            self.upstream = None
+            return False
+        if (_one(headers, "connection") or "").lower() == "close":
+            upstream.close()
+            self.upstream = None
+        return True
+
+
+class Proxy:
+    """The listening socket, the guard's checks, and how to reach the engine."""
+
+    def __init__(self, listener: socket.socket, guard: Guard, engine: tuple[str, int]) -> None:
+        self.listener = listener
+        self.guard = guard
+        self.engine_address = engine
+        self.engine_host = f"{engine[0]}:{engine[1]}"
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(self.engine_address, timeout=10)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _timeouts(sock)
+        return sock
+
+    def serve_forever(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if not self._slots.acquire(blocking=False):
+                with contextlib.suppress(OSError):
+                    client.sendall(error_answer(503, "too many connections to the local GCS", close=True))
+                    client.close()
+                continue
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _timeouts(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            Connection(client, self).serve()
+        finally:
+            self._slots.release()
+
+
+def _timeouts(sock: socket.socket) -> None:
+    # Kernel-level timeouts (splice honours them; Python's settimeout would make the socket non-blocking).
+    tv = struct.pack("ll", int(IDLE_TIMEOUT), 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+# -- the process: isolate, start the engine, serve ------------------------------------------------------------
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def isolate() -> str | None:
+    """Enter a new user and network namespace with its loopback up; None on success, else why not."""
+    if sys.platform != "linux":
+        return "network namespaces are a Linux feature"
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        return f"unshare(CLONE_NEWUSER|CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}"
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifreq = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]
+            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+    except OSError as e:
+        return f"setting up the namespace failed: {e}"
+    return None
+
+
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_engine(proc: subprocess.Popen[bytes], address: tuple[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"fake-gcs-server exited with code {proc.returncode} while starting")
+        try:
+            with socket.create_connection(address, timeout=1) as s:
+                s.sendall(f"GET /storage/v1/b HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n\r\n".encode())
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fake-gcs-server did not answer within {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def main() -> int:
+    """Read settings from stdin, listen, isolate, start the engine, print one JSON line, serve."""
+    _die_with_parent()
+    if os.getppid() == 1:
+        return 1
+    settings: dict[str, Any] = json.loads(sys.stdin.readline())
+    host: str = settings["host"]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, int(settings.get("port") or 0)))
+    except OSError as e:
+        print(json.dumps({"error": f"cannot listen on {host}:{settings.get('port')}: {e}"}), flush=True)
+        return 2
+    listener.listen(128)
+    port = int(listener.getsockname()[1])
+    why_not = isolate() if settings.get("isolate", True) else "isolation was turned off"
+    engine = ("127.0.0.1", _free_port("127.0.0.1"))
+    public = (
+        settings.get("public_url") or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    )
+    args = [settings["binary"], "-scheme", "http", "-host", engine[0], "-port", str(engine[1])]
+    if settings.get("root"):
+        args += ["-backend", "filesystem", "-filesystem-root", settings["root"]]
+    else:
+        args += ["-backend", "memory"]
+    args += ["-log-level", "error", "-public-host", public.split("://", 1)[1], "-external-url", public]
+    log = open(settings["log"], "ab") if settings.get("log") else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        preexec_fn=_die_with_parent,
+    )
+
+    def stop(*_: object) -> None:
+        with contextlib.suppress(OSError):
+            proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        _wait_engine(proc, engine, float(settings.get("startup_timeout", 20)))
+    except RuntimeError as e:
+        print(json.dumps({"error": str(e)}), flush=True)
+        stop()
+    guard = Guard(host, port, token=settings.get("token"), extra_names=settings.get("names", ()))
+    print(json.dumps({"port": port, "isolated": why_not is None, "why_not": why_not}), flush=True)
+    proxy = Proxy(listener, guard, engine)
+
+    def engine_ended() -> None:
+        proc.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=engine_ended, daemon=True).start()
+    try:
+        proxy.serve_forever()
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
