@@ -13,10 +13,11 @@ import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 
+from bpj import bq_uri, errors, gcs_uri, validation
 from bpj import config as config_module
-from bpj import errors, validation
 from bpj.jobs import REQUEST_ID_LABEL, BatchPredictionJob
-from bpj.testing.configs import INVALID, JobConfig, job_configs
+from bpj.local import checks
+from bpj.testing.configs import INVALID, JobConfig, gcs_uris, job_configs
 from bpj.testing.fake import FakeVertex
 
 pytest_plugins = ["bpj.testing.plugin"]
@@ -194,3 +195,33 @@ def test_a_table_id_with_a_dash_is_created(bpj_fake):
             }
         ),
     )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(uri=gcs_uris)
+def test_every_gcs_uri_is_one_the_emulator_takes(uri):
+    bucket, name = gcs_uri.split(uri)
+    assert gcs_uri.bucket_problem(bucket) is None
+    assert not name or gcs_uri.object_problem(name) is None
+    for kind in ("object", "prefix", "schema"):
+        assert checks.gcs_problem(uri, kind=kind) is None, checks.gcs_problem(uri, kind=kind)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(config=job_configs(project=PROJECT, location=LOCATION, valid=True))
+def test_every_valid_config_holds_uris_the_emulator_takes(config):
+    kw = config.kwargs
+    source = kw.get("gcs_source", [])
+    for uri in [source] if isinstance(source, str) else list(source):
+        assert checks.gcs_problem(uri, kind="object") is None
+    if "gcs_destination_prefix" in kw:
+        assert checks.gcs_problem(kw["gcs_destination_prefix"], kind="prefix") is None
+    if "unmanaged_container_model" in kw:
+        uri = kw["unmanaged_container_model"]["artifactUri"]
+        assert checks.gcs_problem(uri, kind="prefix") is None
+    if "bigquery_source" in kw:
+        assert checks.bq_problem(kw["bigquery_source"], table=True) is None
+        assert bq_uri.split_table(kw["bigquery_source"])
+    if "bigquery_destination_prefix" in kw:
+        dest = validation.bigquery_destination(kw["bigquery_destination_prefix"])
+        assert checks.bq_problem(dest, table=False) is None

@@ -22,7 +22,7 @@ import unicodedata
 import urllib.parse
 from typing import Any
 
-from bpj import errors, gcs_uri
+from bpj import bq_uri, errors, gcs_uri
 from bpj.local.bigquery.store import dataset_problem, project_problem, table_problem
 from bpj.transport.http_rules import is_repeated
 
@@ -104,20 +104,14 @@ def _decoded_problem(name: str) -> str | None:
 
 def bq_problem(uri: str, *, table: bool) -> str | None:
     """What is wrong with ``uri`` as ``bq://project.dataset.table`` (``table``) or ``bq://project[.dataset]``."""
-    shape = "bq://project.dataset.table" if table else "bq://project or bq://project.dataset"
-    if not uri.startswith("bq://"):
-        return f"Must be {shape}, got {uri!r}."
-    rest = uri[5:]
-    domain, colon, after = rest.partition(":") if ":" in rest else ("", "", rest)
-    parts = after.split(".", 2 if table else 1)  # a dataset or table name has no dots: the rest is refused
-    project = domain + colon + parts[0]
-    if table and len(parts) != 3:
-        return f"Must be {shape}, got {uri!r}."
-    problem = project_problem(project)
-    if problem is None and len(parts) > 1:
-        problem = dataset_problem(parts[1])
-    if problem is None and table:
-        problem = table_problem(parts[2])
+    names = bq_uri.parse(uri)
+    if names is None or (names.table is not None) != table:
+        return f"Must be {bq_uri.TABLE_SHAPE if table else bq_uri.DATASET_SHAPE}, got {uri!r}."
+    problem = project_problem(names.project)
+    if problem is None and names.dataset is not None:
+        problem = dataset_problem(names.dataset)
+    if problem is None and names.table is not None:
+        problem = table_problem(names.table)
     return None if problem is None else f"{uri!r}: {problem}"
 
 

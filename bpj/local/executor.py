@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpj import errors, types
+from bpj import bq_uri, errors, types
 from bpj.local.store import Store
 
 if TYPE_CHECKING:
@@ -367,7 +367,9 @@ class Run:
         ic = self.job.input_config
         if not ic.HasField("bigquery_source"):
             return None
-        project, dataset, table = ic.bigquery_source.input_uri.removeprefix("bq://").split(".", 2)
+        project, dataset, table = bq_uri.split_table(
+            ic.bigquery_source.input_uri, field="bigquery_source.input_uri", error=errors.InvalidArgument
+        )
         return self.ex.tables.schema(project, dataset, table)
 
     def check_cancel(self) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bpj import errors
+from bpj import bq_uri, errors
 from bpj.local import records
 from bpj.local.gcs import split_uri
 from bpj.local.instance_config import BadInstance, Shaper
@@ -144,13 +144,7 @@ def _rebatch(parts: Iterable[list[Instance]], size: int) -> Iterator[list[Instan
 
 
 def _bq_table(uri: str) -> tuple[str, str, str]:
-    if not uri.startswith("bq://"):
-        raise errors.InvalidArgument(f"bigquery_source.input_uri {uri!r} is not bq://project.dataset.table")
-    parts = uri[5:].split(".")
-    # Project IDs may hold a dot (domain-scoped projects: example.com:project), so split from the right.
-    if len(parts) < 3 or not all(parts):
-        raise errors.InvalidArgument(f"bigquery_source.input_uri {uri!r} is not bq://project.dataset.table")
-    return ".".join(parts[:-2]), parts[-2], parts[-1]
+    return bq_uri.split_table(uri, field="bigquery_source.input_uri", error=errors.InvalidArgument)
 
 
 # -- files --------------------------------------------------------------------------------------------

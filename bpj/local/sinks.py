@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bpj import errors
+from bpj import bq_uri, errors
 from bpj.local.gcs import split_uri
 from bpj.local.inputs import Instance
 
@@ -330,26 +330,14 @@ def _csv_records(rows: list[tuple[Instance, Any]], columns: list[str], keyed: bo
 
 
 def _parse_destination(uri: str, project: str) -> tuple[str, str | None, str | None]:
-    if not uri.startswith("bq://"):
+    # A bare "bq://" means the job's own project.
+    names = bq_uri.parse(f"bq://{project}" if uri == "bq://" and project else uri)
+    if names is None:
         raise errors.InvalidArgument(
             f"bigquery_destination.output_uri {uri!r} is not bq://project, bq://project.dataset "
             "or bq://project.dataset.table"
         )
-    rest = uri[5:]
-    # A domain-scoped project (example.com:my-project) holds a dot before its colon.
-    colon = rest.find(":")
-    head_end = rest.find(".", colon) if colon >= 0 else rest.find(".")
-    proj = rest if head_end < 0 else rest[:head_end]
-    tail = [] if head_end < 0 else rest[head_end + 1 :].split(".")
-    proj = proj or project
-    if not proj or len(tail) > 2 or any(not p for p in tail):
-        raise errors.InvalidArgument(
-            f"bigquery_destination.output_uri {uri!r} is not bq://project, bq://project.dataset "
-            "or bq://project.dataset.table"
-        )
-    dataset = tail[0] if tail else None
-    table = tail[1] if len(tail) > 1 else None
-    return proj, dataset, table
+    return names
 
 
 class BigQuerySink:

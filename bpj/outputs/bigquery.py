@@ -29,7 +29,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from bpj import errors
+from bpj import bq_uri, errors
 from bpj.outputs.reader import Partition, Progress, Reader, cores
 from bpj.outputs.wire import READ_ROWS_WIRE, ReadRowsChunk, decode_response, lz4_available
 
@@ -63,8 +63,8 @@ _THREAD_PREFIX = "bpj-bigquery-read"
 def parse_table(uri: str) -> tuple[str, str, str]:
     """``(project, dataset, table)`` of ``bq://project.dataset.table`` or ``projects/p/datasets/d/tables/t``.
 
-    A project ID may hold dots and a colon (``example.com:my-project``); dataset and table IDs never do,
-    so the name splits at its last two dots.
+    A project ID may be domain-scoped (``example.com:my-project``), as ``bpj.bq_uri`` reads it; the
+    ``bq://`` may be left out.
     """
     text = uri.strip() if isinstance(uri, str) else ""
     body = text[len("bq://") :] if text.startswith("bq://") else text
@@ -73,9 +73,9 @@ def parse_table(uri: str) -> tuple[str, str, str]:
         if len(seg) == 6 and (seg[0], seg[2], seg[4]) == ("projects", "datasets", "tables") and all(seg):
             return seg[1], seg[3], seg[5]
     else:
-        parts = body.rsplit(".", 2)
-        if len(parts) == 3 and all(parts) and "/" not in body:
-            return parts[0], parts[1], parts[2]
+        names = bq_uri.parse(f"bq://{body}")
+        if names is not None and names.dataset is not None and names.table is not None:
+            return names.project, names.dataset, names.table
     raise errors.UsageError(
         f"a BigQuery table must look like bq://project.dataset.table or "
         f"projects/PROJECT/datasets/DATASET/tables/TABLE, got {uri!r}"

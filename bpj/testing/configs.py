@@ -24,6 +24,7 @@ instance_config, unmanaged_container_model and ``**fields``. Invalid ones break 
 from __future__ import annotations
 
 import string
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,6 @@ __all__ = ["JobConfig", "INVALID", "invalid_configs", "job_configs", "valid_conf
 
 GCS_FORMATS = ("jsonl", "csv", "tf-record", "tf-record-gzip", "file-list")
 ACCELERATORS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_L4", "TPU_V3")
-_NO_CONTROL: Any = ("Cs", "Cc")
 _NO_SURROGATE: Any = ("Cs",)
 IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest"
 
@@ -54,12 +54,84 @@ _LABEL_CHAR = st.sampled_from(string.ascii_lowercase + string.digits + "_-äéß
 label_keys = st.builds(lambda a, b: a + b, _LOWER, st.text(_LABEL_CHAR, max_size=20))
 label_values = st.text(_LABEL_CHAR, max_size=20)
 _ident = st.text(st.sampled_from(string.ascii_lowercase + string.digits), min_size=1, max_size=12)
-_bucket = st.builds(lambda a, b: f"{a}{b}x", st.sampled_from(string.ascii_lowercase), _ident)
-_object = st.text(st.characters(blacklist_categories=_NO_CONTROL), max_size=20)
+
+# Valid names are built valid, by bpj.gcs_uri's rules and the local stack's stricter ones (bpj.local.checks),
+# rather than filtered.
+# Buckets: 1-3 dot-separated labels of a-z, 0-9, '-' and '_', each starting and ending with a letter or digit,
+# the first with a letter (so never an IP address). No 'g' at all, so never "goog..." nor "...google...".
+_BUCKET_LETTERS = string.ascii_lowercase.replace("g", "")
+_BUCKET_ALNUM = _BUCKET_LETTERS + string.digits
+_bucket_label = st.builds(
+    lambda a, b, c: a + b + c,
+    st.sampled_from(_BUCKET_ALNUM),
+    st.text(st.sampled_from(_BUCKET_ALNUM + "-_"), max_size=10),
+    st.sampled_from(_BUCKET_ALNUM),
+)
+_bucket = st.builds(
+    lambda a, first, rest: ".".join([a + first, *rest]),
+    st.sampled_from(_BUCKET_LETTERS),
+    _bucket_label,
+    st.lists(_bucket_label, max_size=2),
+)
+# Objects: up to 3 segments between '/' (and maybe a trailing '/'), none of them '.' or '..', even once
+# percent-escapes are decoded, '\\' is read as '/' and NFKC is applied (as the local stack reads them): no
+# '%', '\\' or control character, no character NFKC turns into one of those or into '/', and every segment
+# holds a character that is not a dot (dots and the characters NFKC makes dots are fine around it; '…' is
+# three dots, itself a name). At most
+# 27 characters, so that even NFKC's longest expansion (33 bytes for U+FDFA) stays within 1024 bytes.
+_DOTS = ".\uff0e\ufe52\u2024\u2025\ufe30"  # '.', and the characters whose NFKC is '.' or '..'
+_NAME_CHAR = st.characters(
+    blacklist_categories=("Cs", "Cc", "Cn"),
+    blacklist_characters="/\\%\uff0f\uff3c\ufe68" + _DOTS,
+)
+_NAME_OR_DOT = st.one_of(
+    st.sampled_from(_DOTS), st.sampled_from(string.ascii_lowercase + "-_ *?["), _NAME_CHAR
+)
+_dot_run = st.text(st.sampled_from(_DOTS), min_size=1, max_size=3)
+_segment = st.one_of(
+    st.builds(
+        lambda a, c, b: a + c + b,
+        st.text(_NAME_OR_DOT, max_size=4),
+        _NAME_CHAR,
+        st.text(_NAME_OR_DOT, max_size=4),
+    ),
+    st.builds(lambda d, c: d + c, _dot_run, _NAME_CHAR),  # ".x", "..x", "．．x"
+    st.builds(lambda c, d: c + d, _NAME_CHAR, _dot_run),  # "x..", "x‥"
+    st.builds(
+        lambda n, e: f"{n}.{e}",
+        st.text(st.sampled_from(string.ascii_lowercase + string.digits + "_-"), min_size=1, max_size=6),
+        st.sampled_from(["jsonl", "csv", "tfrecord", "gz", "txt"]),
+    ),
+)
+_ACME = ".well-known/acme-challenge/"  # reserved by Cloud Storage
+
+
+def _object_name(segments: list[str], trailing_slash: bool) -> str:
+    name = "/".join(segments) + ("/" if segments and trailing_slash else "")
+    return "x" + name if unicodedata.normalize("NFKC", name).startswith(_ACME) else name
+
+
+_object = st.builds(_object_name, st.lists(_segment, max_size=3), st.booleans())
 gcs_uris = st.builds(lambda b, o: f"gs://{b}/{o}", _bucket, _object)
 _bq_part = st.text(st.sampled_from(string.ascii_letters + string.digits + "_"), min_size=1, max_size=12)
-_bq_table = st.text(st.sampled_from(string.ascii_letters + string.digits + "_-"), min_size=1, max_size=12)
+_bq_table = st.text(
+    st.sampled_from(string.ascii_letters + string.digits + "_- üß表"), min_size=1, max_size=12
+)
 _project = st.builds(lambda a, b: a + b, st.sampled_from(string.ascii_lowercase), _ident)
+# BigQuery projects may be domain-scoped: example.com:my-project.
+_domain = st.lists(
+    st.builds(lambda a, b: a + b, st.sampled_from(string.ascii_lowercase), _ident), min_size=2, max_size=3
+).map(".".join)
+_bq_project = st.one_of(
+    _project,
+    st.builds(
+        lambda a, b, c: a + b + c,
+        st.sampled_from(string.ascii_lowercase),
+        st.text("abc12-", max_size=8),
+        _ident,
+    ),
+    st.builds(lambda d, p: f"{d}:{p}", _domain, _project),
+)
 
 
 def _sequence(items: list[str], kind: str) -> Any:
@@ -83,7 +155,7 @@ def _sources(draw: Any) -> dict[str, Any]:
         out = {"gcs_source": source}
         fmt = draw(st.sampled_from((None, *GCS_FORMATS)))
     else:
-        out = {"bigquery_source": f"bq://{draw(_project)}.{draw(_bq_part)}.{draw(_bq_table)}"}
+        out = {"bigquery_source": f"bq://{draw(_bq_project)}.{draw(_bq_part)}.{draw(_bq_table)}"}
         fmt = draw(st.sampled_from((None, "bigquery")))
     if fmt is not None:
         out["instances_format"] = fmt
@@ -97,7 +169,7 @@ def _destinations(draw: Any) -> dict[str, Any]:
         fmt = draw(st.sampled_from((None, "jsonl", "csv")))
     else:
         dataset = draw(st.one_of(st.none(), _bq_part))
-        project = draw(_project)
+        project = draw(_bq_project)
         dest = project if dataset is None else f"{project}.{dataset}"
         out = {"bigquery_destination_prefix": dest if draw(st.booleans()) else f"bq://{dest}"}
         fmt = draw(st.sampled_from((None, "bigquery")))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from bpj import errors, states, types
+from bpj import bq_uri, errors, states, types
 from bpj.local.store import Store
 from bpj.local.vertex import Jobs, Models, Operations, Vertex, now
 from bpj.transport.memory import InMemoryTransport
@@ -289,6 +289,7 @@ def _default_output(job: Any) -> None:
         job.output_info.gcs_output_directory = f"{prefix}/prediction-{model}-{stamp}"
     elif oc.WhichOneof("destination") == "bigquery_destination":
         stamp = when.strftime("%Y_%m_%dT%H_%M_%S_000Z")
-        project = oc.bigquery_destination.output_uri.removeprefix("bq://").split(".")[0]
-        job.output_info.bigquery_output_dataset = f"bq://{project}.prediction_{model}_{stamp}"
+        names = bq_uri.parse(oc.bigquery_destination.output_uri)
+        project = names.project if names is not None else job.name.split("/")[1]
+        job.output_info.bigquery_output_dataset = bq_uri.format_uri(project, f"prediction_{model}_{stamp}")
         job.output_info.bigquery_output_table = "predictions"

@@ -321,9 +321,13 @@ def _given(
     return value
 
 
+# A project ID; BigQuery names a table's project by its ID, never its number (the local stack refuses numbers).
+_PROJECT_ID = st.from_regex(r"\A[a-z][a-z0-9-]{4,28}[a-z0-9]\Z")
+
+
 def project_ids() -> st.SearchStrategy[str]:
     """Project IDs (6-30 characters: lowercase letters, digits, hyphens) and project numbers."""
-    return st.from_regex(r"\A[a-z][a-z0-9-]{4,28}[a-z0-9]\Z") | st.integers(1, 10**12).map(str)
+    return _PROJECT_ID | st.integers(1, 10**12).map(str)
 
 
 def locations() -> st.SearchStrategy[str]:
@@ -371,9 +375,10 @@ def model_names(
 
 
 def table_names(project: str | st.SearchStrategy[str] | None = None) -> st.SearchStrategy[str]:
-    """BigQuery tables: ``projects/{project}/datasets/{dataset}/tables/{table}``."""
+    """BigQuery tables: ``projects/{project}/datasets/{dataset}/tables/{table}``, the project an ID (BigQuery
+    table names never hold a project number)."""
     ident = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,29}\Z")
-    return st.builds("projects/{}/datasets/{}/tables/{}".format, _given(project, project_ids()), ident, ident)
+    return st.builds("projects/{}/datasets/{}/tables/{}".format, _given(project, _PROJECT_ID), ident, ident)
 
 
 _SESSION_ID = st.from_regex(r"\A[A-Za-z0-9]{8,32}\Z")
