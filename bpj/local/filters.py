@@ -28,13 +28,19 @@ _TOKEN = re.compile(
 )
 
 
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 200 else f"{text[:200]!r}... ({len(text)} characters)"
+
+
 def _tokens(text: str) -> list[tuple[str, str]]:
     out, pos = [], 0
     text = text.strip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise errors.InvalidArgument(f"Unsupported filter {text!r}: cannot read it at position {pos}")
+            raise errors.InvalidArgument(
+                f"Unsupported filter {_shown(text)}: cannot read it at position {pos}"
+            )
         pos = m.end()
         if m["op"]:
             out.append(("op", m["op"]))
@@ -47,15 +53,19 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
+MAX_DEPTH = 64  # parentheses and NOTs nested in one another; deeper is refused, not a RecursionError
+
+
 class _Parser:
     def __init__(self, text: str, value_of: Callable[[Any, str], Any]) -> None:
         self.text = text
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
         self.value_of = value_of
 
     def fail(self, why: str) -> errors.InvalidArgument:
-        return errors.InvalidArgument(f"Unsupported filter {self.text!r}: {why}")
+        return errors.InvalidArgument(f"Unsupported filter {_shown(self.text)}: {why}")
 
     def peek(self) -> tuple[str, str] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -92,13 +102,18 @@ class _Parser:
 
     def factor(self) -> Predicate:
         tok = self.take()
-        if tok == ("word", "NOT") or tok == ("word", "-"):
-            inner = self.factor()
-            return lambda r: not inner(r)
-        if tok == ("(", "("):
-            inner = self.conjunction()
-            if self.take() != (")", ")"):
-                raise self.fail("a parenthesis is not closed")
+        if tok in (("word", "NOT"), ("word", "-"), ("(", "(")):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.fail(f"parentheses and NOTs nest deeper than {MAX_DEPTH}")
+            if tok == ("(", "("):
+                inner = self.conjunction()
+                if self.take() != (")", ")"):
+                    raise self.fail("a parenthesis is not closed")
+            else:
+                negated = self.factor()
+                inner = lambda r: not negated(r)  # noqa: E731
+            self.depth -= 1
             return inner
         if tok[0] != "word":
             raise self.fail(f"expected a field name, got {tok[1]!r}")

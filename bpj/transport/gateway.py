@@ -1,7 +1,8 @@
 """The server side of REST: serve servicer objects over proto3 JSON with their ``google.api.http`` rules.
 
 :class:`RestGateway` is a WSGI application; :func:`serve_rest` runs it on 127.0.0.1 in a daemon thread
-with a small HTTP/1.1 server (keep-alive, chunked streams)::
+with the small HTTP/1.1 server of :mod:`bpj.transport.http_server` (keep-alive, chunked streams, Host,
+Origin and token checks)::
 
     with serve_rest(FakeJobs()) as server:
         transport = RestTransport(server.url)
@@ -14,22 +15,19 @@ array written one element at a time, ended by an ``{"error": ...}`` element when
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import socket
-import socketserver
-import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from bpj import errors
 from bpj.transport.base import Method
 from bpj.transport.context import CallContext, check_response
+from bpj.transport.guard import bearer_ok
 from bpj.transport.http_rules import from_http
+from bpj.transport.http_server import DEFAULT_MAX_BODY, RestServer
+
+__all__ = ["RestGateway", "RestServer", "require_bearer", "serve_rest"]
 
 StartResponse = Callable[..., Any]
 
@@ -49,13 +47,16 @@ _SYSTEM_PARAMS = frozenset(
 )
 # HTTP framing, not call metadata.
 _NOT_METADATA = frozenset(
-    {"host", "content-length", "content-type", "connection", "accept-encoding", "accept"}
+    {"host", "content-length", "content-type", "connection", "accept-encoding", "accept", "expect", "origin"}
 )
 _JSON = [("Content-Type", "application/json; charset=utf-8")]
 
 
 class RestGateway:
     """A WSGI application serving ``servicers`` by the HTTP rules of their methods."""
+
+    # How RestServer renders the refusals it makes before the application runs: as this API's errors.
+    error_body = staticmethod(errors.status_json)
 
     def __init__(self, *servicers: Any) -> None:
         if not servicers:
@@ -83,6 +84,8 @@ class RestGateway:
             route = self._route(verb, path, query, body)
         except errors.UsageError as e:
             return _error_response(start_response, errors.InvalidArgument(str(e)))
+        except RecursionError:  # json's decoder refuses a body nested about 1,000 deep
+            return _error_response(start_response, errors.InvalidArgument("the JSON body nests too deeply"))
         if route is None:
             return _error_response(start_response, errors.NotFound(f"no RPC serves {verb} {path}"))
         method, handler, request = route
@@ -255,185 +258,35 @@ def _peer(environ: dict[str, Any]) -> str:
     return f"ipv4:{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
 
 
-# -- a small HTTP/1.1 server for WSGI applications -----------------------------------------------------
-
-
-class RestServer:
-    """A running :class:`RestGateway`; ``url`` is ``http://127.0.0.1:PORT``. Stop it with :meth:`stop`."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _HttpServer((host, port), _Handler)
-        self._server.app = app
-        self.host = host
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name=f"bpj-rest-{self.port}", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def stop(self) -> None:
-        """Stop accepting, close every open connection and wait for the serving thread."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.close_connections()
-        self._thread.join()
-
-    def __enter__(self) -> RestServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+# -- serving -------------------------------------------------------------------------------------------
 
 
 def serve_rest(
-    *servicers: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    *servicers: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    extra_names: Iterable[str] = (),
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> RestServer:
     """Serve ``servicers`` over REST on ``host:port`` (0: any free port) in a daemon thread. With ``token``,
-    every request must carry ``Authorization: Bearer <token>``, else 401 UNAUTHENTICATED."""
-    app: Callable[..., Iterable[bytes]] = RestGateway(*servicers)
-    return RestServer(require_bearer(app, token) if token else app, host, port)
+    every request must carry ``Authorization: Bearer <token>``, else 401 UNAUTHENTICATED; a ``Host`` that
+    does not name the server (``extra_names`` adds names) or a foreign ``Origin`` is 403 PERMISSION_DENIED
+    (see :class:`~bpj.transport.http_server.RestServer`)."""
+    return RestServer(
+        RestGateway(*servicers), host, port, token=token, extra_names=extra_names, max_body=max_body
+    )
 
 
 def require_bearer(app: Callable[..., Iterable[bytes]], token: str) -> Callable[..., Iterable[bytes]]:
-    """WSGI middleware: answer 401 with a google.rpc.Status body unless the request carries the token."""
-    expected = f"Bearer {token}"
+    """WSGI middleware: answer 401 with a google.rpc.Status body unless the request carries the token.
+    (:class:`RestServer` checks the token itself; this is for running the gateway in another server.)"""
 
     def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("HTTP_AUTHORIZATION") != expected:
+        if not bearer_ok(environ.get("HTTP_AUTHORIZATION"), token):
             return _error_response(
                 start_response, errors.Unauthenticated("a bearer token is required: set BPJ_TOKEN")
             )
         return app(environ, start_response)
 
     return guarded
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    app: Callable[..., Iterable[bytes]]
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look the host up in DNS (getfqdn) for a name nobody reads.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that drops its connection (a reset between keep-alive requests, a cancelled stream) is
-        # routine; anything else goes to socketserver's report on stderr.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self.connections_lock:
-                self.connections.discard(request)
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            for conn in list(self.connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: with Nagle on, each small response waits ~40 ms for an ACK.
-    disable_nagle_algorithm = True
-    server: _HttpServer
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _serve(self) -> None:
-        target, _, query = self.path.partition("?")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": self.command,
-            "RAW_URI": self.path,
-            "PATH_INFO": _unquote_latin1(target),
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "SERVER_NAME": self.server.server_address[0],
-            "SERVER_PORT": str(self.server.server_address[1]),
-            "SERVER_PROTOCOL": self.request_version,
-            "REMOTE_ADDR": self.client_address[0],
-            "REMOTE_PORT": str(self.client_address[1]),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        for key, value in self.headers.items():
-            name = "HTTP_" + key.upper().replace("-", "_")
-            environ[name] = f"{environ[name]}, {value}" if name in environ else value
-        headers_out: list[tuple[str, str]] = []
-        status_out: list[str] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-            status_out[:] = [status]
-            headers_out[:] = headers
-
-        result = self.server.app(environ, start_response)
-        try:
-            self._write(status_out[0], headers_out, result)
-        except OSError:
-            self.close_connection = True
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-
-    def _write(self, status: str, headers: list[tuple[str, str]], result: Iterable[bytes]) -> None:
-        code, _, reason = status.partition(" ")
-        self.send_response(int(code), reason)
-        sized = any(k.lower() == "content-length" for k, _ in headers)
-        chunked = not sized and self.request_version == "HTTP/1.1"
-        for key, value in headers:
-            self.send_header(key, value)
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        elif not sized:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        for data in result:
-            if not data:
-                continue
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-            self.wfile.flush()
-        if chunked:
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-
-
-def _unquote_latin1(path: str) -> str:
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(path).decode("latin-1")

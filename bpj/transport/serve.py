@@ -23,6 +23,7 @@ from bpj import errors
 from bpj.transport.base import Method
 from bpj.transport.context import check_response
 from bpj.transport.grpc import KEEPALIVE_OPTIONS, MESSAGE_SIZE_OPTIONS, STATUS_DETAILS_KEY
+from bpj.transport.guard import bearer_ok
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     *MESSAGE_SIZE_OPTIONS,
@@ -213,10 +214,11 @@ class GrpcServer:
 
 
 class BearerToken(grpc.ServerInterceptor):
-    """Refuses calls that do not carry ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
+    """Refuses calls that do not carry ``authorization: Bearer <token>`` (UNAUTHENTICATED); the scheme in
+    any case, the token compared in constant time (:func:`bpj.transport.guard.bearer_ok`)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}"
+        self._token = token
 
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required: set BPJ_TOKEN")
@@ -224,9 +226,9 @@ class BearerToken(grpc.ServerInterceptor):
         self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        if metadata.get("authorization") == self._expected:
-            return continuation(handler_call_details)
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str) and bearer_ok(value, self._token):
+                return continuation(handler_call_details)
         return self._refusal
 
 

@@ -24,11 +24,12 @@ from urllib.parse import parse_qsl, unquote
 
 from bpj import errors
 from bpj.local.bigquery.store import TableStore
+from bpj.transport.guard import bearer_ok
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from bpj.transport.gateway import RestServer
+    from bpj.transport.http_server import RestServer
 
 _PREFIX = "/bigquery/v2/projects/"
 _DEFAULT_PAGE = 10_000
@@ -39,6 +40,7 @@ _REASONS = {
     errors.Code.INVALID_ARGUMENT: "invalid",
     errors.Code.FAILED_PRECONDITION: "resourceInUse",
     errors.Code.UNAUTHENTICATED: "required",
+    errors.Code.PERMISSION_DENIED: "accessDenied",
     errors.Code.UNIMPLEMENTED: "notImplemented",
     errors.Code.INTERNAL: "internalError",
 }
@@ -46,19 +48,35 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def serve_bigquery_rest(
-    store: TableStore, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
+    store: TableStore,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    extra_names: Iterable[str] = (),
+    max_body: int | None = None,
 ) -> RestServer:
     """Serves the REST API over ``store`` on ``host:port`` (0: a free port); ``.url`` and ``.stop()``.
 
-    With ``token``, every request must carry ``Authorization: Bearer <token>``, else 401.
+    With ``token``, every request must carry ``Authorization: Bearer <token>``, else 401. The server also
+    refuses a foreign ``Host`` or ``Origin`` (``extra_names`` adds names), see
+    :class:`~bpj.transport.http_server.RestServer`; its refusals carry BigQuery's error body.
     """
-    from bpj.transport.gateway import RestServer
+    from bpj.transport.http_server import DEFAULT_MAX_BODY, RestServer
 
-    return RestServer(BigQueryRestApp(store, token=token), host, port)
+    return RestServer(
+        BigQueryRestApp(store),
+        host,
+        port,
+        token=token,
+        extra_names=extra_names,
+        max_body=DEFAULT_MAX_BODY if max_body is None else max_body,
+    )
 
 
 class BigQueryRestApp:
-    """The WSGI application behind :func:`serve_bigquery_rest`."""
+    """The WSGI application behind :func:`serve_bigquery_rest`. With ``token`` it checks the bearer token
+    itself (for another WSGI server; :func:`serve_bigquery_rest` leaves that to its server)."""
 
     def __init__(self, store: TableStore, *, token: str | None = None) -> None:
         self.store = store
@@ -69,6 +87,9 @@ class BigQueryRestApp:
             status, body = self._handle(environ)
         except errors.ApiError as e:
             status, body = e.http_status, error_body(e)
+        except RecursionError:  # a JSON body or schema nested deeper than Python recurses
+            deep = errors.InvalidArgument("Invalid JSON payload received: it nests too deeply")
+            status, body = deep.http_status, error_body(deep)
         except Exception as e:  # a bug here must still answer as BigQuery would
             err = errors.Internal(f"{type(e).__name__}: {e}")
             status, body = err.http_status, error_body(err)
@@ -82,8 +103,13 @@ class BigQueryRestApp:
         )
         return [payload]
 
+    @staticmethod
+    def error_body(err: errors.ApiError) -> dict[str, Any]:
+        """BigQuery's error body; :class:`~bpj.transport.http_server.RestServer` renders its refusals so."""
+        return error_body(err)
+
     def _handle(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        if self.token is not None and environ.get("HTTP_AUTHORIZATION", "") != f"Bearer {self.token}":
+        if self.token is not None and not bearer_ok(environ.get("HTTP_AUTHORIZATION"), self.token):
             raise errors.Unauthenticated(
                 "Request is missing required authentication credential. Expected OAuth 2 access token."
             )
@@ -312,7 +338,10 @@ _TYPE_NAMES = {
 }
 
 
-def _arrow_type(name: str, subfields: list[dict[str, Any]], where: str) -> pa.DataType:
+_MAX_RECORD_DEPTH = 15  # BigQuery's limit on RECORDs nested in one another
+
+
+def _arrow_type(name: str, subfields: list[dict[str, Any]], where: str, depth: int) -> pa.DataType:
     import pyarrow as pa
 
     name = _TYPE_NAMES.get(name.upper(), name.upper())
@@ -334,13 +363,17 @@ def _arrow_type(name: str, subfields: list[dict[str, Any]], where: str) -> pa.Da
     if name == "RECORD":
         if not subfields:
             raise errors.InvalidArgument(f"Field {where} is type RECORD but has no schema")
-        return pa.struct([_arrow_field(f, where) for f in subfields])
+        if depth >= _MAX_RECORD_DEPTH:
+            raise errors.InvalidArgument(
+                f"Field {where[:200]} nests RECORDs deeper than {_MAX_RECORD_DEPTH} levels"
+            )
+        return pa.struct([_arrow_field(f, where, depth + 1) for f in subfields])
     if name not in simple:
         raise errors.InvalidArgument(f"Invalid value for type: {name} is not a valid value (field {where})")
     return simple[name]
 
 
-def _arrow_field(field: dict[str, Any], parent: str = "") -> pa.Field:
+def _arrow_field(field: dict[str, Any], parent: str = "", depth: int = 1) -> pa.Field:
     import pyarrow as pa
 
     name = field.get("name") or ""
@@ -348,7 +381,7 @@ def _arrow_field(field: dict[str, Any], parent: str = "") -> pa.Field:
     if not name:
         raise errors.InvalidArgument("Empty field name in the schema")
     mode = (field.get("mode") or "NULLABLE").upper()
-    dtype = _arrow_type(field.get("type") or "", field.get("fields") or [], where)
+    dtype = _arrow_type(field.get("type") or "", field.get("fields") or [], where, depth)
     metadata = {b"description": field["description"].encode()} if field.get("description") else None
     if mode == "REPEATED":
         return pa.field(name, pa.list_(dtype), nullable=False, metadata=metadata)
