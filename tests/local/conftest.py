@@ -23,6 +23,17 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sentinel(tmp_path_factory):
+    """A directory outside the data dir holding what an attacker would like the stack to load."""
+    from tests.local.hostile import PREDICTOR
+
+    d = tmp_path_factory.mktemp("sentinel")
+    (d / "model.pkl").write_bytes(b"never loaded")
+    (d / "predictor.py").write_text(PREDICTOR)
+    return d
+
+
+@pytest.fixture(scope="module")
 def iris():
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
