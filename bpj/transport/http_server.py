@@ -27,6 +27,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +50,10 @@ _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE"
 _KNOWN_NOT_SERVED = frozenset({"OPTIONS", "TRACE", "CONNECT"})
 _METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_LINGER_BYTES = 4 << 20  # read at most this much of a refused body, so the refusal is not lost to a reset
+# After a refusal with the request unread, read (and drop) at most this much for at most this long, so that
+# the refusal is not lost to the reset that closing a socket with unread input sends.
+_LINGER_BYTES = 4 << 20
+_LINGER_SECONDS = 2.0
 
 
 class HttpRefusal(errors.ApiError):
@@ -250,9 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         server = self.server
         head = self._head = self.command == "HEAD"
+        self._body_unread = True  # until the framing says otherwise
         try:
             if not _METHOD_TOKEN.fullmatch(self.command):
-                raise _invalid(400, f"{self.command!r} is not an HTTP method")
+                raise _invalid(400, f"{self.command[:40]!r} is not an HTTP method")
             if not self.path.startswith("/"):
                 raise _invalid(400, "the request target must be a path starting with '/'")
             hosts = self.headers.get_all("Host") or []
@@ -470,11 +475,12 @@ class _Handler(BaseHTTPRequestHandler):
         # Closing a socket with unread input makes the kernel send a reset, which can destroy the refusal
         # before the client reads it: stop writing, read (and drop) what the client still sends, then close.
         sock = self.connection
+        deadline = time.monotonic() + _LINGER_SECONDS
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(0.5)
             left = _LINGER_BYTES
-            while left > 0:
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                sock.settimeout(wait)
                 data = sock.recv(min(65536, left))
                 if not data:
                     break
