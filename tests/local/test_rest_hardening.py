@@ -11,7 +11,7 @@ import http.client
 import io
 import json
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +36,6 @@ class Gateway:
     server: RestServer
     ok_path: str  # a GET that answers 200
     post_path: str  # a POST that reads a JSON body
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
