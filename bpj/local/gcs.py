@@ -137,6 +137,7 @@ class GcsServer:
         self.port = int(answer["port"])
         self.isolated = bool(answer["isolated"])
         self.why_not_isolated = answer.get("why_not")
+        self.engine_port = int(answer["engine_port"])  # where fake-gcs-server listens (in its namespace)
         if not self.isolated:
             log.warning(
                 "fake-gcs-server could not be put in a network namespace of its own (%s): its own port on "

@@ -310,8 +310,7 @@ class Connection:
         except (_Closed, OSError):
             pass
         finally:
-            with contextlib.suppress(OSError):
-                self.client.close()
+            _linger_close(self.client)
             if self.upstream is not None:
                 with contextlib.suppress(OSError):
                     self.upstream.close()
@@ -349,7 +348,8 @@ class Connection:
     def forward(
         self, method: str, r: Route, headers: list[tuple[str, str]], framing: tuple[str, int]
     ) -> bool:
-        out = [f"{method} {r.target} HTTP/1.1", f"Host: {self.proxy.engine_host}"]
+        # The client's own Host (checked: one of our names) goes on: the engine builds links from it.
+        out = [f"{method} {r.target} HTTP/1.1", f"Host: {_one(headers, 'host')}"]
         out += [f"{k}: {v}" for k, v in headers if k in _FORWARDED or k.startswith("x-goog-")]
         body: bytes | None = None
         if r.body in ("json", "multipart"):
@@ -425,7 +425,6 @@ class Proxy:
         self.listener = listener
         self.guard = guard
         self.engine_address = engine
-        self.engine_host = f"{engine[0]}:{engine[1]}"
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def connect(self) -> socket.socket:
@@ -452,6 +451,21 @@ class Proxy:
             Connection(client, self).serve()
         finally:
             self._slots.release()
+
+
+def _linger_close(sock: socket.socket, budget: int = 1 << 20) -> None:
+    """Close after an answer while the client may still be sending: stop writing, read and drop what comes
+    for a moment, then close, so that the kernel sends the answer rather than a reset that would lose it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+        while budget > 0:
+            got = sock.recv(min(budget, 65536))
+            if not got:
+                break
+            budget -= len(got)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _timeouts(sock: socket.socket) -> None:
@@ -575,7 +589,10 @@ def main() -> int:
         print(json.dumps({"error": str(e)}), flush=True)
         stop()
     guard = Guard(host, port, token=settings.get("token"), extra_names=settings.get("names", ()))
-    print(json.dumps({"port": port, "isolated": why_not is None, "why_not": why_not}), flush=True)
+    print(
+        json.dumps({"port": port, "isolated": why_not is None, "why_not": why_not, "engine_port": engine[1]}),
+        flush=True,
+    )
     proxy = Proxy(listener, guard, engine)
 
     def engine_ended() -> None:

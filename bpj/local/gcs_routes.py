@@ -250,10 +250,10 @@ def canonical_body(route: Route, content_type: str, data: bytes) -> tuple[bytes,
     """The body to forward for a ``json`` or ``multipart`` route, and its Content-Type; :class:`Refused`
     when a name in it breaks the rules or the body cannot be read the one way the engine must read it."""
     if route.body == "json":
-        if data.strip() and "json" not in content_type.lower():
-            # The engine reads JSON metadata only under a JSON content type; anything else it ignores.
-            return data, content_type
-        return _json_metadata(data, route.names_are), content_type or "application/json"
+        # Whatever the Content-Type says, a body here is read as JSON metadata (the engine reads some of
+        # them as JSON under any type): a body that is not JSON is refused rather than passed on unread.
+        body = _json_metadata(data, route.names_are)
+        return body, "application/json; charset=UTF-8" if body else content_type
     if route.body == "multipart":
         return _multipart(content_type, data)
     raise AssertionError(route.body)
@@ -277,11 +277,15 @@ def _multipart(content_type: str, data: bytes) -> tuple[bytes, str]:
     for chunk in chunks[1:3]:
         if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
             raise Refused(400, "multipart parts must be delimited by CRLF")
-        head, sep, body = chunk[2:-2].partition(b"\r\n\r\n")
-        if not sep:
-            raise Refused(400, "a multipart part has no blank line after its headers")
+        part = chunk[2:-2]
+        if part.startswith(b"\r\n"):  # no headers
+            head, body = b"", part[2:]
+        else:
+            head, sep, body = part.partition(b"\r\n\r\n")
+            if not sep:
+                raise Refused(400, "a multipart part has no blank line after its headers")
         headers = {}
-        for line in head.split(b"\r\n"):
+        for line in head.split(b"\r\n") if head else ():
             key, colon, value = line.partition(b":")
             if not colon:
                 raise Refused(400, "a multipart part has a malformed header line")
