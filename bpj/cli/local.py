@@ -34,6 +34,14 @@ def start(args: argparse.Namespace) -> int:
         print(f"# REST: {stack.rest_endpoint}")
         print(f"# gRPC with TLS: {stack.grpc_tls_endpoint} (certificate: {stack.tls_cert_path})")
         print(f"# data: {stack.root}", flush=True)
+        if stack.client_host != stack.host:
+            import socket
+
+            print(
+                f"# listening on {stack.host}: from another machine, use {socket.gethostname()} (or this "
+                "machine's address) in place of 127.0.0.1, with BPJ_TOKEN set",
+                flush=True,
+            )
         stop.wait()
         print("# stopping", file=sys.stderr, flush=True)
     return 0
@@ -170,8 +178,12 @@ def add_local(sub: Any, parent: argparse.ArgumentParser) -> None:
     local_sub = local.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = local_sub.add_parser("start", help="run the local stack in the foreground and print its environment")
     p.add_argument("--data-dir", help="keep jobs, models, objects and tables here (default: a temporary dir)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--token", help="require this bearer token on every gRPC and REST call")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other, 0.0.0.0 included, requires --token",
+    )
+    p.add_argument("--token", help="require this bearer token on every request, on every port (GCS included)")
     p.add_argument(
         "--gcs-endpoint", help="use this GCS-compatible server instead of starting fake-gcs-server"
     )

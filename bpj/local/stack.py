@@ -27,8 +27,9 @@ DEFAULT_LOCATION = "us-central1"
 class LocalStack:
     """Starts every local service; ``stop()`` (or leaving the ``with`` block) stops them all.
 
-    ``host`` is 127.0.0.1 unless given explicitly. ``token``: every gRPC and REST call must carry
-    ``authorization: Bearer <token>`` (GCS excepted: fake-gcs-server has no such check). ``gcs_endpoint``:
+    ``host`` is 127.0.0.1 unless given explicitly; any other address (0.0.0.0 included) lets other machines
+    in, so it requires a ``token`` and warns once. ``token``: every request on every port (Vertex gRPC and
+    REST, GCS, BigQuery REST and Storage Read) must carry ``authorization: Bearer <token>``. ``gcs_endpoint``:
     use a GCS-compatible server you run instead of starting fake-gcs-server. ``workers``: jobs run at once.
     """
 
@@ -43,6 +44,19 @@ class LocalStack:
         project: str = DEFAULT_PROJECT,
         location: str = DEFAULT_LOCATION,
     ) -> None:
+        from bpj.transport.guard import is_loopback
+
+        if not is_loopback(host):
+            if not token:
+                raise errors.UsageError(
+                    f"host {host!r} lets other machines reach the local stack: give a token too "
+                    "(--token / token=...), which every request must then carry"
+                )
+            log.warning(
+                "the local stack listens on %s: anyone who can reach this machine and has the token can run "
+                "code in it (custom predictors) and read its data; use 127.0.0.1 unless you need that",
+                host,
+            )
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.host = host
@@ -101,10 +115,10 @@ class LocalStack:
         self.tables = TableStore(root / "bigquery")
         bq_rest = serve_bigquery_rest(self.tables, host=self.host, token=self.token)
         self._stoppers.append(bq_rest.stop)
-        self.bigquery_endpoint = bq_rest.url
+        self.bigquery_endpoint = f"http://{self.client_host}:{bq_rest.port}"
         storage = serve_grpc(StorageReadServicer(self.tables), host=self.host, token=self.token)
         self._stoppers.append(lambda: storage.stop(None))
-        self.bigquery_storage_endpoint = storage.endpoint
+        self.bigquery_storage_endpoint = f"{self.client_host}:{storage.port}"
 
         self.store = Store(root / "vertex.sqlite3")
         self._stoppers.append(self.store.close)
@@ -115,7 +129,7 @@ class LocalStack:
 
         plain = serve_grpc(*servicers, host=self.host, token=self.token)
         self._stoppers.append(lambda: plain.stop(None))
-        self.api_endpoint = plain.endpoint
+        self.api_endpoint = f"{self.client_host}:{plain.port}"
 
         key, cert = self._certificate(root, self_signed_cert)
         tls = serve_grpc(*servicers, host=self.host, tls=(key, cert), token=self.token)
@@ -124,7 +138,7 @@ class LocalStack:
 
         rest = serve_rest(*servicers, host=self.host, token=self.token)
         self._stoppers.append(rest.stop)
-        self.rest_endpoint = rest.url
+        self.rest_endpoint = f"http://{self.client_host}:{rest.port}"
 
         self.executor.recover()
 
@@ -160,6 +174,14 @@ class LocalStack:
         self.stop()
 
     # -- for clients ------------------------------------------------------------------------------------
+    @property
+    def client_host(self) -> str:
+        """The address a client on this machine uses: the bind address, or 127.0.0.1 for 0.0.0.0 / ::."""
+        host = self.host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
     def env(self) -> dict[str, str]:
         """The environment variables a client process needs to use this stack with no code change."""
         if not self.started:

@@ -145,6 +145,71 @@ def test_token_is_required_on_every_call(started):
             ).list_batch_prediction_jobs(request)
         ok = JobServiceClient(WithMetadata(transport, [("authorization", "Bearer s3cret")]))
         assert ok.list_batch_prediction_jobs(request).batch_prediction_jobs == []
+    every_other_port_needs_it(s.env, "s3cret")
+    assert s.stop() == 0
+
+
+def every_other_port_needs_it(env: dict[str, str], token: str) -> None:
+    """GCS, BigQuery REST and Storage Read refuse a request without the token and serve one with it."""
+    import requests
+
+    from bpj._gen.services.big_query_read import BigQueryReadClient
+
+    with pytest.raises(errors.Unauthenticated):
+        Gcs(env["BPJ_GCS_ENDPOINT"]).create_bucket("no-token")
+    with pytest.raises(errors.Unauthenticated):
+        Gcs(env["BPJ_GCS_ENDPOINT"], token="wrong").create_bucket("no-token")
+    Gcs(env["BPJ_GCS_ENDPOINT"], token=token).create_bucket("with-token")
+    datasets = f"{env['BPJ_BIGQUERY_ENDPOINT']}/bigquery/v2/projects/bpj-local/datasets"
+    assert requests.get(datasets, timeout=10).status_code == 401
+    assert requests.get(datasets, headers={"Authorization": f"bearer {token}"}, timeout=10).status_code == 200
+    session = types.CreateReadSessionRequest(
+        parent="projects/bpj-local",
+        read_session=types.ReadSession(table="projects/bpj-local/datasets/d/tables/t"),
+    )
+    storage = GrpcTransport(env["BPJ_BIGQUERY_STORAGE_ENDPOINT"])
+    with pytest.raises(errors.Unauthenticated):
+        BigQueryReadClient(storage).create_read_session(session)
+    with pytest.raises(errors.NotFound):  # past the token: the table does not exist
+        authorized = WithMetadata(storage, [("authorization", f"Bearer {token}")])
+        BigQueryReadClient(authorized).create_read_session(session)
+
+
+def test_a_host_beyond_loopback_needs_a_token(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bpj.cli", "local", "start", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "--token" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "vertex.sqlite3").exists()  # refused before anything started
+
+
+def test_a_host_beyond_loopback_warns_once(caplog):
+    from bpj.local.stack import LocalStack
+
+    with pytest.raises(errors.UsageError, match="give a token"):
+        LocalStack(host="10.1.2.3")
+    LocalStack(host="0.0.0.0", token="t")
+    LocalStack(host="127.0.0.1")
+    LocalStack(host="::1")
+    warned = [r for r in caplog.records if "listens on 0.0.0.0" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+
+
+def test_host_0_0_0_0_with_a_token_prints_endpoints_a_client_can_use(started):
+    s = started("--host", "0.0.0.0", "--token", "t0k")
+    for key in (
+        "BPJ_API_ENDPOINT",
+        "BPJ_GCS_ENDPOINT",
+        "BPJ_BIGQUERY_ENDPOINT",
+        "BPJ_BIGQUERY_STORAGE_ENDPOINT",
+    ):
+        assert "0.0.0.0" not in s.env[key] and "127.0.0.1" in s.env[key], s.env
+    jobs, _ = clients(s.env, token="t0k")
+    assert jobs.list_batch_prediction_jobs(types.ListBatchPredictionJobsRequest(parent=PARENT)) is not None
+    every_other_port_needs_it(s.env, "t0k")
     assert s.stop() == 0
 
 
