@@ -2,8 +2,11 @@
 
     python -m benchmarks.bench_gcs_reader [--objects 64] [--mib 4] [--repeat 3]
 
-A memory-backend fake-gcs-server (bpj.local.gcs.GcsServer) holds ``--objects`` objects of ``--mib`` MiB of
-JSONL prediction lines. Measured in this one run (best of ``--repeat``):
+fake-gcs-server behind the local stack's guard (bpj.local.gcs.GcsServer, on disk in a temporary directory as
+in the local stack) holds ``--objects`` objects of ``--mib`` MiB of JSONL prediction lines, and a bare
+fake-gcs-server (no guard, on disk too) the same objects. Measured in this one run (best of ``--repeat``):
+
+  guard   bpj ``files()`` through the guard      vs the same on the bare engine (what the guard costs)
 
   bytes   bpj ``files()`` (crc32c checked)      vs plain urllib3 GETs with 2 threads (the limit), and the same
           GETs with crc32c; vs google-cloud-storage transfer_manager.download_many with 8 threads; vs the
@@ -26,10 +29,12 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from benchmarks.common import table
 
@@ -203,18 +208,24 @@ def main() -> None:
     from bpj.local.gcs import Gcs, GcsServer
     from bpj.outputs import read_gcs
 
-    server = GcsServer()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-gcs-")
+    server = GcsServer(Path(tmp.name) / "guarded")
+    bare = GcsServer(Path(tmp.name) / "bare", guarded=False)
     try:
         gcs = Gcs(server.endpoint)
-        gcs.create_bucket(BUCKET)
+        bare_gcs = Gcs(bare.endpoint)
         size = int(args.mib * _MiB)
         names = []
+        for client in (gcs, bare_gcs):
+            client.create_bucket(BUCKET)
         with ThreadPoolExecutor(2) as ex:
             for i, data in enumerate(ex.map(lambda s: make_object(s, size), range(args.objects))):
                 name = f"{PREFIX}/predictions_{i + 1:05d}-of-{args.objects:05d}.jsonl"
-                gcs.write(f"gs://{BUCKET}/{name}", data, content_type="application/jsonl")
+                for client in (gcs, bare_gcs):
+                    client.write(f"gs://{BUCKET}/{name}", data, content_type="application/jsonl")
                 names.append(name)
-        gcs.write(f"gs://{BUCKET}/{PREFIX}/", b"")
+        for client in (gcs, bare_gcs):
+            client.write(f"gs://{BUCKET}/{PREFIX}/", b"")
         uri = f"gs://{BUCKET}/{PREFIX}"
         total = sum(gcs.size(f"gs://{BUCKET}/{n}") for n in names)
         ep = server.endpoint
@@ -223,7 +234,27 @@ def main() -> None:
         mb = total / 1e6
         rep = args.repeat
 
-        rows = []
+        bare_reader = read_gcs(uri, endpoint=bare.endpoint, max_workers=args.workers, progress=False)
+        bare_reader.objects()
+        guard = best_interleaved(
+            {
+                "guarded": lambda: sum(len(d) for _, d in reader.files()),
+                "bare": lambda: sum(len(d) for _, d in bare_reader.files()),
+            },
+            2 * rep + 1,
+        )
+        (t_guarded, got), (t_bare, got_bare) = guard["guarded"], guard["bare"]
+        assert got == got_bare == total
+        rows = [
+            ("guard", "bpj files() through the guard", f"{mb / t_guarded:,.0f} MB/s", "1.00", ""),
+            (
+                "guard",
+                "bpj files() on the bare engine",
+                f"{mb / t_bare:,.0f} MB/s",
+                f"{t_bare / t_guarded:.2f}",
+                ">= 0.9",
+            ),
+        ]
         times = best_interleaved(
             {
                 "bpj": lambda: sum(len(d) for _, d in reader.files()),
@@ -331,6 +362,8 @@ def main() -> None:
         print(table(rows, ("what", "how", "rate", "ratio (bpj / it)", "target")))
     finally:
         server.stop()
+        bare.stop()
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

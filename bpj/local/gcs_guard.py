@@ -38,8 +38,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any
 
+from bpj.local.gcs_media import open_media, parse_range
 from bpj.local.gcs_routes import (
     MAX_METADATA_BYTES,
     MAX_MULTIPART_BYTES,
@@ -196,24 +198,24 @@ class Pipe:
 
     def move(self, src: socket.socket, dst: socket.socket, n: int) -> None:
         """Move exactly ``n`` bytes from ``src`` to ``dst``; _Closed when ``src`` ends early."""
-        flags = os.SPLICE_F_MOVE | os.SPLICE_F_MORE
+        # SPLICE_F_MORE only while more is coming: on the last piece it would cork the socket (~200 ms).
+        src_fd, dst_fd, move, more = src.fileno(), dst.fileno(), os.SPLICE_F_MOVE, os.SPLICE_F_MORE
         while n > 0:
-            got = os.splice(src.fileno(), self.w, min(n, _PIPE_BYTES), flags=flags)
+            got = os.splice(src_fd, self.w, min(n, _PIPE_BYTES), flags=move)
             if got == 0:
                 raise _Closed
             n -= got
             while got > 0:
-                got -= os.splice(self.r, dst.fileno(), got, flags=flags)
+                got -= os.splice(self.r, dst_fd, got, flags=move | more if n else move)
 
     def move_to_end(self, src: socket.socket, dst: socket.socket) -> None:
         """Move everything until ``src`` closes."""
-        flags = os.SPLICE_F_MOVE | os.SPLICE_F_MORE
         while True:
-            got = os.splice(src.fileno(), self.w, _PIPE_BYTES, flags=flags)
+            got = os.splice(src.fileno(), self.w, _PIPE_BYTES, flags=os.SPLICE_F_MOVE)
             if got == 0:
                 return
             while got > 0:
-                got -= os.splice(self.r, dst.fileno(), got, flags=flags)
+                got -= os.splice(self.r, dst.fileno(), got, flags=os.SPLICE_F_MOVE)
 
 
 def _read_line(sock: socket.socket, limit: int = 4096) -> bytes:
@@ -348,6 +350,14 @@ class Connection:
     def forward(
         self, method: str, r: Route, headers: list[tuple[str, str]], framing: tuple[str, int]
     ) -> bool:
+        bodiless = framing in (("none", 0), ("length", 0))
+        if (
+            r.media is not None
+            and self.proxy.root is not None
+            and bodiless
+            and self.serve_media(r.media, headers)
+        ):
+            return True
         # The client's own Host (checked: one of our names) goes on: the engine builds links from it.
         out = [f"{method} {r.target} HTTP/1.1", f"Host: {_one(headers, 'host')}"]
         out += [f"{k}: {v}" for k, v in headers if k in _FORWARDED or k.startswith("x-goog-")]
@@ -379,6 +389,50 @@ class Connection:
         elif r.body == "stream" and framing[0] == "chunked":
             relay_chunked(self.client, upstream, self.pipe)
         return self.answer(method, upstream)
+
+    def serve_media(self, names: tuple[str, str, str], headers: list[tuple[str, str]]) -> bool:
+        """Answer a download from the engine's files (bpj/local/gcs_media.py); False: the engine answers."""
+        bucket, name, generation = names
+        q = urllib.parse.quote
+        meta = self.engine_json(f"/storage/v1/b/{q(bucket, safe='')}/o/{q(name, safe='')}", headers)
+        if meta is None or (generation and str(meta.get("generation")) != generation):
+            return False
+        assert self.proxy.root is not None
+        media = open_media(self.proxy.root, bucket, name, meta)
+        if media is None:
+            return False
+        try:
+            span = parse_range(_one(headers, "range"), media.size)
+            if span is False or span is True:
+                return False
+            try:
+                head = media.head(span or None)
+            except ValueError:
+                return False
+            self.client.sendall(head)
+            media.send(self.client, span or None)
+        finally:
+            media.close()
+        return True
+
+    def engine_json(self, path: str, headers: list[tuple[str, str]]) -> dict[str, Any] | None:
+        """GET a small JSON resource from the engine on this connection's upstream; None unless 200."""
+        upstream = self.engine()
+        upstream.sendall(f"GET {path} HTTP/1.1\r\nHost: {_one(headers, 'host')}\r\n\r\n".encode("latin-1"))
+        _, status, _, answer = parse_head(read_head(upstream))
+        length = _one(answer, "content-length")
+        if length is None or not length.isdigit() or int(length) > MAX_METADATA_BYTES:
+            upstream.close()  # cannot tell where this answer ends: start afresh
+            self.upstream = None
+            return None
+        body = _recv_exact(upstream, int(length))
+        if status != "200":
+            return None
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def engine(self) -> socket.socket:
         if self.upstream is None:
@@ -421,9 +475,12 @@ class Connection:
 class Proxy:
     """The listening socket, the guard's checks, and how to reach the engine."""
 
-    def __init__(self, listener: socket.socket, guard: Guard, engine: tuple[str, int]) -> None:
+    def __init__(
+        self, listener: socket.socket, guard: Guard, engine: tuple[str, int], root: str | None = None
+    ) -> None:
         self.listener = listener
         self.guard = guard
+        self.root = root  # the engine's filesystem root: downloads are served from its files
         self.engine_address = engine
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -593,7 +650,7 @@ def main() -> int:
         json.dumps({"port": port, "isolated": why_not is None, "why_not": why_not, "engine_port": engine[1]}),
         flush=True,
     )
-    proxy = Proxy(listener, guard, engine)
+    proxy = Proxy(listener, guard, engine, settings.get("root"))
 
     def engine_ended() -> None:
         proc.wait()

@@ -86,6 +86,9 @@ class Route:
     target: str
     body: str
     names_are: str = "object"  # what a JSON body's "name" is on this route: "object" or "bucket"
+    # (bucket, object, generation or "") of a plain download (GET, alt=media, no other parameter but
+    # generation): the guard may serve it from the engine's files itself (bpj/local/gcs_media.py).
+    media: tuple[str, str, str] | None = None
 
 
 def _unquote(raw: str, what: str) -> str:
@@ -157,9 +160,12 @@ def route(method: str, raw_target: str) -> Route:
             _check_object(params["name"])
         path = _rebuild(kind, names)
         target = path + ("?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote) if query else "")
-        return Route(
-            kind, target, _body_kind(kind, method, params), "bucket" if kind == "buckets" else "object"
-        )
+        media = None
+        plain_download = params.get("alt") == "media" and set(params) <= {"alt", "generation"}
+        if method == "GET" and kind in ("object", "download") and plain_download:
+            media = (names["b"], names["o"], params.get("generation", ""))
+        names_are = "bucket" if kind == "buckets" else "object"
+        return Route(kind, target, _body_kind(kind, method, params), names_are, media)
     raise Refused(
         404,
         f"the local stack's GCS does not serve {method} {raw_path[:200]}: it serves the Cloud Storage JSON "
