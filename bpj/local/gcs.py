@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bpj import checksum, errors, gcs_uri
+from bpj.local.gcs_guard import die_with_parent
 
 log = logging.getLogger("bpj.local")
 
@@ -117,7 +117,7 @@ class GcsServer:
             stdout=subprocess.PIPE,
             stderr=self._log,
             close_fds=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
@@ -161,7 +161,7 @@ class GcsServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             close_fds=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
@@ -240,14 +240,6 @@ class GcsServer:
 
     def __repr__(self) -> str:
         return f"GcsServer({self.endpoint!r}, running={self.running}, guarded={self.guarded})"
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the thread that started us dies, so a ``kill -9`` of
-    the local stack does not leave fake-gcs-server running (Linux's PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _terminate(proc: subprocess.Popen[bytes], log: IO[bytes], grace: float = 5.0) -> None:

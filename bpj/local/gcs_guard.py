@@ -50,12 +50,23 @@ from bpj.local.gcs_routes import (
     canonical_body,
     route,
 )
+from bpj.local.http_relay import (
+    Closed,
+    Pipe,
+    error_answer,
+    framing_of,
+    linger_close,
+    one,
+    parse_head,
+    read_body,
+    read_head,
+    recv_exact,
+    relay_chunked,
+    set_timeouts,
+)
 from bpj.transport.guard import Guard
 
-MAX_HEAD_BYTES = 64 << 10
 MAX_CONNECTIONS = 256
-IDLE_TIMEOUT = 120.0
-_PIPE_BYTES = 1 << 20
 _FORWARDED = frozenset(
     {
         "accept",
@@ -77,223 +88,6 @@ _FORWARDED = frozenset(
         "x-upload-content-type",
     }
 )
-_REASONS = {400: "invalid", 401: "required", 403: "forbidden", 404: "notFound", 405: "methodNotAllowed"}
-_STATUS_TEXT = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-}
-
-
-class _Closed(Exception):
-    """The peer closed the connection (between requests: a normal end)."""
-
-
-# -- reading HTTP/1.1 heads ----------------------------------------------------------------------------------
-
-
-def read_head(sock: socket.socket, limit: int = MAX_HEAD_BYTES) -> bytes:
-    """One message head, up to and including the blank line, read without taking a byte of the body (peek,
-    then read exactly the head), so that the body can be spliced straight from the socket."""
-    seen = 0
-    while True:
-        data = sock.recv(limit + 4, socket.MSG_PEEK)
-        if not data:
-            raise _Closed
-        end = data.find(b"\r\n\r\n", max(0, seen - 3))
-        if end >= 0:
-            return _recv_exact(sock, end + 4)
-        if len(data) > limit:
-            raise Refused(431, f"the request head is over {limit // 1024} KiB")
-        if len(data) == seen:  # nothing new arrived since the last peek: wait for more
-            _wait_readable(sock)
-        seen = len(data)
-
-
-def _wait_readable(sock: socket.socket) -> None:
-    import select
-
-    r, _, _ = select.select([sock], [], [], IDLE_TIMEOUT)
-    if not r:
-        raise _Closed
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise _Closed
-        buf += chunk
-    return bytes(buf)
-
-
-def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """``(first word, second word, rest, headers)`` of a request or status line and its headers."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise Refused(400, "unreadable request head") from None
-    lines = text[:-4].split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) != 3:
-        raise Refused(400, "malformed request line")
-    headers = []
-    for line in lines[1:]:
-        key, colon, value = line.partition(":")
-        if not colon or not key or key != key.strip() or any(c in key for c in " \t\x00"):
-            raise Refused(400, "malformed header line")
-        if any(c in value for c in "\x00\r\n"):
-            raise Refused(400, "a header value contains a control character")
-        headers.append((key.lower(), value.strip()))
-    return parts[0], parts[1], parts[2], headers
-
-
-def _one(headers: list[tuple[str, str]], name: str) -> str | None:
-    values = [v for k, v in headers if k == name]
-    if len(values) > 1:
-        raise Refused(400, f"the {name} header is given more than once")
-    return values[0] if values else None
-
-
-def _framing(headers: list[tuple[str, str]]) -> tuple[str, int]:
-    """``("length", n)``, ``("chunked", 0)`` or ``("none", 0)`` for a request's body."""
-    te = _one(headers, "transfer-encoding")
-    cl = _one(headers, "content-length")
-    if te is not None:
-        if cl is not None:
-            raise Refused(400, "a request cannot have both Content-Length and Transfer-Encoding")
-        if te.lower() != "chunked":
-            raise Refused(501, f"Transfer-Encoding {te!r} is not supported (only chunked)")
-        return "chunked", 0
-    if cl is not None:
-        if not cl.isdigit() or len(cl) > 15:
-            raise Refused(400, f"Content-Length must be a decimal number of bytes, not {cl[:40]!r}")
-        return "length", int(cl)
-    return "none", 0
-
-
-# -- moving bytes ----------------------------------------------------------------------------------------------
-
-
-class Pipe:
-    """A kernel pipe for ``splice``: socket -> pipe -> socket, no copy through Python."""
-
-    def __init__(self) -> None:
-        self.r, self.w = os.pipe()
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        os.close(self.r)
-        os.close(self.w)
-
-    def move(self, src: socket.socket, dst: socket.socket, n: int) -> None:
-        """Move exactly ``n`` bytes from ``src`` to ``dst``; _Closed when ``src`` ends early."""
-        # SPLICE_F_MORE only while more is coming: on the last piece it would cork the socket (~200 ms).
-        src_fd, dst_fd, move, more = src.fileno(), dst.fileno(), os.SPLICE_F_MOVE, os.SPLICE_F_MORE
-        while n > 0:
-            got = os.splice(src_fd, self.w, min(n, _PIPE_BYTES), flags=move)
-            if got == 0:
-                raise _Closed
-            n -= got
-            while got > 0:
-                got -= os.splice(self.r, dst_fd, got, flags=move | more if n else move)
-
-    def move_to_end(self, src: socket.socket, dst: socket.socket) -> None:
-        """Move everything until ``src`` closes."""
-        while True:
-            got = os.splice(src.fileno(), self.w, _PIPE_BYTES, flags=os.SPLICE_F_MOVE)
-            if got == 0:
-                return
-            while got > 0:
-                got -= os.splice(self.r, dst.fileno(), got, flags=os.SPLICE_F_MOVE)
-
-
-def _read_line(sock: socket.socket, limit: int = 4096) -> bytes:
-    data = sock.recv(limit, socket.MSG_PEEK)
-    end = data.find(b"\r\n")
-    if end < 0:
-        if not data:
-            raise _Closed
-        raise Refused(400, "malformed chunked body")
-    return _recv_exact(sock, end + 2)
-
-
-def _chunk_size(line: bytes) -> int:
-    text = line[:-2].split(b";", 1)[0].strip()
-    if not text or len(text) > 12 or any(c not in b"0123456789abcdefABCDEF" for c in text):
-        raise Refused(400, "malformed chunk size in a chunked body")
-    return int(text, 16)
-
-
-def relay_chunked(src: socket.socket, dst: socket.socket, pipe: Pipe) -> None:
-    """Relay a chunked body, chunk by chunk, re-framed; trailers are dropped."""
-    while True:
-        size = _chunk_size(_read_line(src))
-        dst.sendall(b"%x\r\n" % size)
-        if size == 0:
-            while _read_line(src) != b"\r\n":
-                pass
-            dst.sendall(b"\r\n")
-            return
-        pipe.move(src, dst, size)
-        if _recv_exact(src, 2) != b"\r\n":
-            raise Refused(400, "malformed chunked body")
-        dst.sendall(b"\r\n")
-
-
-def read_body(sock: socket.socket, framing: tuple[str, int], limit: int) -> bytes:
-    """A whole request body (for the routes whose body is checked), at most ``limit`` bytes."""
-    kind, n = framing
-    if kind == "length":
-        if n > limit:
-            raise Refused(413, f"this request's body is limited to {limit >> 10} KiB")
-        return _recv_exact(sock, n)
-    if kind == "none":
-        return b""
-    out = bytearray()
-    while True:
-        size = _chunk_size(_read_line(sock))
-        if size == 0:
-            while _read_line(sock) != b"\r\n":
-                pass
-            return bytes(out)
-        if len(out) + size > limit:
-            raise Refused(413, f"this request's body is limited to {limit >> 10} KiB")
-        out += _recv_exact(sock, size)
-        if _recv_exact(sock, 2) != b"\r\n":
-            raise Refused(400, "malformed chunked body")
-
-
-# -- one connection -------------------------------------------------------------------------------------------
-
-
-def error_answer(status: int, message: str, *, close: bool = False) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "code": status,
-                "message": message,
-                "errors": [
-                    {"message": message, "domain": "global", "reason": _REASONS.get(status, "invalid")}
-                ],
-            }
-        }
-    ).encode()
-    head = (
-        f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Error')}\r\nContent-Type: application/json; charset=UTF-8\r\n"
-        f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
-    )
-    return head.encode() + body
 
 
 class Connection:
@@ -307,18 +101,18 @@ class Connection:
 
     def serve(self) -> None:
         try:
-            while self.serve_one():
+            while self.serveone():
                 pass
-        except (_Closed, OSError):
+        except (Closed, OSError):
             pass
         finally:
-            _linger_close(self.client)
+            linger_close(self.client)
             if self.upstream is not None:
                 with contextlib.suppress(OSError):
                     self.upstream.close()
             self.pipe.close()
 
-    def serve_one(self) -> bool:
+    def serveone(self) -> bool:
         """Serve one request; False when the connection must end."""
         try:
             head = read_head(self.client)
@@ -327,11 +121,11 @@ class Connection:
                 raise Refused(400, f"unsupported protocol {version[:20]!r}: use HTTP/1.1")
             if len(target) > 16384:
                 raise Refused(414, "the request target is over 16 KiB")
-            framing = _framing(headers)
+            framing = framing_of(headers)
             refusal = self.proxy.guard.refusal(
-                host=_one(headers, "host"),
-                origin=_one(headers, "origin"),
-                authorization=_one(headers, "authorization"),
+                host=one(headers, "host"),
+                origin=one(headers, "origin"),
+                authorization=one(headers, "authorization"),
             )
             if refusal is not None:
                 raise Refused(*refusal)
@@ -340,7 +134,7 @@ class Connection:
             # The body, if any, is still unread: the connection cannot go on.
             self.client.sendall(error_answer(e.status, e.message, close=True))
             return False
-        keep_alive = version == "HTTP/1.1" and (_one(headers, "connection") or "").lower() != "close"
+        keep_alive = version == "HTTP/1.1" and (one(headers, "connection") or "").lower() != "close"
         try:
             return self.forward(method, r, headers, framing) and keep_alive
         except Refused as e:
@@ -359,21 +153,21 @@ class Connection:
         ):
             return True
         # The client's own Host (checked: one of our names) goes on: the engine builds links from it.
-        out = [f"{method} {r.target} HTTP/1.1", f"Host: {_one(headers, 'host')}"]
+        out = [f"{method} {r.target} HTTP/1.1", f"Host: {one(headers, 'host')}"]
         out += [f"{k}: {v}" for k, v in headers if k in _FORWARDED or k.startswith("x-goog-")]
         body: bytes | None = None
         if r.body in ("json", "multipart"):
             limit = MAX_MULTIPART_BYTES if r.body == "multipart" else MAX_METADATA_BYTES
-            if _one(headers, "expect") is not None:
+            if one(headers, "expect") is not None:
                 self.client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             data = read_body(self.client, framing, limit)
-            body, content_type = canonical_body(r, _one(headers, "content-type") or "", data)
+            body, content_type = canonical_body(r, one(headers, "content-type") or "", data)
             out = [line for line in out if not line.lower().startswith("content-type:")]
             if content_type:
                 out.append(f"Content-Type: {content_type}")
             out.append(f"Content-Length: {len(body)}")
         elif r.body == "stream" and framing[0] != "none":
-            if _one(headers, "expect") is not None:
+            if one(headers, "expect") is not None:
                 self.client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             out.append(
                 "Transfer-Encoding: chunked" if framing[0] == "chunked" else f"Content-Length: {framing[1]}"
@@ -402,7 +196,7 @@ class Connection:
         if media is None:
             return False
         try:
-            span = parse_range(_one(headers, "range"), media.size)
+            span = parse_range(one(headers, "range"), media.size)
             if span is False or span is True:
                 return False
             try:
@@ -418,14 +212,14 @@ class Connection:
     def engine_json(self, path: str, headers: list[tuple[str, str]]) -> dict[str, Any] | None:
         """GET a small JSON resource from the engine on this connection's upstream; None unless 200."""
         upstream = self.engine()
-        upstream.sendall(f"GET {path} HTTP/1.1\r\nHost: {_one(headers, 'host')}\r\n\r\n".encode("latin-1"))
+        upstream.sendall(f"GET {path} HTTP/1.1\r\nHost: {one(headers, 'host')}\r\n\r\n".encode("latin-1"))
         _, status, _, answer = parse_head(read_head(upstream))
-        length = _one(answer, "content-length")
+        length = one(answer, "content-length")
         if length is None or not length.isdigit() or int(length) > MAX_METADATA_BYTES:
             upstream.close()  # cannot tell where this answer ends: start afresh
             self.upstream = None
             return None
-        body = _recv_exact(upstream, int(length))
+        body = recv_exact(upstream, int(length))
         if status != "200":
             return None
         try:
@@ -443,7 +237,7 @@ class Connection:
         """Relay the engine's answer; False when the connection must end after it."""
         try:
             head = read_head(upstream)
-        except (_Closed, Refused):
+        except (Closed, Refused):
             self.upstream = None
             self.client.sendall(error_answer(502, "the GCS engine closed the connection", close=True))
             return False
@@ -454,8 +248,8 @@ class Connection:
         ]
         self.client.sendall(("\r\n".join(kept) + "\r\n\r\n").encode("latin-1"))
         code = int(status) if status.isdigit() else 502
-        te = (_one(headers, "transfer-encoding") or "").lower()
-        cl = _one(headers, "content-length")
+        te = (one(headers, "transfer-encoding") or "").lower()
+        cl = one(headers, "content-length")
         if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
             pass
         elif te == "chunked":
@@ -466,7 +260,7 @@ class Connection:
             self.pipe.move_to_end(upstream, self.client)
             self.upstream = None
             return False
-        if (_one(headers, "connection") or "").lower() == "close":
+        if (one(headers, "connection") or "").lower() == "close":
             upstream.close()
             self.upstream = None
         return True
@@ -488,7 +282,7 @@ class Proxy:
         sock = socket.create_connection(self.engine_address, timeout=10)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _timeouts(sock)
+        set_timeouts(sock)
         return sock
 
     def serve_forever(self) -> None:
@@ -500,7 +294,7 @@ class Proxy:
                     client.close()
                 continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _timeouts(client)
+            set_timeouts(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
@@ -508,28 +302,6 @@ class Proxy:
             Connection(client, self).serve()
         finally:
             self._slots.release()
-
-
-def _linger_close(sock: socket.socket, budget: int = 1 << 20) -> None:
-    """Close after an answer while the client may still be sending: stop writing, read and drop what comes
-    for a moment, then close, so that the kernel sends the answer rather than a reset that would lose it."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_WR)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
-        while budget > 0:
-            got = sock.recv(min(budget, 65536))
-            if not got:
-                break
-            budget -= len(got)
-    with contextlib.suppress(OSError):
-        sock.close()
-
-
-def _timeouts(sock: socket.socket) -> None:
-    # Kernel-level timeouts (splice honours them; Python's settimeout would make the socket non-blocking).
-    tv = struct.pack("ll", int(IDLE_TIMEOUT), 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
 # -- the process: isolate, start the engine, serve ------------------------------------------------------------
@@ -563,7 +335,8 @@ def isolate() -> str | None:
     return None
 
 
-def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child (or a preexec_fn): get ``sig`` when the thread that started this process ends."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(1, sig)
 
@@ -593,7 +366,7 @@ def _wait_engine(proc: subprocess.Popen[bytes], address: tuple[str, int], timeou
 
 def main() -> int:
     """Read settings from stdin, listen, isolate, start the engine, print one JSON line, serve."""
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() == 1:
         return 1
     settings: dict[str, Any] = json.loads(sys.stdin.readline())
@@ -626,7 +399,7 @@ def main() -> int:
         stdout=log,
         stderr=subprocess.STDOUT,
         close_fds=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
     def stop(*_: object) -> None:
