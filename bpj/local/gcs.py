@@ -111,16 +111,9 @@ class GcsServer:
         import select
 
         settings = {**self._settings, "binary": str(self.binary()), "log": None}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bpj.local.gcs_guard"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            close_fds=True,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+        proc = self._spawn(
+            [sys.executable, "-m", "bpj.local.gcs_guard"], subprocess.PIPE, subprocess.PIPE, self._log
         )
-        self._proc = proc
-        self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
         assert proc.stdin is not None and proc.stdout is not None
         # The token goes through a pipe, never the command line (which other local users can read).
         proc.stdin.write(json.dumps(settings).encode() + b"\n")
@@ -155,17 +148,22 @@ class GcsServer:
         else:
             args += ["-backend", "filesystem", "-filesystem-root", str(self._root)]
         args += ["-log-level", "error", "-public-host", endpoint.split("://")[1], "-external-url", endpoint]
+        self._spawn(args, subprocess.DEVNULL, self._log, subprocess.STDOUT)
+        self._wait_ready(self._startup_timeout)
+
+    def _spawn(self, args: list[str], stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+        """Start a child that dies with this process's thread (Linux) and is stopped when this object goes."""
         proc = subprocess.Popen(
             args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
             close_fds=True,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
-        self._wait_ready(self._startup_timeout)
+        return proc
 
     @staticmethod
     def binary() -> Path:

@@ -177,24 +177,22 @@ def _q(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-def _rebuild(kind: str, n: dict[str, str]) -> str:
-    if kind == "buckets":
-        return "/storage/v1/b"
-    if kind == "bucket":
-        return f"/storage/v1/b/{_q(n['b'])}"
-    if kind == "objects":
-        return f"/storage/v1/b/{_q(n['b'])}/o"
-    if kind == "copy":
-        return f"/storage/v1/b/{_q(n['b'])}/o/{_q(n['o'])}/{n['verb']}/b/{_q(n['b2'])}/o/{_q(n['o2'])}"
-    if kind == "compose":
-        return f"/storage/v1/b/{_q(n['b'])}/o/{_q(n['o'])}/compose"
-    if kind == "object":
-        return f"/storage/v1/b/{_q(n['b'])}/o/{_q(n['o'])}"
-    if kind == "download":
-        return f"/download/storage/v1/b/{_q(n['b'])}/o/{_q(n['o'])}"
-    if kind == "upload":
-        return f"/upload/storage/v1/b/{_q(n['b'])}/o"
-    return f"/upload/resumable/{n['id']}"
+_TARGETS = {
+    "buckets": "/storage/v1/b",
+    "bucket": "/storage/v1/b/{b}",
+    "objects": "/storage/v1/b/{b}/o",
+    "copy": "/storage/v1/b/{b}/o/{o}/{verb}/b/{b2}/o/{o2}",
+    "compose": "/storage/v1/b/{b}/o/{o}/compose",
+    "object": "/storage/v1/b/{b}/o/{o}",
+    "download": "/download/storage/v1/b/{b}/o/{o}",
+    "upload": "/upload/storage/v1/b/{b}/o",
+    "resumable": "/upload/resumable/{id}",
+}
+
+
+def _rebuild(kind: str, names: dict[str, str]) -> str:
+    """The canonical path of a route: every name percent-encoded whole (a '/' in it becomes %2F)."""
+    return _TARGETS[kind].format(**{k: _q(v) for k, v in names.items()})
 
 
 def _body_kind(kind: str, method: str, params: dict[str, str]) -> str:

@@ -33,6 +33,21 @@ def sentinel(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module", params=["grpc", "rest"])
+def clients(request, stack):
+    """JobService and ModelService clients on the module's stack, over gRPC and over REST."""
+    from bpj._gen.services.job_service import JobServiceClient
+    from bpj._gen.services.model_service import ModelServiceClient
+    from bpj.transport.grpc import GrpcTransport
+    from bpj.transport.rest import RestTransport
+
+    transport = (
+        GrpcTransport(stack.api_endpoint) if request.param == "grpc" else RestTransport(stack.rest_endpoint)
+    )
+    yield JobServiceClient(transport), ModelServiceClient(transport)
+    transport.close()
+
+
 @pytest.fixture(scope="module")
 def iris():
     from sklearn.datasets import load_iris

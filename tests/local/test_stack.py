@@ -12,23 +12,10 @@ import pyarrow as pa
 import pytest
 
 from bpj import types
-from bpj._gen.services.job_service import JobServiceClient
-from bpj._gen.services.model_service import ModelServiceClient
-from bpj.transport.grpc import GrpcTransport
-from bpj.transport.rest import RestTransport
 from tests.local.conftest import SKLEARN_IMAGE, S, joblib_bytes, wait_for
 
 PROJECT = "bpj-local"
 PARENT = f"projects/{PROJECT}/locations/us-central1"
-
-
-@pytest.fixture(scope="module", params=["grpc", "rest"])
-def clients(request, stack):
-    transport = (
-        GrpcTransport(stack.api_endpoint) if request.param == "grpc" else RestTransport(stack.rest_endpoint)
-    )
-    yield JobServiceClient(transport), ModelServiceClient(transport)
-    transport.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import errors, types
-from bpj._gen.services.job_service import JobServiceClient
-from bpj._gen.services.model_service import ModelServiceClient
 from bpj.local.bigquery.store import TableStore
-from bpj.transport.grpc import GrpcTransport
-from bpj.transport.rest import RestTransport
 from tests.local.conftest import SKLEARN_IMAGE
 from tests.local.hostile import PARENT, SEGMENT, Outside, a_job, listing
-
-
-@pytest.fixture(scope="module", params=["grpc", "rest"])
-def clients(request, stack):
-    transport = (
-        GrpcTransport(stack.api_endpoint) if request.param == "grpc" else RestTransport(stack.rest_endpoint)
-    )
-    yield JobServiceClient(transport), ModelServiceClient(transport)
-    transport.close()
-
 
 # -- hostile URIs ------------------------------------------------------------------------------------------
 
