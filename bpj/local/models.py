@@ -1,4 +1,4 @@
-"""What a Vertex AI prediction container does with a model, done in process.
+"""What a Vertex AI prediction container does with a model (run by the executor in a predictor process).
 
 ``load_predictor(model, fetch, list_dir, workdir)`` reads the objects under ``model.artifact_uri`` (a ``gs://``
 directory of the stack's own Cloud Storage, through the two callables; nothing else) and returns a

@@ -42,6 +42,7 @@ App = Callable[..., Iterable[bytes]]
 ErrorBody = Callable[[errors.ApiError], Any]
 
 DEFAULT_MAX_BODY = 32 << 20
+IDLE_TIMEOUT = 120.0
 MAX_LINE = 65536  # request line, header line, as http.server and http.client bound them
 _MAX_CHUNK_LINE = 4096
 _MAX_TRAILERS = 32
@@ -87,7 +88,9 @@ class RestServer:
 
     ``guard`` (a :class:`~bpj.transport.guard.Guard`) decides who may talk to it: the ``Host`` must name this
     server (``extra_names`` adds names), an ``Origin`` must be its own, and with ``token`` every request
-    carries ``Authorization: Bearer <token>``. Bodies over ``max_body`` bytes are refused with 413.
+    carries ``Authorization: Bearer <token>``. Bodies over ``max_body`` bytes are refused with 413. A connection
+    that sends nothing for ``idle_timeout`` seconds (mid-request too) is closed, so a client that sends half a
+    request cannot hold a thread for ever.
     Stop it with :meth:`stop`.
     """
 
@@ -100,8 +103,10 @@ class RestServer:
         token: str | None = None,
         extra_names: Iterable[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._server = _HttpServer((host, port), _Handler)
+        self._server.idle_timeout = idle_timeout
         self._server.app = app
         self._server.error_body = error_body_of(app)
         self._server.max_body = max_body
@@ -144,6 +149,7 @@ class RestServer:
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     app: App
+    idle_timeout: float
     error_body: ErrorBody
     guard: Guard
     max_body: int
@@ -194,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the connection
+        super().setup()
 
     # -- http.server's hooks --------------------------------------------------------------------------
 

@@ -635,3 +635,21 @@ def test_fuzz_every_answer_is_a_well_formed_error_or_a_valid_success(gateways, k
         if not 200 <= later.status < 300:
             assert_error(gw, later)
     assert_serving(gw)
+
+
+def test_a_client_that_sends_half_a_request_is_let_go():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"{}"]
+
+    server = RestServer(app, idle_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never the blank line
+            s.settimeout(10)
+            assert s.recv(100) == b""  # the server closed it, long before our 10 s
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
