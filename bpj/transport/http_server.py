@@ -202,8 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the connection
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
 
     # -- http.server's hooks --------------------------------------------------------------------------
 
