@@ -43,6 +43,7 @@ ErrorBody = Callable[[errors.ApiError], Any]
 
 DEFAULT_MAX_BODY = 32 << 20
 IDLE_TIMEOUT = 120.0
+MAX_CONNECTIONS = 256
 MAX_LINE = 65536  # request line, header line, as http.server and http.client bound them
 _MAX_CHUNK_LINE = 4096
 _MAX_TRAILERS = 32
@@ -90,7 +91,7 @@ class RestServer:
     server (``extra_names`` adds names), an ``Origin`` must be its own, and with ``token`` every request
     carries ``Authorization: Bearer <token>``. Bodies over ``max_body`` bytes are refused with 413. A connection
     that sends nothing for ``idle_timeout`` seconds (mid-request too) is closed, so a client that sends half a
-    request cannot hold a thread for ever.
+    request cannot hold a thread for ever; past ``max_connections`` open connections a new one is answered 503.
     Stop it with :meth:`stop`.
     """
 
@@ -104,9 +105,11 @@ class RestServer:
         extra_names: Iterable[str] = (),
         max_body: int = DEFAULT_MAX_BODY,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._server = _HttpServer((host, port), _Handler)
         self._server.idle_timeout = idle_timeout
+        self._server.max_connections = max_connections
         self._server.app = app
         self._server.error_body = error_body_of(app)
         self._server.max_body = max_body
@@ -153,6 +156,7 @@ class _HttpServer(ThreadingHTTPServer):
     error_body: ErrorBody
     guard: Guard
     max_body: int
+    max_connections: int
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         if ":" in address[0]:
@@ -172,6 +176,24 @@ class _HttpServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection: past max_connections a newcomer gets 503 and is closed, here, at once.
+        with self.connections_lock:
+            full = len(self.connections) >= self.max_connections
+        if not full:
+            super().process_request(request, client_address)
+            return
+        err = errors.Unavailable(f"the server is serving {self.max_connections} connections: retry later")
+        payload = json.dumps(self.error_body(err)).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            request.settimeout(1.0)
+            request.sendall(head.encode() + payload)
+        self.shutdown_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:

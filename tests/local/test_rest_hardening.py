@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -651,5 +652,33 @@ def test_a_client_that_sends_half_a_request_is_let_go():
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
+
+
+def test_past_max_connections_a_newcomer_gets_503_in_the_apis_format():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"{}"]
+
+    server = RestServer(app, max_connections=2)
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+        for s in held:  # make sure both are being served (each holds a thread)
+            s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            answer = s.recv(1000)
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["status"] == "UNAVAILABLE"
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 10
+        while True:  # the held connections end, and a newcomer is served again
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(b"GET /v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    break
+            assert time.monotonic() < deadline
     finally:
         server.stop()
