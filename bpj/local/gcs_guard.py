@@ -51,10 +51,12 @@ from bpj.local.gcs_routes import (
     route,
 )
 from bpj.local.http_relay import (
+    IDLE_TIMEOUT,
     Closed,
     Pipe,
     error_answer,
     framing_of,
+    is_decimal,
     linger_close,
     one,
     parse_head,
@@ -67,6 +69,7 @@ from bpj.local.http_relay import (
 from bpj.transport.guard import Guard
 
 MAX_CONNECTIONS = 256
+FIRST_REQUEST_WAIT = 10.0  # seconds a new connection may stay silent before its first request
 _FORWARDED = frozenset(
     {
         "accept",
@@ -97,11 +100,12 @@ class Connection:
         self.client = client
         self.proxy = proxy
         self.upstream: socket.socket | None = None
+        self.served = 0  # requests answered on this connection
         self.pipe = Pipe()
 
     def serve(self) -> None:
         try:
-            while self.serveone():
+            while self.serve_one():
                 pass
         except (Closed, OSError):
             pass
@@ -112,10 +116,11 @@ class Connection:
                     self.upstream.close()
             self.pipe.close()
 
-    def serveone(self) -> bool:
+    def serve_one(self) -> bool:
         """Serve one request; False when the connection must end."""
         try:
-            head = read_head(self.client)
+            # A new connection gets a short while to say something; a kept-alive one may idle longer.
+            head = read_head(self.client, first_wait=IDLE_TIMEOUT if self.served else FIRST_REQUEST_WAIT)
             method, target, version, headers = parse_head(head)
             if version not in ("HTTP/1.1", "HTTP/1.0"):
                 raise Refused(400, f"unsupported protocol {version[:20]!r}: use HTTP/1.1")
@@ -129,13 +134,14 @@ class Connection:
             )
             if refusal is not None:
                 raise Refused(*refusal)
-            r = route(method, target)
+            r = route(method, target, content_type=one(headers, "content-type") or "")
         except Refused as e:
             # The body, if any, is still unread: the connection cannot go on.
             self.client.sendall(error_answer(e.status, e.message, close=True))
             return False
         keep_alive = version == "HTTP/1.1" and (one(headers, "connection") or "").lower() != "close"
         try:
+            self.served += 1
             return self.forward(method, r, headers, framing) and keep_alive
         except Refused as e:
             self.client.sendall(error_answer(e.status, e.message, close=True))
@@ -215,11 +221,14 @@ class Connection:
         upstream.sendall(f"GET {path} HTTP/1.1\r\nHost: {one(headers, 'host')}\r\n\r\n".encode("latin-1"))
         _, status, _, answer = parse_head(read_head(upstream))
         length = one(answer, "content-length")
-        if length is None or not length.isdigit() or int(length) > MAX_METADATA_BYTES:
+        if not is_decimal(length) or int(length) > MAX_METADATA_BYTES:  # type: ignore[arg-type]
             upstream.close()  # cannot tell where this answer ends: start afresh
             self.upstream = None
             return None
-        body = recv_exact(upstream, int(length))
+        body = recv_exact(upstream, int(length))  # type: ignore[arg-type]
+        if (one(answer, "connection") or "").lower() == "close":
+            upstream.close()
+            self.upstream = None
         if status != "200":
             return None
         try:
@@ -247,14 +256,14 @@ class Connection:
             line for line in lines[1:-2] if not line.lower().startswith("access-control-") and line
         ]
         self.client.sendall(("\r\n".join(kept) + "\r\n\r\n").encode("latin-1"))
-        code = int(status) if status.isdigit() else 502
+        code = int(status) if is_decimal(status) else 502
         te = (one(headers, "transfer-encoding") or "").lower()
         cl = one(headers, "content-length")
         if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
             pass
         elif te == "chunked":
             relay_chunked(upstream, self.client, self.pipe)
-        elif cl is not None and cl.isdigit():
+        elif cl is not None and is_decimal(cl):
             self.pipe.move(upstream, self.client, int(cl))
         else:
             self.pipe.move_to_end(upstream, self.client)
@@ -277,6 +286,8 @@ class Proxy:
         self.root = root  # the engine's filesystem root: downloads are served from its files
         self.engine_address = engine
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._open: dict[Connection, float] = {}  # connection -> when it was accepted
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection(self.engine_address, timeout=10)
@@ -289,18 +300,35 @@ class Proxy:
         while True:
             client, _ = self.listener.accept()
             if not self._slots.acquire(blocking=False):
-                with contextlib.suppress(OSError):
-                    client.sendall(error_answer(503, "too many connections to the local GCS", close=True))
-                    client.close()
-                continue
+                # Full: make room by closing the oldest connection that has not yet sent a whole request
+                # (with a token, nobody without it ever gets past that), so idle strangers cannot lock out
+                # the clients that talk.
+                self._evict_silent()
+                if not self._slots.acquire(timeout=1.0):
+                    with contextlib.suppress(OSError):
+                        client.sendall(error_answer(503, "too many connections to the local GCS", close=True))
+                        client.close()
+                    continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_timeouts(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(Connection(client, self),), daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def _evict_silent(self) -> None:
+        with self._lock:
+            silent = [(t, c) for c, t in self._open.items() if c.served == 0]
+        if silent:
+            _, oldest = min(silent, key=lambda item: item[0])
+            with contextlib.suppress(OSError):
+                oldest.client.shutdown(socket.SHUT_RDWR)
+
+    def _serve(self, connection: Connection) -> None:
+        with self._lock:
+            self._open[connection] = time.monotonic()
         try:
-            Connection(client, self).serve()
+            connection.serve()
         finally:
+            with self._lock:
+                self._open.pop(connection, None)
             self._slots.release()
 
 

@@ -135,8 +135,10 @@ def _query(raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def route(method: str, raw_target: str) -> Route:
-    """The route of ``method raw_target`` with its names checked, or :class:`Refused` saying why not."""
+def route(method: str, raw_target: str, *, content_type: str = "") -> Route:
+    """The route of ``method raw_target`` with its names checked, or :class:`Refused` saying why not.
+    ``content_type`` (the request's) decides, as it does for the engine, whether an upload's body is read
+    as metadata."""
     if not raw_target.startswith("/"):
         raise Refused(400, "the request target must be a path (origin form), not a URL")
     raw_path, _, raw_query = raw_target.partition("?")
@@ -165,7 +167,7 @@ def route(method: str, raw_target: str) -> Route:
         if method == "GET" and kind in ("object", "download") and plain_download:
             media = (names["b"], names["o"], params.get("generation", ""))
         names_are = "bucket" if kind == "buckets" else "object"
-        return Route(kind, target, _body_kind(kind, method, params), names_are, media)
+        return Route(kind, target, _body_kind(kind, method, params, content_type), names_are, media)
     raise Refused(
         404,
         f"the local stack's GCS does not serve {method} {raw_path[:200]}: it serves the Cloud Storage JSON "
@@ -195,25 +197,28 @@ def _rebuild(kind: str, names: dict[str, str]) -> str:
     return _TARGETS[kind].format(**{k: _q(v) for k, v in names.items()})
 
 
-def _body_kind(kind: str, method: str, params: dict[str, str]) -> str:
+def _body_kind(kind: str, method: str, params: dict[str, str], content_type: str) -> str:
     if method in ("GET", "HEAD", "DELETE"):
         return "none"
-    if kind == "resumable" or (kind == "upload" and (method == "PUT" or "upload_id" in params)):
-        return "stream"
-    if kind == "upload":
-        upload_type = params.get("uploadType", "")
-        if upload_type == "media":
-            if "name" not in params:
-                raise Refused(400, "a media upload needs the object's name in the 'name' query parameter")
-            return "stream"
-        if upload_type == "multipart":
-            return "multipart"
-        if upload_type == "resumable":
-            return "json"
-        raise Refused(400, f"uploadType must be media, multipart or resumable, not {upload_type!r}")
-    if kind == "copy":
+    if kind == "resumable" or (kind == "upload" and method == "PUT"):
+        return "stream"  # a resumable session's bytes: the name was checked when the session began
+    if kind != "upload":
         return "json"
-    return "json"
+    # A POST upload: the engine picks its handler by uploadType (never by upload_id), so the guard does too.
+    upload_type = params.get("uploadType", "")
+    if upload_type == "media":
+        if "name" not in params:
+            raise Refused(400, "a media upload needs the object's name in the 'name' query parameter")
+        return "stream"
+    if upload_type == "multipart":
+        return "multipart"
+    if upload_type == "resumable":
+        # With upload_id and no JSON content type the engine takes the body as the session's bytes; under a
+        # JSON content type it reads the body as metadata (a bucket and a name), whatever else is there.
+        if "upload_id" in params and "json" not in content_type.lower():
+            return "stream"
+        return "json"
+    raise Refused(400, f"uploadType must be media, multipart or resumable, not {upload_type!r}")
 
 
 # -- bodies -----------------------------------------------------------------------------------------------

@@ -8,13 +8,18 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import select
 import socket
 import struct
+import time
 
 from bpj.local.gcs_routes import Refused
 
 MAX_HEAD_BYTES = 64 << 10
 IDLE_TIMEOUT = 120.0
+HEAD_TIMEOUT = 10.0
+_DIGITS = re.compile(r"[0-9]{1,15}")
 _PIPE_BYTES = 1 << 20
 _REASONS = {400: "invalid", 401: "required", 403: "forbidden", 404: "notFound", 405: "methodNotAllowed"}
 _STATUS_TEXT = {
@@ -39,30 +44,41 @@ class Closed(Exception):
 # -- reading HTTP/1.1 heads ----------------------------------------------------------------------------------
 
 
-def read_head(sock: socket.socket, limit: int = MAX_HEAD_BYTES) -> bytes:
-    """One message head, up to and including the blank line, read without taking a byte of the body (peek,
-    then read exactly the head), so that the body can be spliced straight from the socket."""
-    seen = 0
+def read_head(sock: socket.socket, limit: int = MAX_HEAD_BYTES, *, first_wait: float = IDLE_TIMEOUT) -> bytes:
+    """One message head, up to and including the blank line, without taking a byte of the body, so that
+    the body can be spliced straight from the socket. The first byte may take ``first_wait`` seconds; the
+    whole head must follow within HEAD_TIMEOUT of it."""
+    too_long = Refused(431, f"the request head is over {limit // 1024} KiB")
+    return read_until(sock, b"\r\n\r\n", limit, first_wait, too_long)
+
+
+def read_until(sock: socket.socket, marker: bytes, limit: int, first_wait: float, too_long: Refused) -> bytes:
+    """The bytes up to and including ``marker``, and not one more.
+
+    What is waiting is peeked; without the marker it is taken (so that the next wait is for new bytes,
+    not for these), with it exactly up to the marker is taken. Closed when the peer ends the stream first,
+    when nothing comes within ``first_wait`` seconds, or when the rest does not follow the first byte within
+    HEAD_TIMEOUT (a client that trickles bytes holds a thread no longer than that)."""
+    buf = bytearray()
+    deadline = 0.0
     while True:
-        data = sock.recv(limit + 4, socket.MSG_PEEK)
+        wait = deadline - time.monotonic() if buf else first_wait
+        if wait <= 0 or not select.select([sock], [], [], wait)[0]:
+            raise Closed
+        data = sock.recv(limit + len(marker), socket.MSG_PEEK)
         if not data:
             raise Closed
-        end = data.find(b"\r\n\r\n", max(0, seen - 3))
+        if not buf:
+            deadline = time.monotonic() + HEAD_TIMEOUT
+        start = len(buf)
+        buf += data
+        end = buf.find(marker, max(0, start - len(marker) + 1))
         if end >= 0:
-            return recv_exact(sock, end + 4)
-        if len(data) > limit:
-            raise Refused(431, f"the request head is over {limit // 1024} KiB")
-        if len(data) == seen:  # nothing new arrived since the last peek: wait for more
-            _wait_readable(sock)
-        seen = len(data)
-
-
-def _wait_readable(sock: socket.socket) -> None:
-    import select
-
-    r, _, _ = select.select([sock], [], [], IDLE_TIMEOUT)
-    if not r:
-        raise Closed
+            del buf[end + len(marker) :]
+            return bytes(buf[:start]) + recv_exact(sock, len(buf) - start)
+        if len(buf) > limit:
+            raise too_long
+        recv_exact(sock, len(data))
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -103,6 +119,11 @@ def one(headers: list[tuple[str, str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+def is_decimal(text: str | None) -> bool:
+    """Plain ASCII digits (``str.isdigit`` also takes '²', which ``int`` refuses)."""
+    return text is not None and _DIGITS.fullmatch(text) is not None
+
+
 def framing_of(headers: list[tuple[str, str]]) -> tuple[str, int]:
     """``("length", n)``, ``("chunked", 0)`` or ``("none", 0)`` for a request's body."""
     te = one(headers, "transfer-encoding")
@@ -114,7 +135,7 @@ def framing_of(headers: list[tuple[str, str]]) -> tuple[str, int]:
             raise Refused(501, f"Transfer-Encoding {te!r} is not supported (only chunked)")
         return "chunked", 0
     if cl is not None:
-        if not cl.isdigit() or len(cl) > 15:
+        if not is_decimal(cl):
             raise Refused(400, f"Content-Length must be a decimal number of bytes, not {cl[:40]!r}")
         return "length", int(cl)
     return "none", 0
@@ -158,13 +179,8 @@ class Pipe:
 
 
 def _read_line(sock: socket.socket, limit: int = 4096) -> bytes:
-    data = sock.recv(limit, socket.MSG_PEEK)
-    end = data.find(b"\r\n")
-    if end < 0:
-        if not data:
-            raise Closed
-        raise Refused(400, "malformed chunked body")
-    return recv_exact(sock, end + 2)
+    too_long = Refused(400, "malformed chunked body: a chunk-size line is too long")
+    return read_until(sock, b"\r\n", limit, IDLE_TIMEOUT, too_long)
 
 
 def _chunk_size(line: bytes) -> int:

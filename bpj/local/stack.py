@@ -46,6 +46,8 @@ class LocalStack:
     ) -> None:
         from bpj.transport.guard import is_loopback
 
+        if token is not None and not token.strip():
+            raise errors.UsageError("the token is empty: give a non-empty token, or none")
         if not is_loopback(host):
             if not token:
                 raise errors.UsageError(

@@ -84,6 +84,8 @@ class Guard:
     def __init__(
         self, bind_host: str, port: int, *, token: str | None = None, extra_names: Iterable[str] = ()
     ) -> None:
+        if token is not None and not token.strip():
+            raise ValueError("an empty token would let every request in: give a non-empty one, or None")
         self.names = own_names(bind_host, extra_names)
         self.port = str(port)
         self.token = token

@@ -151,12 +151,6 @@ def multipart(metadata: bytes, data: bytes = b"pwned", part_type: str = "text/pl
 # -- upload routes: which body is checked ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload_id query parameter makes the guard stream the body unchecked (_body_kind), but the engine "
-    "still routes by uploadType: uploadType=multipart&upload_id=x takes the object name from the unchecked "
-    "multipart metadata and writes it outside the data dir",
-)
 def test_upload_id_does_not_unlock_unchecked_multipart_metadata(server, area):
     before = outside(area)
     body, headers = multipart(json.dumps({"name": ESCAPE + "-multipart"}).encode())
@@ -174,12 +168,6 @@ def test_upload_id_does_not_unlock_unchecked_multipart_metadata(server, area):
     still_serving(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload_id query parameter makes the guard stream the body unchecked, but the engine reads "
-    "POST uploadType=resumable with a JSON Content-Type as a body-based resumable upload (bucket and name "
-    "from the unchecked JSON); the upload's content then lands outside the data dir",
-)
 def test_upload_id_does_not_unlock_unchecked_resumable_metadata(server, area):
     before = outside(area)
     meta = json.dumps({"bucket": BUCKET, "name": ESCAPE + "-resumable"}).encode()
@@ -433,12 +421,6 @@ def test_framing_disagreements_do_not_smuggle(server, framing):
 
 
 @pytest.mark.parametrize("digit", ["\u00b9", "\u00b2", "\u00b3"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="framing_of accepts a Content-Length that str.isdigit() calls a digit (latin-1 superscripts), then "
-    "int() raises ValueError, which nothing catches: the connection is dropped with no answer (before the "
-    "token is checked) and a traceback goes to the guard's log",
-)
 def test_a_superscript_content_length_is_answered(server, digit):
     head = f"GET /storage/v1/b HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: {digit}\r\n\r\n"
     answer = raw(server, head.encode("latin-1"))
@@ -448,11 +430,6 @@ def test_a_superscript_content_length_is_answered(server, digit):
         still_serving(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay_chunked/read_body read a chunk-size line with one MSG_PEEK and refuse it when its CRLF has "
-    "not arrived yet: a valid chunked upload whose size line is split across TCP segments gets 400",
-)
 def test_a_chunk_size_line_split_across_segments_is_accepted(server):
     head = (
         f"POST /upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=split HTTP/1.1\r\n{head_lines(server)}"
@@ -645,12 +622,6 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the guard's CPU time from /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_head peeks, finds no blank line and no new bytes, waits with select(), which returns at once "
-    "on a socket at EOF, and peeks the same bytes again: a client that sends part of a head and closes "
-    "(no token needed) leaves a guard thread spinning at 100% CPU for ever, holding its connection slot",
-)
 def test_a_cut_off_head_does_not_spin(area):
     from bpj.local.gcs import GcsServer
 
@@ -665,12 +636,6 @@ def test_a_cut_off_head_does_not_spin(area):
         assert _cpu_seconds(pid) - start < 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a connection takes one of the guard's 256 slots at accept, before any byte or token is read, "
-    "and keeps it for up to 120 s of silence (forever if it sends a byte now and then): 256 idle connections "
-    "from anyone lock every client, token holders included, out of the GCS port",
-)
 def test_idle_unauthenticated_connections_do_not_lock_out_clients(server):
     idle = []
     try:
