@@ -155,9 +155,11 @@ class Executor:
     def _run(self, name: str, cancel: threading.Event) -> None:
         try:
             job = self.store.get("job", name, types.BatchPredictionJob)
-            if job is None or job.state != S.JOB_STATE_PENDING:
+            if job is None or job.state not in (S.JOB_STATE_PENDING, S.JOB_STATE_CANCELLING):
                 return  # deleted or settled while it waited
-            if cancel.is_set():
+            if (
+                cancel.is_set() or job.state == S.JOB_STATE_CANCELLING
+            ):  # cancelled while it waited for a worker
                 self.finish(name, S.JOB_STATE_CANCELLED)
                 return
             if self.stopping.is_set():

@@ -213,6 +213,20 @@ def test_a_predictor_that_dies_fails_its_job_saying_so(vertex, tmp_path, kind, h
     wait_gone({read_pid(pid_file)}, time.monotonic() + STOP_WITHIN)
 
 
+def test_a_job_cancelled_while_it_waits_for_a_worker_ends_cancelled(vertex, stack, tmp_path):
+    hang = vertex.upload("hang_in_predict", tmp_path / "pid")
+    busy = [vertex.create(hang) for _ in range(stack.workers)]
+    for name in busy:
+        wait_for(vertex.get, name, states={S.JOB_STATE_RUNNING})
+    queued = vertex.create(vertex.upload("sum", tmp_path / "pid-sum"))
+    assert vertex.get(queued).state == S.JOB_STATE_PENDING  # every worker is busy
+    for name in [queued, *busy]:
+        vertex.jobs.cancel_batch_prediction_job(types.CancelBatchPredictionJobRequest(name=name))
+    for name in [queued, *busy]:
+        job = wait_for(vertex.get, name, timeout=2 * STOP_WITHIN)
+        assert job.state == S.JOB_STATE_CANCELLED, (name, job.state, job.error)
+
+
 def test_the_stack_runs_jobs_after_a_cancel_and_a_crash(vertex, tmp_path):
     job = wait_for(vertex.get, vertex.create(vertex.upload("sum", tmp_path / "pid")))
     assert job.state == S.JOB_STATE_SUCCEEDED, job.error
