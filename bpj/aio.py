@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from bpj import clients, config, errors, many, states, validation
+from bpj import clients, config, errors, many, rules, states, validation
 from bpj import jobs as bpj_jobs
 from bpj.jobs import (
     REQUEST_ID_LABEL,
@@ -341,7 +341,7 @@ class BatchPredictionJob:
         s = config.settings(project=project, location=location, credentials=credentials)
         keys = bpj_jobs.order_keys(order_by)
         if page_size is not None:
-            validation.positive_int(page_size, "page_size")
+            rules.integer(page_size, "page_size")
         request = bpj_jobs.messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
         )

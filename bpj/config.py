@@ -25,19 +25,17 @@ are resolved only when the first call to a real endpoint is made.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bpj import errors
+from bpj import errors, rules
 from bpj.transport.base import Transport, WithMetadata
 from bpj.transport.endpoints import is_loopback, parse_endpoint  # noqa: F401  (re-exported)
 
 TRANSPORTS = ("grpc", "rest")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-_LOCATION = re.compile(r"^[a-z]+(-[a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -91,16 +89,21 @@ _transports: dict[tuple[Any, ...], Transport] = {}
 _registered: dict[str, Transport] = {}
 
 
+_TEXT = ("api_endpoint", "gcs_endpoint", "bigquery_endpoint", "bigquery_storage_endpoint", "token")
+
+
 def validate(s: Settings) -> Settings:
     if s.transport not in TRANSPORTS:
+        rules.text(s.transport, "transport")
         raise errors.UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
-    if not _LOCATION.match(s.location):
-        raise errors.UsageError(
-            f"location must look like 'us-central1' (lowercase region name), got {s.location!r}"
-        )
-    if s.project is not None and not re.match(r"^[a-z0-9][a-z0-9.:-]{0,62}$", s.project):
-        raise errors.UsageError(f"project must be a project ID or number, got {s.project!r}")
-    if s.tls_root_cert is not None and not os.path.isfile(s.tls_root_cert):
+    rules.location(s.location)
+    if s.project is not None:
+        rules.project(s.project)
+    for name in _TEXT:
+        value = getattr(s, name)
+        if value is not None and not rules.text(value, name).isprintable():
+            raise errors.UsageError(f"{name}: must be printable text, got {value!r}")
+    if s.tls_root_cert is not None and not os.path.isfile(rules.text(s.tls_root_cert, "tls_root_cert")):
         raise errors.UsageError(f"tls_root_cert must be a PEM file, not found: {s.tls_root_cert}")
     return s
 

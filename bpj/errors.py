@@ -2,6 +2,7 @@
 
     BpjError
     ├── UsageError (also ValueError)   bad input, raised before any network call; says what to change
+    │   └── UsageTypeError (also TypeError)  a value of the wrong type
     └── ApiError                       the server, or the path to it, answered with a google.rpc.Status
         ├── Cancelled                  CANCELLED            HTTP 499
         ├── Unknown                    UNKNOWN              HTTP 500
@@ -132,6 +133,10 @@ class BpjError(Exception):
 
 class UsageError(BpjError, ValueError):
     """Bad input, found before any network call. The message says which field and what to change."""
+
+
+class UsageTypeError(UsageError, TypeError):
+    """An argument of the wrong type (a TypeError too, as the official SDK raises for one)."""
 
 
 class ApiError(BpjError):

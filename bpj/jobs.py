@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from bpj import clients, config, errors, states, validation
+from bpj import clients, config, errors, rules, states, validation
 from bpj.lro import wait_operation
 from bpj.states import JobCancelled, JobExpired, JobFailed, WaitTimeout
 
@@ -92,11 +92,8 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
     given = [k for k in monitoring if arguments.get(k) is not None]
     if given:
         raise validation.fail(", ".join(given), "model monitoring is a v1beta1 feature bpj does not speak")
-    if not isinstance(arguments["sync"], bool):
-        raise validation.fail("sync", f"must be True or False, got {arguments['sync']!r}")
-    timeout = arguments["create_request_timeout"]
-    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise validation.fail("create_request_timeout", f"must be seconds > 0, got {timeout!r}")
+    rules.flag(arguments["sync"], "sync")
+    rules.timeout(arguments["create_request_timeout"], "create_request_timeout")
     s = config.settings(
         project=arguments["project"], location=arguments["location"], credentials=arguments["credentials"]
     )
@@ -117,6 +114,16 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
         job.labels[REQUEST_ID_LABEL] = request_id
     request = messages().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
     return CreatePlan(s, request, request_id, bool(user_key))
+
+
+def check_create(**arguments: Any) -> CreatePlan:
+    """:func:`plan_create` for ``BatchPredictionJob.create``'s keyword arguments, its defaults for the rest
+    (what the CLI checks before it connects)."""
+    import inspect
+
+    bound = inspect.signature(BatchPredictionJob.create).bind(**arguments)
+    bound.apply_defaults()
+    return plan_create(bound.arguments)
 
 
 class BatchPredictionJob:
@@ -247,7 +254,7 @@ class BatchPredictionJob:
         s = config.settings(project=project, location=location, credentials=credentials)
         keys = order_keys(order_by)
         if page_size is not None:
-            validation.positive_int(page_size, "page_size")
+            rules.integer(page_size, "page_size")
         jobs = clients.job_service(project=s.project, location=s.location, credentials=credentials)
         request = messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0

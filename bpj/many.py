@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bpj import clients, errors, states, validation
+from bpj import clients, errors, rules, states, validation
 from bpj.jobs import BatchPredictionJob, JobCancelled, JobExpired, JobFailed
 
 log = logging.getLogger("bpj")
@@ -173,7 +173,7 @@ class Watch:
     ) -> None:
         if by not in STRATEGIES:
             raise validation.fail("by", f"must be one of {', '.join(STRATEGIES)}, got {by!r}")
-        validation.positive_int(page_size, "page_size")
+        rules.integer(page_size, "page_size")
         self.by = by
         self.page_size = page_size
         self.credentials = credentials

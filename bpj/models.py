@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from bpj import validation
+from bpj import rules, validation
 from bpj.lro import wait_operation
 
 if TYPE_CHECKING:
@@ -41,17 +41,154 @@ __all__ = ["Model", "wait_operation"]  # wait_operation: re-exported from bpj.lr
 
 def _services(project: str | None, location: str | None, credentials: Any) -> tuple[Any, Any, Any]:
     """The settings for a call, and ModelService and Operations clients on the shared transport."""
-    from bpj import clients, config
+    from bpj import config
 
     s = config.settings(project=project, location=location, credentials=credentials)
+    return (s, *_clients(s))
+
+
+def _clients(s: Any) -> tuple[Any, Any]:
+    """ModelService and Operations clients on the shared transport of settings ``s``."""
+    from bpj import clients, config
+
     transport = config.transport_for(s.vertex_endpoint, s)
-    return s, clients.model_service(transport=transport), clients.operations(transport=transport)
+    return clients.model_service(transport=transport), clients.operations(transport=transport)
 
 
 def _time(ts: Any) -> datetime | None:
     if not ts.seconds and not ts.nanos:
         return None
     return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def plan_upload(
+    serving_container_image_uri: str | None = None,
+    *,
+    artifact_uri: str | None = None,
+    model_id: str | None = None,
+    parent_model: str | None = None,
+    is_default_version: bool = True,
+    version_aliases: Sequence[str] | None = None,
+    version_description: str | None = None,
+    serving_container_predict_route: str | None = None,
+    serving_container_health_route: str | None = None,
+    description: str | None = None,
+    serving_container_command: Sequence[str] | None = None,
+    serving_container_args: Sequence[str] | None = None,
+    serving_container_environment_variables: Mapping[str, str] | None = None,
+    serving_container_ports: Sequence[int] | None = None,
+    serving_container_grpc_ports: Sequence[int] | None = None,
+    instance_schema_uri: str | None = None,
+    parameters_schema_uri: str | None = None,
+    prediction_schema_uri: str | None = None,
+    explanation_metadata: Any = None,
+    explanation_parameters: Any = None,
+    display_name: str | None = None,
+    project: str | None = None,
+    location: str | None = None,
+    credentials: Any = None,
+    labels: Mapping[str, str] | None = None,
+    encryption_spec_key_name: str | None = None,
+    sync: bool = True,
+    upload_request_timeout: float | None = None,
+    serving_container_shared_memory_size_mb: int | None = None,
+) -> tuple[Any, Any]:
+    """Check ``Model.upload``'s arguments and build the UploadModelRequest it sends: (settings, request).
+    Pure: no RPC, no connection."""
+    from bpj import types
+
+    if display_name is None:
+        display_name = f"Model {datetime.now().isoformat(sep=' ')}"
+    model = types.Model(display_name=validation.display_name(display_name, "display_name"))
+    model.labels.update(validation.labels(labels))
+    rules.flag(sync, "sync")
+    rules.flag(is_default_version, "is_default_version")
+    rules.timeout(upload_request_timeout, "upload_request_timeout")
+    if serving_container_image_uri is not None:
+        rules.text(serving_container_image_uri, "serving_container_image_uri")
+    if not serving_container_image_uri or not serving_container_image_uri.isprintable():
+        raise validation.fail(
+            "serving_container_image_uri",
+            "the serving container image is required, e.g. "
+            "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest",
+        )
+    spec = model.container_spec
+    spec.image_uri = serving_container_image_uri
+    spec.command.extend(_strings(serving_container_command, "serving_container_command"))
+    spec.args.extend(_strings(serving_container_args, "serving_container_args"))
+    env = serving_container_environment_variables or {}
+    if not isinstance(env, Mapping):
+        raise validation.fail("serving_container_environment_variables", "must be a mapping of str to str")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key:
+            raise validation.fail("serving_container_environment_variables", f"bad variable name {key!r}")
+        where = f"serving_container_environment_variables[{key!r}]"
+        spec.env.add(name=rules.text(key, where), value=rules.text(str(value), where))
+    for port in _sequence(serving_container_ports, "serving_container_ports", "a sequence of ports"):
+        spec.ports.add(container_port=rules.integer(port, "serving_container_ports"))
+    for port in _sequence(
+        serving_container_grpc_ports, "serving_container_grpc_ports", "a sequence of ports"
+    ):
+        spec.grpc_ports.add(container_port=rules.integer(port, "serving_container_grpc_ports"))
+    if serving_container_predict_route:
+        spec.predict_route = rules.text(serving_container_predict_route, "serving_container_predict_route")
+    if serving_container_health_route:
+        spec.health_route = rules.text(serving_container_health_route, "serving_container_health_route")
+    if serving_container_shared_memory_size_mb is not None:
+        spec.shared_memory_size_mb = rules.integer(
+            serving_container_shared_memory_size_mb, "serving_container_shared_memory_size_mb"
+        )
+    if artifact_uri is not None:
+        if not rules.text(artifact_uri, "artifact_uri").startswith("gs://"):
+            raise validation.fail(
+                "artifact_uri",
+                f"must be a gs:// directory holding the model files, got {artifact_uri!r} (bpj does not "
+                "stage local directories: copy it to Cloud Storage first)",
+            )
+        model.artifact_uri = rules.gcs(artifact_uri, "artifact_uri", what="gs://bucket[/path]")
+    if description is not None:
+        model.description = rules.text(description, "description")
+    if version_description is not None:
+        model.version_description = rules.text(version_description, "version_description")
+    aliases = list(_strings(version_aliases, "version_aliases"))
+    if is_default_version and "default" not in aliases:
+        aliases.insert(0, "default")
+    model.version_aliases.extend(aliases)
+    for field, uri in (
+        ("instance_schema_uri", instance_schema_uri),
+        ("parameters_schema_uri", parameters_schema_uri),
+        ("prediction_schema_uri", prediction_schema_uri),
+    ):
+        if uri is not None:
+            setattr(model.predict_schemata, field, rules.gcs(uri, field, what="gs://bucket/object"))
+    if explanation_metadata is not None:
+        model.explanation_spec.metadata.CopyFrom(
+            validation.message(types.ExplanationMetadata, explanation_metadata, "explanation_metadata")
+        )
+    if explanation_parameters is not None:
+        model.explanation_spec.parameters.CopyFrom(
+            validation.message(types.ExplanationParameters, explanation_parameters, "explanation_parameters")
+        )
+    if encryption_spec_key_name is not None:
+        if not validation.KMS_KEY.match(rules.text(encryption_spec_key_name, "encryption_spec_key_name")):
+            raise validation.fail(
+                "encryption_spec_key_name",
+                "must be projects/{p}/locations/{l}/keyRings/{ring}/cryptoKeys/{key}, "
+                f"got {encryption_spec_key_name!r}",
+            )
+        model.encryption_spec.kms_key_name = encryption_spec_key_name
+    if model_id is not None:
+        rules.identifier(model_id, "model_id", "a model id")
+
+    from bpj import config
+
+    settings = config.settings(project=project, location=location, credentials=credentials)
+    request = types.UploadModelRequest(parent=settings.parent, model=model, model_id=model_id or "")
+    if parent_model:
+        request.parent_model = _resolve(
+            parent_model, settings.project, settings.location, None, "parent_model"
+        )[0]
+    return settings, request
 
 
 class Model:
@@ -132,85 +269,8 @@ class Model:
         Model knows its operation, and ``wait()`` (or the first property read) waits for it. Nothing runs in
         a background thread, so a process that exits loses nothing but the wait.
         """
-        from bpj import types
-
-        if display_name is None:
-            display_name = f"Model {datetime.now().isoformat(sep=' ')}"
-        model = types.Model(display_name=validation.display_name(display_name, "display_name"))
-        model.labels.update(validation.labels(labels))
-        if not serving_container_image_uri or not isinstance(serving_container_image_uri, str):
-            raise validation.fail(
-                "serving_container_image_uri",
-                "the serving container image is required, e.g. "
-                "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest",
-            )
-        spec = model.container_spec
-        spec.image_uri = serving_container_image_uri
-        spec.command.extend(_strings(serving_container_command, "serving_container_command"))
-        spec.args.extend(_strings(serving_container_args, "serving_container_args"))
-        env = serving_container_environment_variables or {}
-        if not isinstance(env, Mapping):
-            raise validation.fail(
-                "serving_container_environment_variables", "must be a mapping of str to str"
-            )
-        for key, value in env.items():
-            if not isinstance(key, str) or not key:
-                raise validation.fail("serving_container_environment_variables", f"bad variable name {key!r}")
-            spec.env.add(name=key, value=str(value))
-        for port in serving_container_ports or ():
-            spec.ports.add(container_port=validation.positive_int(port, "serving_container_ports"))
-        for port in serving_container_grpc_ports or ():
-            spec.grpc_ports.add(container_port=validation.positive_int(port, "serving_container_grpc_ports"))
-        if serving_container_predict_route:
-            spec.predict_route = serving_container_predict_route
-        if serving_container_health_route:
-            spec.health_route = serving_container_health_route
-        if serving_container_shared_memory_size_mb is not None:
-            spec.shared_memory_size_mb = validation.positive_int(
-                serving_container_shared_memory_size_mb, "serving_container_shared_memory_size_mb"
-            )
-        if artifact_uri is not None:
-            if not isinstance(artifact_uri, str) or not artifact_uri.startswith("gs://"):
-                raise validation.fail(
-                    "artifact_uri",
-                    f"must be a gs:// directory holding the model files, got {artifact_uri!r} (bpj does not "
-                    "stage local directories: copy it to Cloud Storage first)",
-                )
-            model.artifact_uri = artifact_uri
-        if description is not None:
-            model.description = description
-        if version_description is not None:
-            model.version_description = version_description
-        aliases = list(_strings(version_aliases, "version_aliases"))
-        if is_default_version and "default" not in aliases:
-            aliases.insert(0, "default")
-        model.version_aliases.extend(aliases)
-        for field, uri in (
-            ("instance_schema_uri", instance_schema_uri),
-            ("parameters_schema_uri", parameters_schema_uri),
-            ("prediction_schema_uri", prediction_schema_uri),
-        ):
-            if uri is not None:
-                setattr(model.predict_schemata, field, uri)
-        if explanation_metadata is not None:
-            model.explanation_spec.metadata.CopyFrom(
-                validation.message(types.ExplanationMetadata, explanation_metadata, "explanation_metadata")
-            )
-        if explanation_parameters is not None:
-            model.explanation_spec.parameters.CopyFrom(
-                validation.message(
-                    types.ExplanationParameters, explanation_parameters, "explanation_parameters"
-                )
-            )
-        if encryption_spec_key_name is not None:
-            model.encryption_spec.kms_key_name = encryption_spec_key_name
-        if model_id is not None and not isinstance(model_id, str):
-            raise validation.fail("model_id", f"must be a str, got {type(model_id).__name__}")
-
-        settings, models, operations = _services(project, location, credentials)
-        request = types.UploadModelRequest(parent=settings.parent, model=model, model_id=model_id or "")
-        if parent_model:
-            request.parent_model = _resolve(parent_model, settings.project, settings.location, None)[0]
+        settings, request = plan_upload(**{k: v for k, v in locals().items() if k != "cls"})
+        models, operations = _clients(settings)
         op = models.upload_model(request, timeout=upload_request_timeout)
         log.info("Model.upload: operation %s", op.name)
         self = cls.__new__(cls)
@@ -264,7 +324,7 @@ class Model:
         from bpj import types
 
         if page_size is not None:
-            validation.positive_int(page_size, "page_size")
+            rules.integer(page_size, "page_size")
         for field, value in (("filter", filter), ("order_by", order_by)):
             if value is not None and not isinstance(value, str):
                 raise validation.fail(field, f"must be a str, got {type(value).__name__}")
@@ -470,20 +530,20 @@ class Model:
 
 
 def _resolve(
-    model_name: Any, project: str | None, location: str | None, version: str | None
+    model_name: Any, project: str | None, location: str | None, version: str | None, field: str = "model_name"
 ) -> tuple[str, str | None, str | None]:
     """(full name with any @version, project, location) for a model name or id."""
     from bpj import config
 
-    if not isinstance(model_name, str) or not model_name:
-        raise validation.fail("model_name", f"must be a model resource name or id, got {model_name!r}")
+    if not rules.text(model_name, field):
+        raise validation.fail(field, "must be a model resource name or id, got ''")
     m = validation.MODEL_NAME.match(model_name)
     if m is not None:
         project, location = m["project"], m["location"]
         name = model_name
     else:
         s = config.settings(project=project, location=location)
-        name = validation.model_name(model_name, s.project, s.location)
+        name = validation.model_name(model_name, s.project, s.location, field)
         project, location = s.project, s.location
     if version is not None:
         if "@" in name:
@@ -494,9 +554,22 @@ def _resolve(
     return name, project, location
 
 
-def _strings(value: Any, field: str) -> Sequence[str]:
+def model_resource_name(value: Any, field: str = "model_name") -> str:
+    """The full name (with any @version) that ``Model(value)`` would get; a UsageError naming ``field``
+    otherwise. No call."""
+    return _resolve(value, None, None, None, field)[0]
+
+
+def _sequence(value: Any, field: str, expected: str) -> list[Any]:
     if value is None:
-        return ()
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise validation.fail(field, f"must be a sequence of str, got {value!r}")
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise rules.wrong_type(field, value, expected)
     return list(value)
+
+
+def _strings(value: Any, field: str) -> Sequence[str]:
+    items = _sequence(value, field, "a sequence of str")
+    for i, item in enumerate(items):
+        rules.text(item, f"{field}[{i}]")
+    return items

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bpj import errors
+from bpj import rules
 
 INSTANCES_FORMATS = ("jsonl", "csv", "tf-record", "tf-record-gzip", "file-list", "bigquery")
 PREDICTIONS_FORMATS = ("jsonl", "csv", "bigquery")
@@ -41,29 +41,24 @@ OUTPUT_ONLY = frozenset(
     }
 )
 
-_PROJECT = r"(?:[a-z][a-z0-9.-]*:)?[a-z0-9][a-z0-9-]*"  # a project id, maybe domain-scoped (example.com:p)
-_LOCATION = r"[a-z][a-z0-9-]*"
-_ID = r"[A-Za-z0-9_-]+"
-_VERSION = r"@[A-Za-z0-9_-]+"
-MODEL_NAME = re.compile(
-    rf"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/models/{_ID}(?:{_VERSION})?$"
-)
-MODEL_ID = re.compile(rf"^{_ID}(?:{_VERSION})?$")
+# Patterns end in \Z, never $ (which matches before a final newline too).
+_PROJECT = rules.PROJECT.pattern
+_LOCATION = rules.LOCATION.pattern
+_ID = rules.ID.pattern
+_VERSION = rf"@{_ID}"
+_PARENT = rf"projects/(?P<project>{_PROJECT})/locations/(?P<location>{_LOCATION})"
+MODEL_NAME = re.compile(rf"^{_PARENT}/models/{_ID}(?:{_VERSION})?\Z")
+MODEL_ID = re.compile(rf"^{_ID}(?:{_VERSION})?\Z")
 PUBLISHER_MODEL = re.compile(
-    rf"^(?:projects/[^/]+/locations/[^/]+/)?publishers/{_ID}/models/[A-Za-z0-9_.@-]+$"
+    rf"^(?:projects/{_PROJECT}/locations/{_LOCATION}/)?publishers/{_ID}/models/[A-Za-z0-9_.@-]+\Z"
 )
-JOB_NAME = re.compile(
-    rf"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/batchPredictionJobs/{_ID}$"
-)
-JOB_ID = re.compile(rf"^{_ID}$")
-_DATASET = r"[A-Za-z0-9_]{1,1024}"
-BQ_TABLE = re.compile(rf"^bq://{_PROJECT}\.{_DATASET}\.[\w\- ]{{1,1024}}$")
-BQ_DESTINATION = re.compile(rf"^bq://{_PROJECT}(?:\.{_DATASET})?$")
-GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](?:/.*)?$", re.DOTALL)
+JOB_NAME = re.compile(rf"^{_PARENT}/batchPredictionJobs/{_ID}\Z")
+JOB_ID = re.compile(rf"^{_ID}\Z")
+KMS_KEY = re.compile(rf"^projects/{_PROJECT}/locations/{_LOCATION}/keyRings/{_ID}/cryptoKeys/{_ID}\Z")
+SERVICE_ACCOUNT = re.compile(r"^[^@\s\x00-\x1f]+@[A-Za-z0-9.-]+\Z")
 
 
-def fail(field: str, what: str) -> errors.UsageError:
-    return errors.UsageError(f"{field}: {what}")
+fail = rules.fail
 
 
 # -- names and labels ---------------------------------------------------------------------------------
@@ -71,7 +66,8 @@ def fail(field: str, what: str) -> errors.UsageError:
 
 def display_name(value: Any, field: str = "job_display_name") -> str:
     """Required, at most 128 characters of any Unicode."""
-    if not isinstance(value, str) or not value:
+    rules.text(value, field)
+    if not value:
         raise fail(
             field, f"a display name is required (a non-empty str of at most 128 characters), got {value!r}"
         )
@@ -137,8 +133,8 @@ def model_name(value: Any, project: str | None, location: str, field: str = "mod
     """A full model resource name from a full name, a bare ``id[@version]`` (with project and location
     defaults), a publisher model name, or anything with a ``resource_name`` (a bpj or official Model)."""
     value = getattr(value, "resource_name", value)
-    if not isinstance(value, str) or not value:
-        raise fail(field, f"must be a model resource name or id, got {value!r}")
+    if not rules.text(value, field):
+        raise fail(field, "must be a model resource name or id, got ''")
     m = MODEL_NAME.match(value)
     if m is not None:
         if m["location"] != location:
@@ -165,8 +161,8 @@ def model_name(value: Any, project: str | None, location: str, field: str = "mod
 
 def job_name(value: Any, project: str | None, location: str, field: str = "batch_prediction_job_name") -> str:
     """A full job resource name from a full name or a bare id (with project and location defaults)."""
-    if not isinstance(value, str) or not value:
-        raise fail(field, f"must be a job resource name or id, got {value!r}")
+    if not rules.text(value, field):
+        raise fail(field, "must be a job resource name or id, got ''")
     if JOB_NAME.match(value):
         return value
     if JOB_ID.match(value):
@@ -190,41 +186,30 @@ def gcs_uris(value: Any, field: str = "gcs_source") -> list[str]:
     if isinstance(value, str):
         uris = [value]
     elif isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
-        raise fail(field, f"must be a gs:// URI or a sequence of them, got {type(value).__name__}")
+        raise rules.wrong_type(field, value, "a gs:// URI or a sequence of them")
     else:
         uris = list(value)
     if not uris:
         raise fail(field, "give at least one gs:// URI")
     for i, uri in enumerate(uris):
         where = field if isinstance(value, str) else f"{field}[{i}]"
-        if not isinstance(uri, str):
-            raise fail(where, f"must be a str gs:// URI, got {type(uri).__name__}")
-        if not GCS_URI.match(uri):
-            raise fail(where, f"must be gs://bucket/path (a Cloud Storage URI), got {uri!r}")
-        _utf8(uri, where)
+        rules.gcs(uri, where)
     return uris
 
 
 def gcs_prefix(value: Any, field: str = "gcs_destination_prefix") -> str:
-    if not isinstance(value, str) or not GCS_URI.match(value):
-        raise fail(field, f"must be gs://bucket[/path] (a Cloud Storage URI), got {value!r}")
-    _utf8(value, field)
-    return value
+    return rules.gcs(value, field, what="gs://bucket[/path]")
 
 
 def bigquery_source(value: Any, field: str = "bigquery_source") -> str:
-    if not isinstance(value, str) or not BQ_TABLE.match(value):
-        raise fail(field, f"must be bq://project.dataset.table, got {value!r}")
-    return value
+    return rules.bq(value, field, table=True)
 
 
 def bigquery_destination(value: Any, field: str = "bigquery_destination_prefix") -> str:
     """bq://project or bq://project.dataset; the bq:// may be left out, as the official SDK allows."""
     if isinstance(value, str) and value and not value.startswith("bq://"):
         value = f"bq://{value}"
-    if not isinstance(value, str) or not BQ_DESTINATION.match(value):
-        raise fail(field, f"must be bq://project or bq://project.dataset, got {value!r}")
-    return value
+    return rules.bq(value, field, table=False)
 
 
 def formats(
@@ -273,8 +258,11 @@ def one_of(field_a: str, a: Any, field_b: str, b: Any) -> None:
 
 
 def positive_int(value: Any, field: str, *, zero: bool = False) -> int:
+    """An int >= 1 (>= 0 with ``zero``) of an argument with no proto field (the others: rules.integer)."""
     low = 0 if zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise rules.wrong_type(field, value, f"an int >= {low}")
+    if value < low:
         raise fail(field, f"must be an int >= {low}, got {value!r}")
     return value
 
@@ -311,16 +299,16 @@ def machine(
         if accelerator_type not in names:
             raise fail("accelerator_type", f"must be one of {', '.join(names)}, got {accelerator_type!r}")
         spec["accelerator_type"] = accelerator_type
-        spec["accelerator_count"] = positive_int(
+        spec["accelerator_count"] = rules.integer(
             1 if accelerator_count is None else accelerator_count, "accelerator_count"
         )
     elif accelerator_count is not None:
         raise fail("accelerator_count", "needs accelerator_type= (e.g. NVIDIA_TESLA_T4)")
     out: dict[str, Any] = {"machine_spec": spec}
     if starting_replica_count is not None:
-        out["starting_replica_count"] = positive_int(starting_replica_count, "starting_replica_count")
+        out["starting_replica_count"] = rules.integer(starting_replica_count, "starting_replica_count")
     if max_replica_count is not None:
-        out["max_replica_count"] = positive_int(max_replica_count, "max_replica_count")
+        out["max_replica_count"] = rules.integer(max_replica_count, "max_replica_count")
     if out.get("starting_replica_count", 1) > out.get(
         "max_replica_count", out.get("starting_replica_count", 1)
     ):
@@ -535,10 +523,8 @@ def build_job(
     if resources is not None:
         job.dedicated_resources.CopyFrom(json_format.ParseDict(resources, types.BatchDedicatedResources()))
     if batch_size is not None:
-        job.manual_batch_tuning_parameters.batch_size = positive_int(batch_size, "batch_size")
-    if not isinstance(generate_explanation, bool):
-        raise fail("generate_explanation", f"must be True or False, got {generate_explanation!r}")
-    job.generate_explanation = generate_explanation
+        job.manual_batch_tuning_parameters.batch_size = rules.integer(batch_size, "batch_size")
+    job.generate_explanation = rules.flag(generate_explanation, "generate_explanation")
     if explanation_metadata is not None or explanation_parameters is not None:
         if not generate_explanation:
             raise fail(
@@ -554,9 +540,7 @@ def build_job(
             )
     job.labels.update(_labels(labels, reserved=reserved_labels))
     if encryption_spec_key_name is not None:
-        if not isinstance(encryption_spec_key_name, str) or not re.fullmatch(
-            r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", encryption_spec_key_name
-        ):
+        if not KMS_KEY.match(rules.text(encryption_spec_key_name, "encryption_spec_key_name")):
             raise fail(
                 "encryption_spec_key_name",
                 "must be projects/{p}/locations/{l}/keyRings/{ring}/cryptoKeys/{key}, "
@@ -564,14 +548,12 @@ def build_job(
             )
         job.encryption_spec.kms_key_name = encryption_spec_key_name
     if service_account is not None:
-        if not isinstance(service_account, str) or "@" not in service_account:
+        if not SERVICE_ACCOUNT.match(rules.text(service_account, "service_account")):
             raise fail("service_account", f"must be a service account email, got {service_account!r}")
         job.service_account = service_account
     if instance_config is not None:
         job.instance_config.CopyFrom(_instance_config(instance_config, ins))
-    if not isinstance(disable_container_logging, bool):
-        raise fail("disable_container_logging", f"must be True or False, got {disable_container_logging!r}")
-    job.disable_container_logging = disable_container_logging
+    job.disable_container_logging = rules.flag(disable_container_logging, "disable_container_logging")
 
     if fields:
         set_fields(job, fields, {fd.name for fd, _ in job.ListFields()})

@@ -404,7 +404,7 @@ def test_bad_values_fail_in_one_line(env, capsys, job):
         (["bench", "--model", "1", "--gcs-prefix", "s3://x"], "--gcs-prefix"),
     ):
         code, _, err = run(capsys, *argv)
-        assert code == 1, argv
+        assert code == 2, argv
         assert says in one_line_failure(code, err)
 
 

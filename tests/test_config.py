@@ -51,8 +51,8 @@ def test_missing_project_says_how_to_set_it():
     ("kwargs", "words"),
     [
         ({"transport": "http"}, "transport must be one of grpc, rest"),
-        ({"location": "US Central"}, "location must look like"),
-        ({"project": "Bad Project!"}, "project must be"),
+        ({"location": "US Central"}, "location: must look like"),
+        ({"project": "Bad Project!"}, "project: must be"),
         ({"colour": "red"}, "unknown argument(s) colour"),
         ({"tls_root_cert": "/nonexistent/ca.pem"}, "tls_root_cert must be a PEM file"),
     ],

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bpj import errors, validation
 from bpj.local import vertex as emulator
+from bpj.testing import configs
 from bpj.testing import strategies as bst
 
 LOCATION = "us-central1"
@@ -168,11 +169,7 @@ def test_any_text_is_a_job_name_or_a_usage_error(text):
 
 # -- sources and destinations ---------------------------------------------------------------------------
 
-uris = st.builds(
-    "gs://{}/{}".format,
-    st.from_regex(r"\A[a-z0-9][a-z0-9_-]{1,20}[a-z0-9]\Z"),
-    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30),
-)
+uris = configs.gcs_uris  # valid by Cloud Storage's rules
 
 
 @given(st.lists(uris, min_size=1, max_size=5), st.sampled_from([list, tuple, iter, "generator"]))
@@ -260,7 +257,7 @@ def build(**overrides):
             {"machine_type": "n1-standard-4", "starting_replica_count": 3, "max_replica_count": 2},
             "must not exceed",
         ),
-        ({"batch_size": 0}, "batch_size: must be an int >= 1"),
+        ({"batch_size": 0}, "batch_size: must be an int from 1 to 2147483647"),
         ({"batch_size": True}, "batch_size"),
         ({"instance_config": {"instance_type": "table"}}, "instance_config.instance_type"),
         ({"instance_config": {"included_fields": ["a"], "excluded_fields": ["b"]}}, "not both"),

@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageFailure as e:
         stderr(f"bpj: {e}")
         return 2
+    except errors.UsageError as e:  # an argument refused before any connection: the usage exit code too
+        stderr(f"bpj: {_one_line(e)}")
+        return 2
     except errors.BpjError as e:
         stderr(f"bpj: {_one_line(e)}")
         return 1

@@ -17,6 +17,7 @@ def reader_for(source: str, *, kind: str = "predictions", workers: int | None = 
     from bpj import config, outputs
 
     s = config.settings()
+    check_source(source, kind)
     if source.startswith("gs://"):
         require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
         return outputs.read_gcs(source, kind=kind, max_workers=workers or None)
@@ -42,6 +43,34 @@ def reader_for(source: str, *, kind: str = "predictions", workers: int | None = 
     raise errors.UsageError(f"{job.resource_name} has no outputs to read")
 
 
+def check_source(source: str, kind: str = "predictions") -> None:
+    """A UsageError naming SOURCE for anything that is not a job, a gs:// URI or a bq:// table (no call)."""
+    from bpj import config, rules, validation
+
+    if source.startswith("gs://"):
+        rules.gcs(source, "SOURCE", what="gs://bucket/path (an output directory or pattern)")
+    elif source.startswith("bq://"):
+        rules.bq(source, "SOURCE", table=True)
+        if kind == "errors":
+            raise errors.UsageError(
+                "--errors with a bq:// table: give the errors table itself (bq://project.dataset.errors)"
+            )
+    else:
+        s = config.settings()
+        validation.job_name(source, s.project, s.location, "SOURCE")
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """Every argument of read and export, before any connection."""
+    from bpj import validation
+
+    check_source(args.source, args.kind)
+    if args.workers is not None:
+        validation.positive_int(args.workers, "--workers", zero=True)
+    if getattr(args, "n", None) is not None:
+        validation.positive_int(args.n, "-n", zero=True)
+
+
 def _bigquery(uri: str, workers: int | None) -> Any:
     from bpj import config, outputs
 
@@ -51,6 +80,7 @@ def _bigquery(uri: str, workers: int | None) -> Any:
 
 
 def read(args: argparse.Namespace) -> int:
+    check_common(args)
     reader = reader_for(args.source, kind=args.kind, workers=args.workers)
     if args.count:
         rows = sum(batch.num_rows for batch in reader.iter_batches())
@@ -78,6 +108,7 @@ def export(args: argparse.Namespace) -> int:
         raise errors.UsageError(
             f"cannot tell the format of {args.path!r}: use .jsonl, .csv or .parquet, or --format"
         )
+    check_common(args)
     reader = reader_for(args.source, kind=args.kind, workers=args.workers)
     rows = reader.export(args.path, format=args.format)
     if args.json:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from bpj import errors
@@ -41,10 +43,9 @@ def _model_fields(m: Any) -> list[tuple[str, Any]]:
 
 
 def models_upload(args: argparse.Namespace) -> int:
-    from bpj.models import Model
+    from bpj.models import Model, plan_upload
 
-    vertex_reachable()
-    model = Model.upload(
+    arguments = dict(
         serving_container_image_uri=args.container_image_uri,
         artifact_uri=args.artifact_uri,
         display_name=args.display_name,
@@ -56,6 +57,11 @@ def models_upload(args: argparse.Namespace) -> int:
         serving_container_environment_variables=key_values(args.env, "--env"),
         sync=True,
     )
+    with _flag_names(_UPLOAD_FLAGS):
+        plan_upload(**arguments)
+    vertex_reachable()
+    with _flag_names(_UPLOAD_FLAGS):
+        model = Model.upload(**arguments)
     if args.json:
         print_json(model.to_dict())
     else:
@@ -66,6 +72,7 @@ def models_upload(args: argparse.Namespace) -> int:
 def models_list(args: argparse.Namespace) -> int:
     from bpj.models import Model
 
+    _check_limit(args.limit)
     vertex_reachable()
     found = itertools.islice(Model.list(filter=args.filter, order_by=args.order_by), args.limit)
     if args.json:
@@ -79,8 +86,9 @@ def models_list(args: argparse.Namespace) -> int:
 
 
 def models_describe(args: argparse.Namespace) -> int:
-    from bpj.models import Model
+    from bpj.models import Model, model_resource_name
 
+    model_resource_name(args.model, "MODEL")
     vertex_reachable()
     model = Model(args.model)
     if args.json:
@@ -91,8 +99,9 @@ def models_describe(args: argparse.Namespace) -> int:
 
 
 def models_delete(args: argparse.Namespace) -> int:
-    from bpj.models import Model
+    from bpj.models import Model, model_resource_name
 
+    model_resource_name(args.model, "MODEL")
     vertex_reachable()
     model = Model(args.model)
     model.delete()
@@ -167,13 +176,14 @@ def _instance_config(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def jobs_create(args: argparse.Namespace) -> int:
     from bpj import states
-    from bpj.jobs import BatchPredictionJob
+    from bpj.jobs import BatchPredictionJob, check_create
 
+    arguments = _create_arguments(args)
+    with _flag_names(_CREATE_FLAGS):
+        check_create(**arguments)
     vertex_reachable()
-    try:
-        job = _create(BatchPredictionJob, args)
-    except errors.UsageError as e:
-        raise errors.UsageError(_as_flags(str(e))) from None
+    with _flag_names(_CREATE_FLAGS):
+        job = BatchPredictionJob.create(**arguments)
     if not args.sync:
         _show_created(job, args.json)
         return 0
@@ -186,22 +196,71 @@ def jobs_create(args: argparse.Namespace) -> int:
     return 0
 
 
-# create()'s parameter names as the flags that set them, for its validation messages.
-_FLAGS = {"job_display_name": "--display-name", "model_name": "--model"}
-_PARAMETER = re.compile(
-    r"\b(job_display_name|model_name|instances_format|predictions_format|gcs_source|"
-    r"bigquery_source|gcs_destination_prefix|bigquery_destination_prefix|model_parameters|machine_type|"
-    r"accelerator_type|accelerator_count|starting_replica_count|max_replica_count|labels|"
-    r"encryption_spec_key_name|batch_size|service_account|create_request_timeout)\b=?"
-)
+def _check_job(job: str) -> None:
+    from bpj import config, validation
+
+    s = config.settings()
+    validation.job_name(job, s.project, s.location, "JOB")
 
 
-def _as_flags(message: str) -> str:
-    return _PARAMETER.sub(lambda m: _FLAGS.get(m[1], "--" + m[1].replace("_", "-")), message)
+def _check_limit(limit: int | None) -> None:
+    from bpj import validation
+
+    if limit is not None:
+        validation.positive_int(limit, "--limit", zero=True)
 
 
-def _create(BatchPredictionJob: Any, args: argparse.Namespace) -> Any:
-    return BatchPredictionJob.create(
+# The parameter names of create() and upload() as the flags that set them, for their validation messages.
+_CREATE_FLAGS = {
+    "job_display_name": "--display-name",
+    "model_name": "--model",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in [
+            "instances_format",
+            "predictions_format",
+            "gcs_source",
+            "bigquery_source",
+            "gcs_destination_prefix",
+            "bigquery_destination_prefix",
+            "model_parameters",
+            "machine_type",
+            "accelerator_type",
+            "accelerator_count",
+            "starting_replica_count",
+            "max_replica_count",
+            "labels",
+            "encryption_spec_key_name",
+            "batch_size",
+            "service_account",
+            "create_request_timeout",
+        ]
+    },
+}
+_UPLOAD_FLAGS = {
+    "serving_container_image_uri": "--container-image-uri",
+    "serving_container_environment_variables": "--env",
+    "version_aliases": "--version-alias",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in ["artifact_uri", "display_name", "model_id", "parent_model", "description", "labels"]
+    },
+}
+
+
+@contextlib.contextmanager
+def _flag_names(flags: dict[str, str]) -> Iterator[None]:
+    """A UsageError from the library, with the parameter it names written as the flag that sets it."""
+    try:
+        yield
+    except errors.UsageError as e:
+        pattern = re.compile(r"\b(" + "|".join(flags) + r")\b=?")
+        message = pattern.sub(lambda m: flags[m[1]], str(e))
+        raise type(e)(message) from None
+
+
+def _create_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
         job_display_name=args.display_name,
         model_name=args.model,
         instances_format=args.instances_format,
@@ -240,15 +299,19 @@ def _show_created(job: Any, as_json: bool) -> None:
 def jobs_describe(args: argparse.Namespace) -> int:
     from bpj.jobs import BatchPredictionJob
 
+    _check_job(args.job)
     vertex_reachable()
     _show_job(BatchPredictionJob(args.job), args.json)
     return 0
 
 
 def jobs_list(args: argparse.Namespace) -> int:
-    from bpj import states
+    from bpj import rules, states
     from bpj.jobs import BatchPredictionJob
 
+    _check_limit(args.limit)
+    if args.page_size is not None:
+        rules.integer(args.page_size, "--page-size", "page_size")
     vertex_reachable()
     found = itertools.islice(
         BatchPredictionJob.list(filter=args.filter, order_by=args.order_by, page_size=args.page_size),
@@ -268,9 +331,11 @@ def jobs_list(args: argparse.Namespace) -> int:
 
 
 def jobs_wait(args: argparse.Namespace) -> int:
-    from bpj import states
+    from bpj import rules, states
     from bpj.jobs import BatchPredictionJob
 
+    _check_job(args.job)
+    rules.timeout(args.timeout, "--timeout")
     vertex_reachable()
     job = BatchPredictionJob(args.job)
     try:
@@ -285,6 +350,7 @@ def jobs_wait(args: argparse.Namespace) -> int:
 def jobs_cancel(args: argparse.Namespace) -> int:
     from bpj.jobs import BatchPredictionJob
 
+    _check_job(args.job)
     vertex_reachable()
     job = BatchPredictionJob(args.job).cancel(wait=args.wait)
     if args.json:
@@ -299,6 +365,7 @@ def jobs_cancel(args: argparse.Namespace) -> int:
 def jobs_delete(args: argparse.Namespace) -> int:
     from bpj.jobs import BatchPredictionJob
 
+    _check_job(args.job)
     vertex_reachable()
     job = BatchPredictionJob(args.job)
     job.delete()
