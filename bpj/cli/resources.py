@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from bpj import errors
+from bpj import errors, validation
 from bpj.cli.common import (
     add_json,
     json_value,
@@ -212,30 +212,12 @@ def _check_limit(limit: int | None) -> None:
 
 # The parameter names of create() and upload() as the flags that set them, for their validation messages.
 _CREATE_FLAGS = {
-    "job_display_name": "--display-name",
-    "model_name": "--model",
     **{
         name: "--" + name.replace("_", "-")
-        for name in [
-            "instances_format",
-            "predictions_format",
-            "gcs_source",
-            "bigquery_source",
-            "gcs_destination_prefix",
-            "bigquery_destination_prefix",
-            "model_parameters",
-            "machine_type",
-            "accelerator_type",
-            "accelerator_count",
-            "starting_replica_count",
-            "max_replica_count",
-            "labels",
-            "encryption_spec_key_name",
-            "batch_size",
-            "service_account",
-            "create_request_timeout",
-        ]
+        for name in (*validation.CREATE_ARGUMENTS, "create_request_timeout")
     },
+    "job_display_name": "--display-name",
+    "model_name": "--model",
 }
 _UPLOAD_FLAGS = {
     "serving_container_image_uri": "--container-image-uri",
