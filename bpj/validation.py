@@ -511,17 +511,21 @@ def build_job(
         job.output_config.predictions_format = outs
 
     if model_parameters is not None:
+        parsed = type(job.model_parameters)()
         try:
-            json_format.ParseDict(model_parameters, job.model_parameters)
+            json_format.ParseDict(model_parameters, parsed)
         except (json_format.ParseError, TypeError, ValueError) as e:
             raise fail(
                 "model_parameters", f"must be JSON-like (dict, list, str, number, bool, None): {e}"
             ) from None
+        if model_parameters:  # as the official SDK: an empty one is not sent
+            job.model_parameters.CopyFrom(parsed)
     resources = machine(
         machine_type, accelerator_type, accelerator_count, starting_replica_count, max_replica_count
     )
     if resources is not None:
         job.dedicated_resources.CopyFrom(json_format.ParseDict(resources, types.BatchDedicatedResources()))
+        job.manual_batch_tuning_parameters.SetInParent()  # as the official SDK sends it with a machine_type
     if batch_size is not None:
         job.manual_batch_tuning_parameters.batch_size = rules.integer(batch_size, "batch_size")
     job.generate_explanation = rules.flag(generate_explanation, "generate_explanation")

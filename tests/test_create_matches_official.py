@@ -24,10 +24,13 @@ Deliberate differences, removed or adapted before comparing:
 - ``create_request_timeout`` is the RPC's deadline, not a request field: both get it, nothing to compare.
 - ``project`` and ``location`` (the configs leave them to ``init``) are passed to both explicitly.
 
-Differences that are NOT documented anywhere (README, bpj/jobs.py): each is pinned by an example in
-``test_undocumented_difference`` (xfail, strict: it starts failing as soon as bpj matches the official
-request, so the entry and its exclusion below can go) and kept out of the property test by
-:func:`undocumented_difference`, whose comparison itself stays strict.
+Three differences are bpj's on purpose (README, "What differs from the official SDK, on purpose"), kept out
+of the property test by :func:`deliberate_difference` and each asserted exactly by
+``test_deliberate_difference``:
+
+- ``batch_size`` without ``machine_type``: bpj sends it; the official SDK drops it without a word.
+- ``accelerator_type`` without ``accelerator_count``: bpj sends a count of 1; the official SDK sends none.
+- A one-character model id (``"a"``, valid for Vertex AI): bpj takes it; the official SDK refuses it.
 """
 
 from __future__ import annotations
@@ -105,21 +108,16 @@ def comparable_configs() -> Any:
         valid_configs(project=PROJECT, location=LOCATION)
         .filter(lambda c: "unmanaged_container_model" not in c.kwargs)
         .map(lambda c: JobConfig({k: v for k, v in c.kwargs.items() if k not in BPJ_ONLY}))
-        .filter(lambda c: undocumented_difference(c.kwargs) is None)
+        .filter(lambda c: deliberate_difference(c.kwargs) is None)
     )
 
 
-def undocumented_difference(kwargs: dict[str, Any]) -> str | None:
-    """Which known undocumented difference these arguments run into, if any (see test_undocumented_difference)."""
-    machine = kwargs.get("machine_type") is not None
-    if kwargs.get("batch_size") is not None and not machine:
+def deliberate_difference(kwargs: dict[str, Any]) -> str | None:
+    """Which of bpj's deliberate differences these arguments run into, if any (see the module docstring)."""
+    if kwargs.get("batch_size") is not None and kwargs.get("machine_type") is None:
         return "batch_size without machine_type"
-    if machine and kwargs.get("batch_size") is None:
-        return "machine_type without batch_size"
     if kwargs.get("accelerator_type") is not None and kwargs.get("accelerator_count") is None:
         return "accelerator_type without accelerator_count"
-    if kwargs.get("model_parameters") == {}:
-        return "model_parameters={}"
     if re.fullmatch(r"[\w-]", str(kwargs.get("model_name"))):
         return "one-character model id"
     return None
@@ -220,67 +218,38 @@ def test_examples_match(recorder, kwargs):
     assert_same_request(recorder, {"job_display_name": "example", **kwargs})
 
 
-# Undocumented differences: bpj's request differs from the official one, and neither README nor bpj/jobs.py
-# says so. Each example fails until bpj sends what the official SDK sends (or documents why not, moving the
-# entry to the module docstring's list).
-UNDOCUMENTED = [
-    pytest.param(
-        {"model_name": "123", **GCS, "batch_size": 64},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="batch_size without machine_type: bpj sends manual_batch_tuning_parameters.batch_size, "
-            "the official SDK drops batch_size unless machine_type is given",
-        ),
-        id="batch_size-without-machine_type",
-    ),
-    pytest.param(
-        {"model_name": "123", **GCS, "machine_type": "n1-standard-4"},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="machine_type without batch_size: the official SDK sends an empty "
-            "manual_batch_tuning_parameters {} (set, batch_size 0); bpj leaves the field unset",
-        ),
-        id="machine_type-without-batch_size",
-    ),
-    pytest.param(
-        {
-            "model_name": "123",
-            **GCS,
-            "machine_type": "n1-standard-4",
-            "batch_size": 8,
-            "accelerator_type": "NVIDIA_TESLA_T4",
-        },
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="accelerator_type without accelerator_count: bpj sends machine_spec.accelerator_count=1, "
-            "the official SDK sends 0 (unset)",
-        ),
-        id="accelerator_type-without-count",
-    ),
-    pytest.param(
-        {"model_name": "123", **GCS, "model_parameters": {}},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="model_parameters={}: bpj sends model_parameters as an empty struct, the official SDK "
-            "leaves it unset (it skips a falsy model_parameters)",
-        ),
-        id="empty-model_parameters",
-    ),
-    pytest.param(
-        {"model_name": "a", **GCS},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="a bare one-character model id: bpj accepts it and sends .../models/a, the official SDK "
-            "raises ValueError('Resource a is not a valid resource ID.'): its id pattern ^[\\w-]+@?[\\w-]+$ "
-            "needs two characters",
-        ),
-        id="one-character-model-id",
-    ),
-]
+def test_deliberate_difference_batch_size_without_machine_type(recorder):
+    kwargs = {"job_display_name": "d", "model_name": "123", **GCS, "batch_size": 64}
+    ours, theirs = both_arguments(kwargs)
+    assert bpj_request(ours).batch_prediction_job.manual_batch_tuning_parameters.batch_size == 64
+    assert not official_request(recorder, theirs).batch_prediction_job.HasField(
+        "manual_batch_tuning_parameters"
+    )
 
 
-@pytest.mark.parametrize("kwargs", UNDOCUMENTED)
-def test_undocumented_difference(recorder, kwargs):
-    kwargs = {"job_display_name": "example", **kwargs}
-    assert undocumented_difference(kwargs) is not None
-    assert_same_request(recorder, kwargs)
+def test_deliberate_difference_accelerator_count_defaults_to_one(recorder):
+    kwargs = {"job_display_name": "d", "model_name": "123", **GCS, "machine_type": "n1-standard-4"}
+    kwargs["accelerator_type"] = "NVIDIA_TESLA_T4"
+    ours, theirs = both_arguments(kwargs)
+    assert bpj_request(ours).batch_prediction_job.dedicated_resources.machine_spec.accelerator_count == 1
+    sent = official_request(recorder, theirs).batch_prediction_job.dedicated_resources.machine_spec
+    assert sent.accelerator_type and sent.accelerator_count == 0
+
+
+def test_deliberate_difference_one_character_model_id(recorder):
+    kwargs = {"job_display_name": "d", "model_name": "a", **GCS}
+    ours, theirs = both_arguments(kwargs)
+    assert bpj_request(ours).batch_prediction_job.model.endswith("/models/a")
+    with pytest.raises(ValueError, match="not a valid resource ID"):
+        official_request(recorder, theirs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"machine_type": "n1-standard-4"}, id="machine_type-without-batch_size"),
+        pytest.param({"model_parameters": {}}, id="empty-model_parameters"),
+    ],
+)
+def test_former_differences_now_match(recorder, kwargs):
+    assert_same_request(recorder, {"job_display_name": "d", "model_name": "123", **GCS, **kwargs})

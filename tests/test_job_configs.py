@@ -66,6 +66,7 @@ def expected(kw: dict[str, Any]) -> dict[str, Any]:
             spec["acceleratorType"] = kw["accelerator_type"]
             spec["acceleratorCount"] = kw.get("accelerator_count", 1)
         out["dedicatedResources"] = {"machineSpec": spec}
+        out["manualBatchTuningParameters"] = {}  # sent (empty) with dedicated resources, as the official SDK
         for arg, field in (
             ("starting_replica_count", "startingReplicaCount"),
             ("max_replica_count", "maxReplicaCount"),
@@ -74,7 +75,7 @@ def expected(kw: dict[str, Any]) -> dict[str, Any]:
                 out["dedicatedResources"][field] = kw[arg]
     if "batch_size" in kw:
         out["manualBatchTuningParameters"] = {"batchSize": kw["batch_size"]}
-    if "model_parameters" in kw:
+    if kw.get("model_parameters"):  # an empty (falsy) one is not sent, as the official SDK
         out["modelParameters"] = kw["model_parameters"]
     if kw.get("generate_explanation"):
         out["generateExplanation"] = True
