@@ -354,6 +354,7 @@ CREATE = [
     "--gcs-destination-prefix",
     "gs://bucket/out",
 ]
+BENCH = ["bench", "--model", "1", "--gcs-prefix", "gs://bucket/bench", "-n", "10"]
 CLI_FLAGS = [
     (CREATE, "--model"),
     (CREATE, "--display-name"),
@@ -370,6 +371,11 @@ CLI_FLAGS = [
     (["models", "upload", "--image", configs.IMAGE, "--artifact-uri", "gs://bucket/m"], "--artifact-uri"),
     (["models", "upload", "--image", configs.IMAGE], "--model-id"),
     (["models", "upload", "--image", configs.IMAGE], "--labels"),
+    (BENCH, "--model"),
+    (BENCH, "--gcs-prefix"),
+    (BENCH, "--batch-size"),
+    (BENCH, "--timeout"),
+    (BENCH, "--machine-type"),
 ]
 cli_values = st.one_of(
     st.sampled_from([v for v in HOSTILE_TEXT if "\x00" not in v and "\ud800" not in v]),
@@ -440,6 +446,10 @@ def test_the_reported_cli_mistakes_name_the_flag_not_the_endpoint(unreachable, c
         ["outputs", "read", "gs://bkt..x/a"],
         ["outputs", "read", "bq://p.d"],
         ["outputs", "read", "1", "-n", "-1"],
+        [*BENCH[:2], "", *BENCH[3:]],
+        [*BENCH[:4], "gs://bucket/../x", *BENCH[5:]],
+        [*BENCH, "--batch-size", "-3"],
+        [*BENCH, "--timeout", "inf"],
     ],
 )
 def test_other_commands_check_before_they_connect(unreachable, capsys, argv):
@@ -447,6 +457,7 @@ def test_other_commands_check_before_they_connect(unreachable, capsys, argv):
     assert code == 2 and "cannot reach" not in err, err
 
 
-def test_a_good_command_does_try_to_connect(unreachable, capsys):
-    code, err = run(capsys, CREATE)
+@pytest.mark.parametrize("argv", [CREATE, BENCH])
+def test_a_good_command_does_try_to_connect(unreachable, capsys, argv):
+    code, err = run(capsys, argv)
     assert code == 1 and "cannot reach" in err

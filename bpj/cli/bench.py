@@ -19,6 +19,17 @@ from bpj import errors
 from bpj.cli.common import add_json, print_json, print_table, require_reachable, stderr, vertex_reachable
 
 IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
+# create()'s parameters as the bench flags that set them, for the messages of its checks.
+BENCH_FLAGS = {
+    "model_name": "--model",
+    "gcs_source": "--gcs-prefix",
+    "gcs_destination_prefix": "--gcs-prefix",
+    "bigquery_destination_prefix": "--bigquery-destination-prefix",
+    "machine_type": "--machine-type",
+    "starting_replica_count": "--starting-replica-count",
+    "max_replica_count": "--max-replica-count",
+    "batch_size": "--batch-size",
+}
 # Polling bounds for the timed wait: the run phase is measured to within this many seconds.
 POLL, MAX_POLL = 0.1, 2.0
 
@@ -75,34 +86,21 @@ def write_input(s: Any, uri: str, data: bytes) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpj.jobs import BatchPredictionJob
+    from bpj import gcs_uri, rules
+    from bpj.cli.resources import flag_names
+    from bpj.jobs import BatchPredictionJob, check_create
 
     if args.n <= 0:
         raise errors.UsageError(f"-n must be > 0, got {args.n}")
     prefix = args.gcs_prefix.rstrip("/")
     if not prefix.startswith("gs://") or len(prefix) <= len("gs://"):
         raise errors.UsageError(f"--gcs-prefix must be gs://bucket[/path], got {args.gcs_prefix!r}")
-    s = vertex_reachable()
-    require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
+    gcs_uri.split(prefix + "/", error=errors.UsageError)
     rows = instances(args)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     run_dir = f"{prefix}/bench-{stamp}"
     input_uri = f"{run_dir}/instances.jsonl"
-    data = ("\n".join(itertools.islice(itertools.cycle(rows), args.n)) + "\n").encode()
-    phases: list[dict[str, Any]] = []
-
-    def phase(name: str, seconds: float, count: float | None = None, unit: str | None = None) -> None:
-        rate = None if count is None else count / max(seconds, 1e-9)
-        phases.append({"phase": name, "seconds": round(seconds, 4), "rate": rate, "unit": unit})
-        if not args.json:
-            stderr(f"bench: {name}: {seconds:.2f}s")
-
-    t = time.perf_counter()
-    write_input(s, input_uri, data)
-    phase("write input", time.perf_counter() - t, len(data) / 1e6, "MB/s")
-
-    start = time.perf_counter()
-    job = BatchPredictionJob.create(
+    create_arguments: dict[str, Any] = dict(
         job_display_name=f"bpj-bench-{stamp}",
         model_name=args.model,
         instances_format="jsonl",
@@ -117,6 +115,27 @@ def run(args: argparse.Namespace) -> int:
         labels={"bpj_bench": "true"},
         sync=False,
     )
+    with flag_names(BENCH_FLAGS):  # every argument checked before any connection
+        check_create(**create_arguments)
+        if args.timeout is not None:
+            rules.timeout(args.timeout, "--timeout")
+    s = vertex_reachable()
+    require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
+    data = ("\n".join(itertools.islice(itertools.cycle(rows), args.n)) + "\n").encode()
+    phases: list[dict[str, Any]] = []
+
+    def phase(name: str, seconds: float, count: float | None = None, unit: str | None = None) -> None:
+        rate = None if count is None else count / max(seconds, 1e-9)
+        phases.append({"phase": name, "seconds": round(seconds, 4), "rate": rate, "unit": unit})
+        if not args.json:
+            stderr(f"bench: {name}: {seconds:.2f}s")
+
+    t = time.perf_counter()
+    write_input(s, input_uri, data)
+    phase("write input", time.perf_counter() - t, len(data) / 1e6, "MB/s")
+
+    start = time.perf_counter()
+    job = BatchPredictionJob.create(**create_arguments)
     phase("create", time.perf_counter() - start)
     job.poll_interval, job.max_poll_interval = POLL, MAX_POLL
     job.wait(timeout=args.timeout)

@@ -57,10 +57,10 @@ def models_upload(args: argparse.Namespace) -> int:
         serving_container_environment_variables=key_values(args.env, "--env"),
         sync=True,
     )
-    with _flag_names(_UPLOAD_FLAGS):
+    with flag_names(_UPLOAD_FLAGS):
         plan_upload(**arguments)
     vertex_reachable()
-    with _flag_names(_UPLOAD_FLAGS):
+    with flag_names(_UPLOAD_FLAGS):
         model = Model.upload(**arguments)
     if args.json:
         print_json(model.to_dict())
@@ -179,10 +179,10 @@ def jobs_create(args: argparse.Namespace) -> int:
     from bpj.jobs import BatchPredictionJob, check_create
 
     arguments = _create_arguments(args)
-    with _flag_names(_CREATE_FLAGS):
+    with flag_names(_CREATE_FLAGS):
         check_create(**arguments)
     vertex_reachable()
-    with _flag_names(_CREATE_FLAGS):
+    with flag_names(_CREATE_FLAGS):
         job = BatchPredictionJob.create(**arguments)
     if not args.sync:
         _show_created(job, args.json)
@@ -231,13 +231,15 @@ _UPLOAD_FLAGS = {
 
 
 @contextlib.contextmanager
-def _flag_names(flags: dict[str, str]) -> Iterator[None]:
+def flag_names(flags: dict[str, str]) -> Iterator[None]:
     """A UsageError from the library, with the parameter it names written as the flag that sets it."""
     try:
         yield
     except errors.UsageError as e:
+        # Only the argument the message is about (before its first ": "), not words in what it explains.
         pattern = re.compile(r"\b(" + "|".join(flags) + r")\b=?")
-        message = pattern.sub(lambda m: flags[m[1]], str(e))
+        head, sep, rest = str(e).partition(": ")
+        message = pattern.sub(lambda m: flags[m[1]], head) + sep + rest if sep else str(e)
         raise type(e)(message) from None
 
 
