@@ -7,6 +7,7 @@ exactly what would have gone on the wire, and a refusal that called it fails.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -92,32 +93,21 @@ hostile = st.one_of(
     st.floats(),
 )
 
-CREATE_PARAMETERS = [
-    "job_display_name",
-    "model_name",
-    "instances_format",
-    "predictions_format",
-    "gcs_source",
-    "bigquery_source",
-    "gcs_destination_prefix",
-    "bigquery_destination_prefix",
-    "model_parameters",
-    "machine_type",
-    "accelerator_type",
-    "accelerator_count",
-    "starting_replica_count",
-    "max_replica_count",
-    "generate_explanation",
-    "labels",
-    "project",
-    "location",
-    "encryption_spec_key_name",
-    "create_request_timeout",
-    "batch_size",
-    "service_account",
-    "instance_config",
-    "disable_container_logging",
-]
+# Every create() parameter that takes a plain value, from its signature (a new one is drawn at once); the
+# others take messages or objects, or are checked elsewhere (sync, the monitoring refusals, fields).
+NOT_DRAWN = {
+    "explanation_metadata",
+    "explanation_parameters",
+    "credentials",
+    "sync",
+    "model_monitoring_objective_config",
+    "model_monitoring_alert_config",
+    "analysis_instance_schema_uri",
+    "unmanaged_container_model",
+    "request_id_label",
+    "fields",
+}
+CREATE_PARAMETERS = [p for p in inspect.signature(BatchPredictionJob.create).parameters if p not in NOT_DRAWN]
 
 
 def names(error: BaseException, argument: str) -> bool:

@@ -8,7 +8,6 @@ xfail fails, as a reminder to drop the marker) once the guard is fixed.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -19,6 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.local.raw_http import exchange, request
 
 TOKEN = "attack-token"
 BUCKET = "attacked"
@@ -52,37 +53,11 @@ def head_lines(server, auth: bool = True) -> str:
 
 
 def call(server, method, target, *, headers=None, body=None, auth=True):
-    """One request on a fresh connection: ``(status, headers, body)``."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
-    if auth:
-        lines.append(f"Authorization: Bearer {TOKEN}")
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(data)
-        resp = http.client.HTTPResponse(s, method=method)
-        resp.begin()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    return request(server.port, method, target, token=TOKEN if auth else None, headers=headers, body=body)
 
 
 def raw(server, data: bytes | list[bytes], *, wait: float = 1.0) -> bytes:
-    """Send raw bytes (a list: piece by piece, a pause between); all that comes back before a close or
-    ``wait`` seconds of silence."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        for piece in data if isinstance(data, list) else [data]:
-            s.sendall(piece)
-            if isinstance(data, list):
-                time.sleep(0.15)
-        s.settimeout(wait)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return out
+    return exchange(server.port, data, wait=wait)
 
 
 def statuses(answer: bytes) -> list[int]:

@@ -3,7 +3,6 @@ the real fake-gcs-server behind it, over raw sockets so that every byte is ours 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -14,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.local.raw_http import exchange, request
+
 TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BUCKET = "guarded"
 
 
@@ -39,35 +39,13 @@ def server(area):
 
 
 def call(server, method, target, *, headers=None, body=None, host=None, auth=True):
-    """One request on a fresh connection, written byte by byte (any target, any header): ``(status,
-    headers, body)``."""
-    lines = [
-        f"{method} {target} HTTP/1.1",
-        f"Host: {host if host is not None else f'127.0.0.1:{server.port}'}",
-    ]
-    lines += [f"{k}: {v}" for k, v in {**(AUTH if auth else {}), **(headers or {})}.items()]
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogatepass") + (body or b"")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
-        s.sendall(data)
-        resp = http.client.HTTPResponse(s, method=method)
-        resp.begin()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    return request(
+        server.port, method, target, token=TOKEN if auth else None, headers=headers, body=body, host=host
+    )
 
 
 def raw(server, data: bytes) -> bytes:
-    """Send raw bytes; everything the server answers before it closes (or 2 s of silence)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(data)
-        s.settimeout(2)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except TimeoutError:
-            pass
-        return out
+    return exchange(server.port, data, wait=2.0)
 
 
 def snapshot(area: Path) -> set[str]:
@@ -117,7 +95,7 @@ def test_every_request_needs_the_token(server, method, target, body):
 
 def test_the_bearer_scheme_is_case_insensitive(server):
     status, _, _ = call(
-        server, "GET", "/storage/v1/b?project=p", headers={"Authorization": f"bearer {TOKEN}"}
+        server, "GET", "/storage/v1/b?project=p", headers={"Authorization": f"bearer {TOKEN}"}, auth=False
     )
     assert status == 200
 
