@@ -54,7 +54,7 @@ def split_table(
     and the URI otherwise."""
     names = parse(uri)
     if names is None or names.dataset is None or names.table is None:
-        raise error(f"{_where(field)}{uri!r} is not {TABLE_SHAPE}")
+        raise error(f"{_where(field)}{errors.shown(uri)} is not {TABLE_SHAPE}")
     return names.project, names.dataset, names.table
 
 
@@ -65,7 +65,7 @@ def split_dataset(
     ``field`` (if given) and the URI otherwise."""
     names = parse(uri)
     if names is None or names.table is not None:
-        raise error(f"{_where(field)}{uri!r} is not {DATASET_SHAPE}")
+        raise error(f"{_where(field)}{errors.shown(uri)} is not {DATASET_SHAPE}")
     return names.project, names.dataset
 
 

@@ -295,6 +295,13 @@ _CLASS_OF_CODE: dict[Code, type[ApiError]] = {
 }
 
 
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for a message, cut at ``limit`` characters: a 2 KB hostile URI quoted in full would
+    bury what the message says (and can push a gRPC status past what clients accept)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def error_class(code: Code) -> type[ApiError]:
     return _CLASS_OF_CODE.get(code, Unknown)
 

@@ -73,17 +73,17 @@ def split(
     (UsageError for a caller's argument, InvalidArgument where a server would refuse it)."""
     if not isinstance(uri, str) or not uri.startswith("gs://"):
         what = "object" if object_required else "path"
-        raise error(f"{uri!r} is not a Cloud Storage URI: expected gs://bucket/{what}")
+        raise error(f"{errors.shown(uri)} is not a Cloud Storage URI: expected gs://bucket/{what}")
     bucket, _, name = uri[5:].partition("/")
     problem = bucket_problem(bucket)
     if problem is not None:
-        raise error(f"{uri!r} does not name a valid bucket ({bucket!r}): {problem}")
+        raise error(f"{errors.shown(uri)} does not name a valid bucket ({errors.shown(bucket)}): {problem}")
     if object_required and not name:
-        raise error(f"{uri!r} names no object: expected gs://bucket/object")
+        raise error(f"{errors.shown(uri)} names no object: expected gs://bucket/object")
     # A prefix may end in '/', and a wildcard pattern is not a name yet: check what is there.
     problem = object_problem(name.rstrip("/")) if name.rstrip("/") else None
     if problem is not None:
-        raise error(f"{uri!r} does not name a valid object: {problem}")
+        raise error(f"{errors.shown(uri)} does not name a valid object: {problem}")
     return bucket, name
 
 

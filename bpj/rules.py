@@ -59,12 +59,9 @@ def fail(field: str, what: str) -> errors.UsageError:
 
 
 def wrong_type(field: str, value: Any, expected: str) -> errors.UsageTypeError:
-    return errors.UsageTypeError(f"{field}: must be {expected}, got {type(value).__name__} {_shown(value)}")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
+    return errors.UsageTypeError(
+        f"{field}: must be {expected}, got {type(value).__name__} {errors.shown(value)}"
+    )
 
 
 def text(value: Any, field: str) -> str:
@@ -75,7 +72,9 @@ def text(value: Any, field: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise fail(field, f"must be valid Unicode text (no lone surrogates), got {_shown(value)}") from None
+        raise fail(
+            field, f"must be valid Unicode text (no lone surrogates), got {errors.shown(value)}"
+        ) from None
     return value
 
 
@@ -85,7 +84,9 @@ def integer(value: Any, field: str, rule: str | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise wrong_type(field, value, f"an int from {low} to {high}")
     if not low <= value <= high:
-        raise fail(field, f"must be an int from {low} to {high} (it fills {proto}), got {_shown(value)}")
+        raise fail(
+            field, f"must be an int from {low} to {high} (it fills {proto}), got {errors.shown(value)}"
+        )
     return value
 
 
@@ -110,21 +111,25 @@ def identifier(value: Any, field: str, what: str = "an id") -> str:
     """A resource id: letters, digits, ``_`` and ``-`` (the whole value)."""
     text(value, field)
     if not ID.fullmatch(value):
-        raise fail(field, f"must be {what} of letters, digits, _ and -, got {_shown(value)}")
+        raise fail(field, f"must be {what} of letters, digits, _ and -, got {errors.shown(value)}")
     return value
 
 
 def project(value: Any, field: str = "project") -> str:
     text(value, field)
     if not PROJECT.fullmatch(value):
-        raise fail(field, f"must be a project ID or number (a-z, 0-9, '-', at most 63), got {_shown(value)}")
+        raise fail(
+            field, f"must be a project ID or number (a-z, 0-9, '-', at most 63), got {errors.shown(value)}"
+        )
     return value
 
 
 def location(value: Any, field: str = "location") -> str:
     text(value, field)
     if not LOCATION.fullmatch(value):
-        raise fail(field, f"must look like 'us-central1' (a lowercase region name), got {_shown(value)}")
+        raise fail(
+            field, f"must look like 'us-central1' (a lowercase region name), got {errors.shown(value)}"
+        )
     return value
 
 
@@ -188,5 +193,5 @@ def bq(value: Any, field: str, *, table: bool) -> str:
     text(value, field)
     problem = bq_problem(value, table=table)
     if problem:
-        raise fail(field, f"{problem}, got {_shown(value)}")
+        raise fail(field, f"{problem}, got {errors.shown(value)}")
     return value

@@ -553,3 +553,21 @@ def test_contradicting_tls_arguments():
         GrpcTransport("https://example.com", tls=False)
     with pytest.raises(errors.UsageError):
         GrpcTransport("localhost:1", tls=False, root_certificates=b"pem")
+
+
+@pytest.mark.parametrize("size", [10, 5_000, 50_000])
+def test_a_long_error_message_still_reaches_the_client_as_its_own_code(size):
+    """gRPC clients refuse trailers over 8 KiB: a servicer's long message (a 2.5 KB URI quoted twice, say)
+    must not turn its INVALID_ARGUMENT into RESOURCE_EXHAUSTED."""
+    text = "é" * size
+
+    class Refusing(js.JobServiceServicer):
+        def GetBatchPredictionJob(self, request, context):
+            raise errors.InvalidArgument(f"bad name {text}: {text}")
+
+    with serve_grpc(Refusing()) as server:
+        client = js.JobServiceClient(GrpcTransport(server.endpoint))
+        with pytest.raises(errors.InvalidArgument) as caught:
+            client.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name="x"), retry=None)
+    assert caught.value.message.startswith(f"bad name {text[:50]}")
+    assert (size < 1000) == ("more characters" not in caught.value.message)

@@ -79,18 +79,16 @@ class FieldErrors:
 def gcs_problem(uri: str, *, kind: str = "object") -> str | None:
     """What is wrong with ``uri`` as a ``gs://`` URI of ``kind`` (see ``URI_RULES``), or None."""
     if not uri.startswith("gs://"):
-        return (
-            f"Must be a gs:// URI (the local stack reads and writes only its own Cloud Storage), got {uri!r}."
-        )
+        return f"Must be a gs:// URI (the local stack reads and writes only its own Cloud Storage), got {errors.shown(uri)}."
     bucket, _, name = uri[5:].partition("/")
     problem = gcs_uri.bucket_problem(bucket)
     if problem is not None and not (kind == "schema" and bucket in _GOOGLE_SCHEMA_BUCKETS):
-        return f"{uri!r} does not name a valid bucket ({bucket!r}): {problem}."
+        return f"{errors.shown(uri)} does not name a valid bucket ({errors.shown(bucket)}): {problem}."
     name = name.rstrip("/") if kind == "prefix" else name
     if not name:  # gs://bucket/ reaches nothing outside the bucket; as a source it fails the job when it runs
         return None
     problem = gcs_uri.object_problem(name) or _decoded_problem(name)
-    return None if problem is None else f"{uri!r} does not name a valid object: {problem}."
+    return None if problem is None else f"{errors.shown(uri)} does not name a valid object: {problem}."
 
 
 def _decoded_problem(name: str) -> str | None:
@@ -106,13 +104,13 @@ def bq_problem(uri: str, *, table: bool) -> str | None:
     """What is wrong with ``uri`` as ``bq://project.dataset.table`` (``table``) or ``bq://project[.dataset]``."""
     names = bq_uri.parse(uri)
     if names is None or (names.table is not None) != table:
-        return f"Must be {bq_uri.TABLE_SHAPE if table else bq_uri.DATASET_SHAPE}, got {uri!r}."
+        return f"Must be {bq_uri.TABLE_SHAPE if table else bq_uri.DATASET_SHAPE}, got {errors.shown(uri)}."
     problem = project_problem(names.project)
     if problem is None and names.dataset is not None:
         problem = dataset_problem(names.dataset)
     if problem is None and names.table is not None:
         problem = table_problem(names.table)
-    return None if problem is None else f"{uri!r}: {problem}"
+    return None if problem is None else f"{errors.shown(uri)}: {problem}"
 
 
 def check_uris(message: Any, path: str, problems: FieldErrors) -> None:

@@ -28,10 +28,6 @@ _TOKEN = re.compile(
 )
 
 
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 200 else f"{text[:200]!r}... ({len(text)} characters)"
-
-
 def _tokens(text: str) -> list[tuple[str, str]]:
     out, pos = [], 0
     text = text.strip()
@@ -39,7 +35,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
             raise errors.InvalidArgument(
-                f"Unsupported filter {_shown(text)}: cannot read it at position {pos}"
+                f"Unsupported filter {errors.shown(text)}: cannot read it at position {pos}"
             )
         pos = m.end()
         if m["op"]:
@@ -65,7 +61,7 @@ class _Parser:
         self.value_of = value_of
 
     def fail(self, why: str) -> errors.InvalidArgument:
-        return errors.InvalidArgument(f"Unsupported filter {_shown(self.text)}: {why}")
+        return errors.InvalidArgument(f"Unsupported filter {errors.shown(self.text)}: {why}")
 
     def peek(self) -> tuple[str, str] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None

@@ -83,11 +83,28 @@ class ServicerContext:
 grpc.ServicerContext.register(ServicerContext)
 
 
+# gRPC clients refuse trailers over 8 KiB (the message travels twice: grpc-message, and inside
+# grpc-status-details-bin): a long message would turn any error into RESOURCE_EXHAUSTED. Bound both.
+MAX_STATUS_MESSAGE = 1000
+MAX_STATUS_DETAILS = 4096
+
+
 def grpc_status(err: errors.ApiError) -> grpc.Status:
-    """The ``grpc.Status`` (for ``context.abort_with_status``) of an error, with its details."""
-    status = _Status(
-        _STATUS_CODE[int(err.code)], err.message, ((STATUS_DETAILS_KEY, errors.status_bytes(err)),)
-    )
+    """The ``grpc.Status`` (for ``context.abort_with_status``) of an error, with its details, kept within
+    what every gRPC client accepts: a message cut at MAX_STATUS_MESSAGE characters (saying so), details
+    left out when they would still be too large."""
+    message = err.message
+    if len(message) > MAX_STATUS_MESSAGE:
+        cut = len(message) - MAX_STATUS_MESSAGE
+        message = f"{message[:MAX_STATUS_MESSAGE]}... ({cut} more characters)"
+        err = errors.error_class(err.code)(
+            message, rpc=err.rpc, resource=err.resource, details=err.details, code=err.code
+        )
+    details = errors.status_bytes(err)
+    if len(details) > MAX_STATUS_DETAILS:
+        bare = errors.error_class(err.code)(message, rpc=err.rpc, resource=err.resource, code=err.code)
+        details = errors.status_bytes(bare)
+    status = _Status(_STATUS_CODE[int(err.code)], message, ((STATUS_DETAILS_KEY, details),))
     return status  # type: ignore[return-value]
 
 

@@ -409,7 +409,7 @@ def project_problem(project: str) -> str | None:
     """What is wrong with a BigQuery project id, or None."""
     if not isinstance(project, str) or not _PROJECT.fullmatch(project):
         return (
-            f"Invalid project ID {_shown(project)}. Project IDs must start with a letter and contain only lowercase "
+            f"Invalid project ID {errors.shown(project)}. Project IDs must start with a letter and contain only lowercase "
             "letters, digits and hyphens, at most 30 characters, not ending with a hyphen (or be "
             "domain.tld:project-id)."
         )
@@ -420,7 +420,7 @@ def dataset_problem(dataset: str) -> str | None:
     """What is wrong with a BigQuery dataset id, or None."""
     if not isinstance(dataset, str) or not _DATASET.fullmatch(dataset) or len(dataset) > _MAX_NAME:
         return (
-            f"Invalid dataset ID {_shown(dataset)}. Dataset IDs must be alphanumeric (plus underscores) and must be "
+            f"Invalid dataset ID {errors.shown(dataset)}. Dataset IDs must be alphanumeric (plus underscores) and must be "
             f"at most {_MAX_NAME} characters long here."
         )
     return None
@@ -429,21 +429,16 @@ def dataset_problem(dataset: str) -> str | None:
 def table_problem(table: str) -> str | None:
     """What is wrong with a BigQuery table id, or None."""
     if not isinstance(table, str) or not table:
-        return f"Invalid table ID {_shown(table)}. A table ID cannot be empty."
+        return f"Invalid table ID {errors.shown(table)}. A table ID cannot be empty."
     bad = next((c for c in table if not _table_char(c)), None)
     if bad is not None:
         return (
-            f"Invalid table ID {_shown(table)}. Table IDs may contain Unicode letters, marks, numbers, underscores, "
+            f"Invalid table ID {errors.shown(table)}. Table IDs may contain Unicode letters, marks, numbers, underscores, "
             f"dashes and spaces, not {bad!r}."
         )
     if len(table.encode()) > _MAX_NAME:
-        return f"Invalid table ID {_shown(table)}. Table IDs must be at most {_MAX_NAME} bytes of UTF-8 here."
+        return f"Invalid table ID {errors.shown(table)}. Table IDs must be at most {_MAX_NAME} bytes of UTF-8 here."
     return None
-
-
-def _shown(name: object) -> str:
-    text = repr(name)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(name))} characters)"
 
 
 def _table_char(c: str) -> bool:
