@@ -111,13 +111,21 @@ class GcsServer:
         import select
 
         settings = {**self._settings, "binary": str(self.binary()), "log": None}
+        # No preexec_fn: the guard asks for its parent-death signal itself, first thing, and exits if the
+        # stack is already gone (nothing to run in the forked copy of this threaded process).
         proc = self._spawn(
-            [sys.executable, "-m", "bpj.local.gcs_guard"], subprocess.PIPE, subprocess.PIPE, self._log
+            [sys.executable, "-m", "bpj.local.gcs_guard"], subprocess.PIPE, subprocess.PIPE, self._log, None
         )
         assert proc.stdin is not None and proc.stdout is not None
         # The token goes through a pipe, never the command line (which other local users can read).
-        proc.stdin.write(json.dumps(settings).encode() + b"\n")
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(settings).encode() + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            proc.wait(5)
+            raise errors.Unavailable(
+                f"the local GCS guard exited at start (code {proc.returncode}); log:\n{self.log_tail()}"
+            ) from None
         ready, _, _ = select.select([proc.stdout], [], [], self._startup_timeout + 5)
         line = proc.stdout.readline() if ready else b""
         try:
@@ -148,10 +156,12 @@ class GcsServer:
         else:
             args += ["-backend", "filesystem", "-filesystem-root", str(self._root)]
         args += ["-log-level", "error", "-public-host", endpoint.split("://")[1], "-external-url", endpoint]
-        self._spawn(args, subprocess.DEVNULL, self._log, subprocess.STDOUT)
+        self._spawn(args, subprocess.DEVNULL, self._log, subprocess.STDOUT, die_with_parent)
         self._wait_ready(self._startup_timeout)
 
-    def _spawn(self, args: list[str], stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], stdin: Any, stdout: Any, stderr: Any, preexec: Any
+    ) -> subprocess.Popen[bytes]:
         """Start a child that dies with this process's thread (Linux) and is stopped when this object goes."""
         proc = subprocess.Popen(
             args,
@@ -159,7 +169,7 @@ class GcsServer:
             stdout=stdout,
             stderr=stderr,
             close_fds=True,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=preexec if sys.platform == "linux" else None,
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)

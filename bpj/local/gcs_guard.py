@@ -363,10 +363,15 @@ def isolate() -> str | None:
     return None
 
 
+# Resolved once, here: a preexec_fn runs between fork and exec in a copy of a threaded process, where
+# loading a library (dlopen) can find its lock held by a thread that no longer exists.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """In a child (or a preexec_fn): get ``sig`` when the thread that started this process ends."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, sig)
+    if _PRCTL is not None:
+        _PRCTL(1, sig)
 
 
 def _free_port(host: str) -> int:
