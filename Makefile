@@ -20,8 +20,8 @@ check: $(STAMP)
 	$(PY) -m codegen --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bpj codegen tests benchmarks
-	$(VENV)/bin/ruff format --check bpj codegen tests benchmarks
+	$(VENV)/bin/ruff check bpj codegen tests benchmarks examples
+	$(VENV)/bin/ruff format --check bpj codegen tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -36,7 +36,7 @@ clean:
 # Options go through RUN_ARGS: make run RUN_ARGS="--instances 10000 --transport rest"
 RUN_ARGS ?=
 run: $(STAMP)
-	$(PY) -m bpj.local.main_job $(RUN_ARGS)
+	$(PY) examples/main_job.py $(RUN_ARGS)
 
 # Runtime tests under protobuf 5 and 6 (the main venv has 7, which grpcio-tools needs). The official
 # libraries' newest releases need protobuf >= 6.33.5, so under 5 pip picks older ones whose schemas lack

@@ -43,7 +43,7 @@ def serve(root: str, stream_rows: int) -> None:
     from bpj.local.bigquery.read_server import StorageReadServicer
     from bpj.local.bigquery.rest import serve_bigquery_rest
     from bpj.local.bigquery.store import TableStore
-    from bpj.transport.serve import serve_grpc
+    from bpj.local.servers.serve import serve_grpc
 
     store = TableStore(Path(root))
     grpc_server = serve_grpc(StorageReadServicer(store, stream_rows=stream_rows))

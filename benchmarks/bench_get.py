@@ -81,9 +81,9 @@ def create_rows(calls: int) -> list[tuple[str, float]]:
     import bpj
     from bpj import config, types
     from bpj._gen.services.job_service import CREATE_BATCH_PREDICTION_JOB, JobServiceClient
-    from bpj.transport.gateway import serve_rest
+    from bpj.local.servers.gateway import serve_rest
+    from bpj.local.servers.serve import serve_grpc
     from bpj.transport.grpc import GrpcTransport
-    from bpj.transport.serve import serve_grpc
 
     jobs = servicer()
     server, rest_server = serve_grpc(jobs), serve_rest(jobs)
@@ -160,11 +160,11 @@ def plaintext_rows(calls: int) -> list[tuple[str, float]]:
 
     from bpj import types
     from bpj._gen.services.job_service import GET_BATCH_PREDICTION_JOB, JobServiceClient
-    from bpj.transport.gateway import serve_rest
+    from bpj.local.servers.gateway import serve_rest
+    from bpj.local.servers.serve import serve_grpc
     from bpj.transport.grpc import GrpcTransport
     from bpj.transport.memory import InMemoryTransport
     from bpj.transport.rest import RestTransport
-    from bpj.transport.serve import serve_grpc
 
     jobs = servicer()
     server, rest_server = serve_grpc(jobs), serve_rest(jobs)
@@ -210,9 +210,9 @@ def tls_rows(calls: int) -> list[tuple[str, float]]:
 
     from bpj import types
     from bpj._gen.services.job_service import GET_BATCH_PREDICTION_JOB, JobServiceClient
+    from bpj.local.servers.serve import serve_grpc
+    from bpj.local.servers.tls import self_signed_cert
     from bpj.transport.grpc import GrpcTransport
-    from bpj.transport.serve import serve_grpc
-    from bpj.transport.tls import self_signed_cert
 
     key, cert = self_signed_cert(("localhost", "127.0.0.1"))
     with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as f:

@@ -35,9 +35,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from google.protobuf.message import Message
-
-    from bpj.transport.base import Method
+    pass
 
 
 class Code(enum.IntEnum):
@@ -307,51 +305,13 @@ def error_class(code: Code) -> type[ApiError]:
 
 
 def from_status(
-    code: object,
-    message: str,
-    details: Sequence[dict[str, Any]] = (),
-    *,
-    method: Method | None = None,
-    request: Message | None = None,
+    code: object, message: str, details: Sequence[dict[str, Any]] = (), *, rpc: str = "", resource: str = ""
 ) -> ApiError:
-    """The ApiError for a status, naming the RPC and the resource of ``request``."""
+    """The ApiError for a status, naming the RPC and the resource the request was about."""
     c = Code.of(code)
     if c == Code.OK:
         c = Code.UNKNOWN
-    return error_class(c)(
-        message,
-        rpc=rpc_name(method) if method else "",
-        resource=resource_of(method, request) if method and request is not None else "",
-        details=details,
-        code=c,
-    )
-
-
-def rpc_name(method: Method) -> str:
-    """``JobService.GetBatchPredictionJob`` for a Method."""
-    return f"{method.service.rsplit('.', 1)[-1]}.{method.name}"
-
-
-def resource_of(method: Method, request: Message) -> str:
-    """The resource a request is about: the value of the first variable of its primary HTTP rule."""
-    from bpj.transport.http_rules import compile_rule, get_field
-
-    if not method.http:
-        return ""
-    for var in compile_rule(method.http[0]).variables:
-        value = get_field(request, var.field_path)
-        if value:
-            return str(value)
-    return ""
-
-
-def with_context(err: ApiError, method: Method, request: Message) -> ApiError:
-    """Fill in the RPC and resource of an error raised without them (e.g. by an in-process servicer)."""
-    if not err.rpc:
-        err.rpc = rpc_name(method)
-    if not err.resource:
-        err.resource = resource_of(method, request)
-    return err
+    return error_class(c)(message, rpc=rpc, resource=resource, details=details, code=c)
 
 
 # -- google.rpc.Status <-> errors -------------------------------------------------------------------

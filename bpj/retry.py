@@ -77,7 +77,7 @@ class Attempts:
         self.last = err
         hint = err.retry_delay
         wait = hint if hint is not None else next(self.waits)
-        name = errors.rpc_name(self.method)
+        name = self.method.rpc_name
         if isinstance(err, errors.Unreachable) and self.policy is not None:
             # An endpoint never reached is most likely wrong or down: a short grace (a server starting),
             # not the whole deadline.

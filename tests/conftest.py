@@ -18,8 +18,8 @@ def servicers():
 
 @pytest.fixture(scope="module")
 def servers(servicers):
-    from bpj.transport.gateway import serve_rest
-    from bpj.transport.serve import serve_grpc
+    from bpj.local.servers.gateway import serve_rest
+    from bpj.local.servers.serve import serve_grpc
 
     grpc_server = serve_grpc(*servicers)
     rest_server = serve_rest(*servicers)

@@ -445,7 +445,7 @@ def test_rest_connection_refused_is_unavailable():
 
 
 def test_grpc_endpoint_never_reached_is_unreachable_and_one_that_answered_is_unavailable(servicers):
-    from bpj.transport.serve import serve_grpc
+    from bpj.local.servers.serve import serve_grpc
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -65,12 +65,12 @@ def fake(request, mem):
         yield mem
         return
     if request.param == "grpc":
-        from bpj.transport.serve import serve_grpc
+        from bpj.local.servers.serve import serve_grpc
 
         server: Any = serve_grpc(*mem.servicers)
         endpoint = server.endpoint
     else:
-        from bpj.transport.gateway import serve_rest
+        from bpj.local.servers.gateway import serve_rest
 
         server = serve_rest(*mem.servicers)
         endpoint = server.url

@@ -23,8 +23,8 @@ def clean(monkeypatch):
 
 @pytest.fixture(scope="module")
 def servers():
-    from bpj.transport.gateway import serve_rest
-    from bpj.transport.serve import serve_grpc
+    from bpj.local.servers.gateway import serve_rest
+    from bpj.local.servers.serve import serve_grpc
 
     jobs, reads = Jobs(), Reads()
     g, r = serve_grpc(jobs, reads), serve_rest(jobs)

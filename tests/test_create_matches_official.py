@@ -51,8 +51,8 @@ from hypothesis import given, settings
 from bpj import types
 from bpj._gen.services.job_service import JobServiceServicer
 from bpj.jobs import REQUEST_ID_LABEL, check_create
+from bpj.local.servers.gateway import serve_rest
 from bpj.testing.configs import JobConfig, valid_configs
-from bpj.transport.gateway import serve_rest
 
 PROJECT, LOCATION = "bpj-test", "us-central1"
 BPJ_ONLY = ("instance_config", "disable_container_logging")

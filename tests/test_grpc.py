@@ -14,11 +14,11 @@ import pytest
 from bpj import errors, types
 from bpj._gen.services import big_query_read as bq
 from bpj._gen.services import job_service as js
-from bpj.transport import tls
+from bpj.local.servers import tls
+from bpj.local.servers.serve import grpc_handler, serve_grpc
 from bpj.transport.endpoints import parse_endpoint
 from bpj.transport.grpc import GrpcTransport
 from bpj.transport.memory import InMemoryTransport
-from bpj.transport.serve import grpc_handler, serve_grpc
 
 JOBS = "projects/p/locations/us-central1/batchPredictionJobs"
 STREAMS = "projects/p/locations/us/sessions/s/streams"

@@ -1,11 +1,11 @@
-"""bpj.transport.guard: the Host, Origin and bearer-token checks every local server makes."""
+"""bpj.local.servers.guard: the Host, Origin and bearer-token checks every local server makes."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bpj.transport.guard import Guard, bearer_ok, is_loopback, split_host
+from bpj.local.servers.guard import Guard, bearer_ok, is_loopback, split_host
 
 
 def test_own_names_pass_and_foreign_names_are_refused():

@@ -33,12 +33,12 @@ def fake(request):
     if request.param == "memory":
         f.init()
     elif request.param == "grpc":
-        from bpj.transport.serve import serve_grpc
+        from bpj.local.servers.serve import serve_grpc
 
         server = serve_grpc(*f.servicers)
         config.init(project=f.project, location=f.location, api_endpoint=server.endpoint, transport="grpc")
     else:
-        from bpj.transport.gateway import serve_rest
+        from bpj.local.servers.gateway import serve_rest
 
         server = serve_rest(*f.servicers)
         config.init(project=f.project, location=f.location, api_endpoint=server.url, transport="rest")

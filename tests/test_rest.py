@@ -20,7 +20,7 @@ from bpj import errors, types
 from bpj._gen.services import big_query_read, job_service
 from bpj._gen.services.big_query_read import BigQueryReadServicer
 from bpj._gen.services.job_service import JobServiceServicer
-from bpj.transport.gateway import RestGateway, serve_rest
+from bpj.local.servers.gateway import RestGateway, serve_rest
 from bpj.transport.rest import RestTransport, base_url, json_array
 
 PARENT = "projects/p/locations/us-central1"

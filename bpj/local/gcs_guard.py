@@ -7,7 +7,7 @@ writes object names under its root as they come, ``..`` included. So no client e
 process listens on the stack's GCS port and, for each request,
 
 1. refuses a foreign ``Host`` (DNS rebinding), a foreign ``Origin``, and, with a token, a request without
-   ``Authorization: Bearer <token>`` (bpj.transport.guard);
+   ``Authorization: Bearer <token>`` (bpj.local.servers.guard);
 2. lets through only the JSON API routes of :mod:`bpj.local.gcs_routes`, every bucket and object name
    checked, the request rebuilt from what was checked, with only the headers the API uses;
 3. relays the answer without any ``Access-Control-*`` header, bodies moved by ``splice(2)`` from socket to
@@ -66,7 +66,7 @@ from bpj.local.http_relay import (
     relay_chunked,
     set_timeouts,
 )
-from bpj.transport.guard import Guard
+from bpj.local.servers.guard import Guard
 
 MAX_CONNECTIONS = 256
 FIRST_REQUEST_WAIT = 10.0  # seconds a new connection may stay silent before its first request

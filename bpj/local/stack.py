@@ -44,7 +44,7 @@ class LocalStack:
         project: str = DEFAULT_PROJECT,
         location: str = DEFAULT_LOCATION,
     ) -> None:
-        from bpj.transport.guard import is_loopback
+        from bpj.local.servers.guard import is_loopback
 
         if token is not None and not token.strip():
             raise errors.UsageError("the token is empty: give a non-empty token, or none")
@@ -88,11 +88,11 @@ class LocalStack:
         from bpj.local.bigquery.store import TableStore
         from bpj.local.executor import Executor
         from bpj.local.gcs import Gcs, GcsServer
+        from bpj.local.servers.gateway import serve_rest
+        from bpj.local.servers.serve import serve_grpc
+        from bpj.local.servers.tls import self_signed_cert
         from bpj.local.store import Store
         from bpj.local.vertex import Jobs, Models, Operations, Vertex
-        from bpj.transport.gateway import serve_rest
-        from bpj.transport.serve import serve_grpc
-        from bpj.transport.tls import self_signed_cert
 
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bpj-local-")

@@ -13,7 +13,7 @@ The servicers are the emulator's own (:mod:`bpj.local.vertex`: names, validation
 operations as Vertex AI has them) over an in-memory store. ``calls`` counts RPCs by method name, so a test
 can assert how many calls a poll costs. ``inject()`` makes chosen calls fail, before or after they take effect
 (a reply lost on the way back). The same servicers serve over real gRPC and REST servers too
-(``bpj.transport.serve.serve_grpc(*fake.servicers)``).
+(``bpj.local.servers.serve.serve_grpc(*fake.servicers)``).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import grpc
 import grpc.aio
 
 from bpj import errors
+from bpj.transport import http_rules
 from bpj.transport.base import Metadata, Method
 from bpj.transport.context import CallContext
 from bpj.transport.grpc import (
@@ -74,7 +75,7 @@ async def _within(work: Awaitable[T], timeout: float | None, method: Method, req
     try:
         return await asyncio.wait_for(work, max(timeout, 0.0))
     except asyncio.TimeoutError:
-        raise errors.with_context(errors.DeadlineExceeded(DEADLINE_MESSAGE), method, request) from None
+        raise http_rules.with_context(errors.DeadlineExceeded(DEADLINE_MESSAGE), method, request) from None
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -133,7 +134,7 @@ class AsyncResponseStream:
             message = await self._read(self._source)
         except errors.ApiError as e:
             await self.aclose()
-            raise errors.with_context(e, self._method, self._request) from None
+            raise http_rules.with_context(e, self._method, self._request) from None
         except BaseException:
             # A UsageError, or the consumer was cancelled: the call is over either way.
             await self.aclose()
@@ -524,7 +525,7 @@ class AsyncInMemoryTransport:
             self._sync.check(method, request, context)
             return self._sync.copy_out(method, response)
         except errors.ApiError as e:
-            raise errors.with_context(e, method, request) from None
+            raise http_rules.with_context(e, method, request) from None
         finally:
             context.finish()
 

@@ -75,6 +75,11 @@ class Method:
         return f"{self.service}.{self.name}"
 
     @property
+    def rpc_name(self) -> str:
+        """``JobService.GetBatchPredictionJob``: how errors and logs name the RPC."""
+        return f"{self.service.rsplit('.', 1)[-1]}.{self.name}"
+
+    @property
     def request_class(self) -> type[Message]:
         return self.resolve(self.request_type)
 

@@ -146,11 +146,11 @@ def _check_request(method: Method, request: Any) -> None:
     name = getattr(getattr(request, "DESCRIPTOR", None), "full_name", None)
     if name != method.request_type:
         raise errors.UsageError(
-            f"{errors.rpc_name(method)} takes a {method.request_type} (from bpj.types), got {type(request).__name__}"
+            f"{method.rpc_name} takes a {method.request_type} (from bpj.types), got {type(request).__name__}"
         )
     if type(request) is not method.request_class:
         raise errors.UsageError(
-            f"{errors.rpc_name(method)} got a {name} built outside bpj's descriptor pool (for instance the "
+            f"{method.rpc_name} got a {name} built outside bpj's descriptor pool (for instance the "
             "official library's class); build it with bpj.types, or convert with "
             "bpj.types.X.FromString(msg.SerializeToString())"
         )

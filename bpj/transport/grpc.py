@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 
-from bpj import __version__, errors
+from bpj import errors
+from bpj._version import __version__
+from bpj.transport import http_rules
 from bpj.transport.base import Metadata, Method
 from bpj.transport.endpoints import parse_endpoint
 from bpj.transport.http_rules import ROUTING_KEY, routing_params
@@ -35,7 +37,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 API_CLIENT_KEY = "x-goog-api-client"
 
-# Shared with bpj.transport.serve: messages of any size (a ReadRows response can carry many MB), and
+# Shared with bpj.local.servers.serve: messages of any size (a ReadRows response can carry many MB), and
 # keepalive pings that notice a dead connection on a long-lived, reused channel.
 MESSAGE_SIZE_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", -1),
@@ -84,7 +86,13 @@ def api_error(error: grpc.RpcError, method: Method, request: Message | None) -> 
         code = grpc.StatusCode.UNKNOWN
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and message in _GRPC_DEADLINE_WORDS:
         message = "Deadline Exceeded"  # the words the other transports use for a deadline the client set
-    return errors.from_status(code, message, detail_dicts, method=method, request=request)
+    return errors.from_status(
+        code,
+        message,
+        detail_dicts,
+        rpc=method.rpc_name if method else "",
+        resource=http_rules.resource_of(method, request) if method and request is not None else "",
+    )
 
 
 def failed_call(err: errors.ApiError, reached: bool, endpoint: str) -> tuple[errors.ApiError, bool]:

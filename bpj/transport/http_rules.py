@@ -24,11 +24,15 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote, urlencode
 
+from bpj import errors
 from bpj.errors import UsageError
 from bpj.transport.base import HttpRule, Method
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 _IDENT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _LITERAL = re.compile(r"[^/{}=:*]+")
@@ -459,3 +463,26 @@ def routing_params(method: Method, request: Any) -> str:
             pairs = [(v.field_path, str(get_field(request, v.field_path))) for v in compiled.variables]
             return urlencode(pairs, safe="/")  # as google-api-core encodes it
     return ""
+
+
+# -- naming the resource of a failed call ------------------------------------------------------------
+
+
+def resource_of(method: Method, request: Message) -> str:
+    """The resource a request is about: the value of the first variable of its primary HTTP rule."""
+    if not method.http:
+        return ""
+    for var in compile_rule(method.http[0]).variables:
+        value = get_field(request, var.field_path)
+        if value:
+            return str(value)
+    return ""
+
+
+def with_context(err: errors.ApiError, method: Method, request: Message) -> errors.ApiError:
+    """Fill in the RPC and resource of an error raised without them (e.g. by an in-process servicer)."""
+    if not err.rpc:
+        err.rpc = method.rpc_name
+    if not err.resource:
+        err.resource = resource_of(method, request)
+    return err

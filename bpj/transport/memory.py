@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors
+from bpj.transport import http_rules
 from bpj.transport.base import Metadata, Method
 from bpj.transport.context import CallContext, check_response
 from bpj.transport.http_rules import ROUTING_KEY, routing_params
@@ -51,7 +52,7 @@ class InMemoryTransport:
         if self._handler is not None:
             handler = self._handler
             return lambda request, context: handler(method, request, context)
-        raise errors.Unimplemented(f"no servicer for {method.full_name}", rpc=errors.rpc_name(method))
+        raise errors.Unimplemented(f"no servicer for {method.full_name}", rpc=method.rpc_name)
 
     def _run(
         self, method: Method, request: Message, timeout: float | None, metadata: Metadata
@@ -63,15 +64,15 @@ class InMemoryTransport:
         try:
             result = self.target(method)(copy, context)
         except errors.ApiError as e:
-            raise errors.with_context(e, method, request) from None
+            raise http_rules.with_context(e, method, request) from None
         return result, context
 
     def check(self, method: Method, request: Message, context: CallContext) -> None:
         err = context.error_set()
         if err is not None:
-            raise errors.with_context(err, method, request)
+            raise http_rules.with_context(err, method, request)
         if context.expired():
-            raise errors.with_context(errors.DeadlineExceeded("Deadline Exceeded"), method, request)
+            raise http_rules.with_context(errors.DeadlineExceeded("Deadline Exceeded"), method, request)
 
     def copy_out(self, method: Method, response: Any) -> Message:
         check_response(method, response)
@@ -85,7 +86,7 @@ class InMemoryTransport:
             self.check(method, request, context)
             return self.copy_out(method, response)
         except errors.ApiError as e:
-            raise errors.with_context(e, method, request) from None
+            raise http_rules.with_context(e, method, request) from None
         finally:
             context.finish()
 
@@ -105,7 +106,7 @@ class InMemoryTransport:
                 yield self.copy_out(method, response)
             self.check(method, request, context)
         except errors.ApiError as e:
-            raise errors.with_context(e, method, request) from None
+            raise http_rules.with_context(e, method, request) from None
         finally:
             context.cancelled = True
             close = getattr(responses, "close", None)

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-import bpj
 from bpj import errors
+from bpj._version import __version__
 from bpj.errors import Code
+from bpj.transport import http_rules
 from bpj.transport.base import Metadata, Method
 from bpj.transport.endpoints import parse_endpoint
 from bpj.transport.http_rules import ROUTING_KEY, HttpRequestParts, routing_params, to_http
@@ -30,8 +31,8 @@ from bpj.transport.http_rules import ROUTING_KEY, HttpRequestParts, routing_para
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-USER_AGENT = f"bpj/{bpj.__version__}"
-_API_CLIENT = f"gl-python/{platform.python_version()} rest/{requests.__version__} bpj/{bpj.__version__}"
+USER_AGENT = f"bpj/{__version__}"
+_API_CLIENT = f"gl-python/{platform.python_version()} rest/{requests.__version__} bpj/{__version__}"
 _DEADLINE_MESSAGE = "Deadline Exceeded"
 
 
@@ -164,7 +165,7 @@ class RestTransport:
             except requests.RequestException as e:
                 raise errors.Unavailable(f"connection to {self.endpoint} broken: {_reason(e)}") from None
         except errors.ApiError as e:
-            raise errors.with_context(e, method, request) from None
+            raise http_rules.with_context(e, method, request) from None
 
     def close(self) -> None:
         """Close the connection pool (unless the session was given by the caller)."""

@@ -25,8 +25,8 @@ from bpj._gen.services.big_query_read import BigQueryReadClient
 from bpj.local.bigquery.read_server import StorageReadServicer
 from bpj.local.bigquery.rest import schema_from_json, schema_to_json, serve_bigquery_rest
 from bpj.local.bigquery.store import TableStore
+from bpj.local.servers.serve import serve_grpc
 from bpj.transport.grpc import GrpcTransport
-from bpj.transport.serve import serve_grpc
 
 # google-cloud-bigquery-storage's own deprecation of its Arrow helpers, which its users still call.
 pytestmark = pytest.mark.filterwarnings("ignore:Retrieving Arrow record batches:PendingDeprecationWarning")

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bpj.local import main_job
+from examples import main_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPJ_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bpj.local.main_job", "--instances", "2000", "--transport", transport],
+        [sys.executable, "examples/main_job.py", "--instances", "2000", "--transport", transport],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -52,7 +52,7 @@ def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
 
 def test_a_bad_flag_is_one_line_and_exit_2():
     proc = subprocess.run(
-        [sys.executable, "-m", "bpj.local.main_job", "--instances", "0"],
+        [sys.executable, "examples/main_job.py", "--instances", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -157,7 +157,7 @@ def test_distinct_instances_from_a_fixed_seed():
 
 
 def test_the_upload_without_the_model_layer_names_the_same_kind_of_model(stack, iris, fresh_config):
-    from bpj.local.main_job import MODEL_BUCKET, MODEL_DIR, _upload_with_client
+    from examples.main_job import MODEL_BUCKET, MODEL_DIR, _upload_with_client
     from tests.local.conftest import joblib_bytes
 
     stack.init()

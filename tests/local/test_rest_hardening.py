@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bpj import errors
-from bpj.transport.guard import Guard
-from bpj.transport.http_server import RestServer
+from bpj.local.servers.guard import Guard
+from bpj.local.servers.http_server import RestServer
 
 TOKEN = "s3cret-t0ken"
 MAX_BODY = 1 << 20
@@ -51,9 +51,9 @@ class Gateway:
 def gateways(tmp_path_factory):
     from bpj.local.bigquery.rest import serve_bigquery_rest
     from bpj.local.bigquery.store import TableStore
+    from bpj.local.servers.gateway import serve_rest
     from bpj.local.store import Store
     from bpj.local.vertex import Jobs, Models, Operations, Vertex
-    from bpj.transport.gateway import serve_rest
 
     root = tmp_path_factory.mktemp("hardening")
     store = Store(root / "vertex.sqlite3")
@@ -486,9 +486,9 @@ def test_grpc_takes_the_bearer_scheme_in_any_case(tmp_path):
     import grpc
 
     from bpj import types
+    from bpj.local.servers.serve import serve_grpc
     from bpj.local.store import Store
     from bpj.local.vertex import Jobs, Vertex
-    from bpj.transport.serve import serve_grpc
 
     store = Store(tmp_path / "v.sqlite3")
     server = serve_grpc(Jobs(Vertex(store, lambda n: None, lambda n: None)), token=TOKEN)

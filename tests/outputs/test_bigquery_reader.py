@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from bpj import clients, errors, types
 from bpj.local.bigquery.read_server import StorageReadServicer
 from bpj.local.bigquery.store import TableStore
+from bpj.local.servers.serve import serve_grpc
 from bpj.outputs.bigquery import (
     MAX_STALLED_RESUMES,
     STREAM_BUFFER,
@@ -36,7 +37,6 @@ from bpj.outputs.bigquery import (
 )
 from bpj.outputs.wire import decode_response, parse_read_rows
 from bpj.transport.grpc import GrpcTransport
-from bpj.transport.serve import serve_grpc
 
 PROJECT, DATASET = "proj", "ds"
 SCHEMA = pa.schema([("id", pa.int64()), ("n", pa.int64()), ("x", pa.float64()), ("s", pa.string())])

@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, unquote
 from bpj import errors
 from bpj.local.bigquery.encoding import encode_rows, record_from_json, schema_from_json, schema_to_json
 from bpj.local.bigquery.store import TableStore
-from bpj.transport.guard import bearer_ok
+from bpj.local.servers.guard import bearer_ok
 
 if TYPE_CHECKING:
-    from bpj.transport.http_server import RestServer
+    from bpj.local.servers.http_server import RestServer
 
 __all__ = [
     "BigQueryRestApp",
@@ -62,9 +62,9 @@ def serve_bigquery_rest(
 
     With ``token``, every request must carry ``Authorization: Bearer <token>``, else 401. The server also
     refuses a foreign ``Host`` or ``Origin`` (``extra_names`` adds names), see
-    :class:`~bpj.transport.http_server.RestServer`; its refusals carry BigQuery's error body.
+    :class:`~bpj.local.servers.http_server.RestServer`; its refusals carry BigQuery's error body.
     """
-    from bpj.transport.http_server import DEFAULT_MAX_BODY, RestServer
+    from bpj.local.servers.http_server import DEFAULT_MAX_BODY, RestServer
 
     return RestServer(
         BigQueryRestApp(store),
@@ -107,7 +107,7 @@ class BigQueryRestApp:
 
     @staticmethod
     def error_body(err: errors.ApiError) -> dict[str, Any]:
-        """BigQuery's error body; :class:`~bpj.transport.http_server.RestServer` renders its refusals so."""
+        """BigQuery's error body; :class:`~bpj.local.servers.http_server.RestServer` renders its refusals so."""
         return error_body(err)
 
     def _handle(self, environ: dict[str, Any]) -> tuple[int, Any]:

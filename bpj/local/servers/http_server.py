@@ -11,7 +11,7 @@ application's ``error_body(err) -> dict`` when it has one, else as a google.rpc.
 the status sent (:class:`HttpRefusal` for the statuses no google.rpc code maps to: 405, 411, 413, 414...).
 
 The order of checks: framing (request line, headers, Content-Length / Transfer-Encoding), then the
-:class:`~bpj.transport.guard.Guard` (Host, Origin, token), then the method, then the body is read. A request
+:class:`~bpj.local.servers.guard.Guard` (Host, Origin, token), then the method, then the body is read. A request
 refused before its body is read closes the connection, since the unread body cannot be told from the next
 request.
 """
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bpj import errors
-from bpj.transport.guard import Guard
+from bpj.local.servers.guard import Guard
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpRefusal", "RestServer"]
 
@@ -87,7 +87,7 @@ def error_body_of(app: Any) -> ErrorBody:
 class RestServer:
     """A running WSGI application on ``host:port`` (0: a free port); ``url`` is ``http://HOST:PORT``.
 
-    ``guard`` (a :class:`~bpj.transport.guard.Guard`) decides who may talk to it: the ``Host`` must name this
+    ``guard`` (a :class:`~bpj.local.servers.guard.Guard`) decides who may talk to it: the ``Host`` must name this
     server (``extra_names`` adds names), an ``Origin`` must be its own, and with ``token`` every request
     carries ``Authorization: Bearer <token>``. Bodies over ``max_body`` bytes are refused with 413. A connection
     that sends nothing for ``idle_timeout`` seconds (mid-request too) is closed, so a client that sends half a

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple, NoReturn
 import grpc
 
 from bpj import errors
+from bpj.local.servers.guard import bearer_ok
 from bpj.transport.base import Method
 from bpj.transport.context import check_response
 from bpj.transport.grpc import KEEPALIVE_OPTIONS, MESSAGE_SIZE_OPTIONS, STATUS_DETAILS_KEY
-from bpj.transport.guard import bearer_ok
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     *MESSAGE_SIZE_OPTIONS,
@@ -232,7 +232,7 @@ class GrpcServer:
 
 class BearerToken(grpc.ServerInterceptor):
     """Refuses calls that do not carry ``authorization: Bearer <token>`` (UNAUTHENTICATED); the scheme in
-    any case, the token compared in constant time (:func:`bpj.transport.guard.bearer_ok`)."""
+    any case, the token compared in constant time (:func:`bpj.local.servers.guard.bearer_ok`)."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -260,7 +260,7 @@ def serve_grpc(
 ) -> GrpcServer:
     """Starts a gRPC server for ``servicers`` on ``host:port`` (port 0: a free one) and returns it.
 
-    ``tls`` is ``(key_pem, cert_pem)`` (see :func:`bpj.transport.tls.self_signed_cert`); without it the
+    ``tls`` is ``(key_pem, cert_pem)`` (see :func:`bpj.local.servers.tls.self_signed_cert`); without it the
     server is plaintext. ``max_workers`` bounds the calls served at once (a stream holds a worker). With
     ``token``, every call must carry ``authorization: Bearer <token>``, else UNAUTHENTICATED.
     """

@@ -1,7 +1,7 @@
 """The main job: a real model, a batch prediction job of meaningful size on the local stack, both outputs read
 back with the fast readers and every prediction checked.
 
-    python -m bpj.local.main_job [--instances N] [--batch-size B] [--data-dir D] [--transport grpc|rest]
+    python examples/main_job.py [--instances N] [--batch-size B] [--data-dir D] [--transport grpc|rest]
 
 Steps (each one timed): start a LocalStack (a temporary data dir unless ``--data-dir``); train a
 LogisticRegression on scikit-learn's bundled iris data; upload ``model.joblib`` and the model; write N
@@ -491,7 +491,7 @@ def summary(result: Result) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bpj.local.main_job",
+        prog="python examples/main_job.py",
         description="Run the main job on the local stack: train, upload, predict N instances through GCS "
         "and BigQuery, read the outputs back and check every prediction.",
     )

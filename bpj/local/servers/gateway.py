@@ -1,7 +1,7 @@
 """The server side of REST: serve servicer objects over proto3 JSON with their ``google.api.http`` rules.
 
 :class:`RestGateway` is a WSGI application; :func:`serve_rest` runs it on 127.0.0.1 in a daemon thread
-with the small HTTP/1.1 server of :mod:`bpj.transport.http_server` (keep-alive, chunked streams, Host,
+with the small HTTP/1.1 server of :mod:`bpj.local.servers.http_server` (keep-alive, chunked streams, Host,
 Origin and token checks)::
 
     with serve_rest(FakeJobs()) as server:
@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from bpj import errors
+from bpj.local.servers.guard import bearer_ok
+from bpj.local.servers.http_server import DEFAULT_MAX_BODY, RestServer
 from bpj.transport.base import Method
 from bpj.transport.context import CallContext, check_response
-from bpj.transport.guard import bearer_ok
 from bpj.transport.http_rules import from_http
-from bpj.transport.http_server import DEFAULT_MAX_BODY, RestServer
 
 __all__ = ["RestGateway", "RestServer", "require_bearer", "serve_rest"]
 
@@ -272,7 +272,7 @@ def serve_rest(
     """Serve ``servicers`` over REST on ``host:port`` (0: any free port) in a daemon thread. With ``token``,
     every request must carry ``Authorization: Bearer <token>``, else 401 UNAUTHENTICATED; a ``Host`` that
     does not name the server (``extra_names`` adds names) or a foreign ``Origin`` is 403 PERMISSION_DENIED
-    (see :class:`~bpj.transport.http_server.RestServer`)."""
+    (see :class:`~bpj.local.servers.http_server.RestServer`)."""
     return RestServer(
         RestGateway(*servicers), host, port, token=token, extra_names=extra_names, max_body=max_body
     )
