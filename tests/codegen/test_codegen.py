@@ -111,3 +111,10 @@ def test_generated_python_is_formatted():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_template_is_rendered():
+    render._template.cache_clear()
+    cli.generate(GOLDEN / "protos")
+    used = render._template.cache_info().currsize
+    assert used == len(list(render.TEMPLATES.glob("*.tmpl")))
