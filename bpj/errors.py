@@ -1,41 +1,59 @@
 """One exception tree for every transport.
 
-    BpjError
+    BpjError                                                    also google.api_core.exceptions.*
     ├── UsageError (also ValueError)   bad input, raised before any network call; says what to change
     │   └── UsageTypeError (also TypeError)  a value of the wrong type
     └── ApiError                       the server, or the path to it, answered with a google.rpc.Status
-        ├── Cancelled                  CANCELLED            HTTP 499
-        ├── Unknown                    UNKNOWN              HTTP 500
-        ├── InvalidArgument            INVALID_ARGUMENT     HTTP 400
-        ├── DeadlineExceeded           DEADLINE_EXCEEDED    HTTP 504
-        ├── NotFound                   NOT_FOUND            HTTP 404
-        ├── AlreadyExists              ALREADY_EXISTS       HTTP 409
-        ├── PermissionDenied           PERMISSION_DENIED    HTTP 403
-        ├── ResourceExhausted          RESOURCE_EXHAUSTED   HTTP 429
-        ├── FailedPrecondition         FAILED_PRECONDITION  HTTP 400
-        ├── Aborted                    ABORTED              HTTP 409
-        ├── OutOfRange                 OUT_OF_RANGE         HTTP 400
-        ├── Unimplemented              UNIMPLEMENTED        HTTP 501
-        ├── Internal                   INTERNAL             HTTP 500
-        ├── Unavailable                UNAVAILABLE          HTTP 503  (also: connection refused or reset)
+        ├── Cancelled                  CANCELLED            HTTP 499    Cancelled
+        ├── Unknown                    UNKNOWN              HTTP 500    Unknown
+        ├── InvalidArgument            INVALID_ARGUMENT     HTTP 400    InvalidArgument
+        ├── DeadlineExceeded           DEADLINE_EXCEEDED    HTTP 504    DeadlineExceeded
+        ├── NotFound                   NOT_FOUND            HTTP 404    NotFound
+        ├── AlreadyExists              ALREADY_EXISTS       HTTP 409    AlreadyExists
+        ├── PermissionDenied           PERMISSION_DENIED    HTTP 403    PermissionDenied
+        ├── ResourceExhausted          RESOURCE_EXHAUSTED   HTTP 429    ResourceExhausted
+        ├── FailedPrecondition         FAILED_PRECONDITION  HTTP 400    FailedPrecondition
+        ├── Aborted                    ABORTED              HTTP 409    Aborted
+        ├── OutOfRange                 OUT_OF_RANGE         HTTP 400    OutOfRange
+        ├── Unimplemented              UNIMPLEMENTED        HTTP 501    MethodNotImplemented
+        ├── Internal                   INTERNAL             HTTP 500    InternalServerError
+        ├── Unavailable                UNAVAILABLE          HTTP 503    ServiceUnavailable
         │   └── Unreachable            no connection to an endpoint this client never reached
-        ├── DataLoss                   DATA_LOSS            HTTP 500
+        ├── DataLoss                   DATA_LOSS            HTTP 500    DataLoss
         │   └── DataCorruption         downloaded bytes that fail their checksum (never returned)
-        └── Unauthenticated            UNAUTHENTICATED      HTTP 401
+        └── Unauthenticated            UNAUTHENTICATED      HTTP 401    Unauthenticated
 
 The same server error gives the same class and the same message over gRPC, REST and in-memory. Every
 ApiError names the RPC, the resource the request was about, and the server's message.
+
+Code written for the official SDK catches ``google.api_core.exceptions.NotFound`` (etc.); those catch bpj's
+errors too. ``except`` matches by the classes' real MRO, and code that names an api_core class has imported
+``google.api_core.exceptions`` first. So bpj never imports it: whenever an ApiError is created (and when this
+module loads) bpj looks whether that module is in ``sys.modules``, and the first time it is, each class of the
+table above gets the api_core class of its code as a second base (``NotFound.__bases__`` becomes
+``(ApiError, google.api_core.exceptions.NotFound)``; subclasses follow). The classes stay the same objects:
+``type(err) is bpj.errors.NotFound``, pickling and ``except bpj.errors.X`` are unchanged, and api_core's own
+tables (``from_http_status``...) are not touched. Before api_core is imported nobody can catch by its
+classes, so nothing is loaded.
+
+Where both families have an attribute, bpj's meaning stays, whichever was imported first:
+
+- ``code`` is the gRPC code as a :class:`Code` (``err.code == Code.NOT_FOUND``, equal to 5), not api_core's
+  HTTP status: read ``http_status`` (404) for that, and ``grpc_status_code`` for a ``grpc.StatusCode``.
+- ``message`` is the server's words; ``str(err)`` is bpj's ``NOT_FOUND from RPC on resource: message``.
+- ``details`` are the status details in proto3 JSON form (dicts with ``@type``), as the official REST
+  transport gives them (its gRPC transport gives protobuf messages).
+- ``reason``, ``domain`` and ``metadata`` come from a google.rpc.ErrorInfo detail (None without one), as in
+  api_core; ``errors`` is empty and ``response`` None (bpj keeps no raw HTTP response or gRPC call).
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any, cast
 
 
 class Code(enum.IntEnum):
@@ -143,10 +161,18 @@ class ApiError(BpjError):
     Attributes: ``code`` (:class:`Code`), ``message`` (the server's words), ``rpc`` (e.g.
     ``JobService.GetBatchPredictionJob``), ``resource`` (the name or parent the request was about),
     ``details`` (the status details in proto3 JSON form, each with an ``@type``), ``retry_delay``
-    (seconds, from a google.rpc.RetryInfo detail, or None) and ``http_status``.
+    (seconds, from a google.rpc.RetryInfo detail, or None) and ``http_status``; and api_core's
+    ``grpc_status_code``, ``reason``, ``domain``, ``metadata``, ``errors`` and ``response`` (see the module
+    docstring). ``ApiError(message, code=c)`` gives an instance of the class for ``c``.
     """
 
     code: Code = Code.UNKNOWN
+    _status_details: list[dict[str, Any]]
+
+    def __new__(cls, *args: Any, code: Code | None = None, **kwargs: Any) -> ApiError:
+        _follow_api_core()
+        target = error_class(Code.UNKNOWN if code is None else code) if cls is ApiError else cls
+        return cast(ApiError, super().__new__(target, *args[:1]))
 
     def __init__(
         self,
@@ -157,13 +183,24 @@ class ApiError(BpjError):
         details: Sequence[dict[str, Any]] = (),
         code: Code | None = None,
     ) -> None:
+        # First: with api_core's class as a base, its __init__ runs in this chain and sets ``message`` too.
+        super().__init__(message)
         if code is not None:
             self.code = code
         self.message = message
         self.rpc = rpc
         self.resource = resource
         self.details = list(details)
-        super().__init__(message)
+
+    # A property, not an instance attribute: api_core's ``details`` is a read-only property further along
+    # the MRO, and would otherwise refuse the assignment.
+    @property
+    def details(self) -> list[dict[str, Any]]:
+        return self._status_details
+
+    @details.setter
+    def details(self, value: list[dict[str, Any]]) -> None:
+        self._status_details = value
 
     @property
     def http_status(self) -> int:
@@ -171,10 +208,43 @@ class ApiError(BpjError):
 
     @property
     def retry_delay(self) -> float | None:
-        for d in self.details:
-            if d.get("@type", "").endswith("/google.rpc.RetryInfo"):
-                return _duration_seconds(d.get("retryDelay", "0s"))
+        d = self._detail("google.rpc.RetryInfo")
+        return None if d is None else _duration_seconds(d.get("retryDelay", "0s"))
+
+    @property
+    def grpc_status_code(self) -> Any:
+        """``grpc.StatusCode`` of ``code`` (api_core's attribute), or None without grpcio."""
+        try:
+            import grpc
+        except ImportError:
+            return None
+        return next(s for s in grpc.StatusCode if s.value[0] == self.code)
+
+    @property
+    def reason(self) -> str | None:
+        info = self._detail("google.rpc.ErrorInfo")
+        return None if info is None else info.get("reason")
+
+    @property
+    def domain(self) -> str | None:
+        info = self._detail("google.rpc.ErrorInfo")
+        return None if info is None else info.get("domain")
+
+    @property
+    def metadata(self) -> dict[str, str] | None:
+        info = self._detail("google.rpc.ErrorInfo")
+        return None if info is None else info.get("metadata", {})
+
+    @property
+    def errors(self) -> list[Any]:
+        return []
+
+    @property
+    def response(self) -> None:
         return None
+
+    def _detail(self, type_name: str) -> dict[str, Any] | None:
+        return next((d for d in self.details if d.get("@type", "").endswith("/" + type_name)), None)
 
     def __str__(self) -> str:
         where = f" from {self.rpc}" if self.rpc else ""
@@ -291,6 +361,51 @@ _CLASS_OF_CODE: dict[Code, type[ApiError]] = {
         Unauthenticated,
     )
 }
+
+
+# -- google.api_core.exceptions as second bases -----------------------------------------------------
+
+_API_CORE = "google.api_core.exceptions"
+# The api_core class each code's bpj class also becomes (api_core's own gRPC code -> class table).
+_API_CORE_CLASS = {
+    Code.CANCELLED: "Cancelled",
+    Code.UNKNOWN: "Unknown",
+    Code.INVALID_ARGUMENT: "InvalidArgument",
+    Code.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    Code.NOT_FOUND: "NotFound",
+    Code.ALREADY_EXISTS: "AlreadyExists",
+    Code.PERMISSION_DENIED: "PermissionDenied",
+    Code.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    Code.FAILED_PRECONDITION: "FailedPrecondition",
+    Code.ABORTED: "Aborted",
+    Code.OUT_OF_RANGE: "OutOfRange",
+    Code.UNIMPLEMENTED: "MethodNotImplemented",
+    Code.INTERNAL: "InternalServerError",
+    Code.UNAVAILABLE: "ServiceUnavailable",
+    Code.DATA_LOSS: "DataLoss",
+    Code.UNAUTHENTICATED: "Unauthenticated",
+}
+_bound_to: object = None  # the google.api_core.exceptions module the classes derive from
+
+
+def _follow_api_core() -> None:
+    """Give every class of _CLASS_OF_CODE its api_core class as a second base once google.api_core.exceptions
+    is imported (by anyone); a dict lookup otherwise. A module reloaded since is followed too."""
+    global _bound_to
+    module = sys.modules.get(_API_CORE)
+    if module is None or module is _bound_to:
+        return
+    try:
+        bases = {code: getattr(module, name) for code, name in _API_CORE_CLASS.items()}
+    except AttributeError:  # the module is still being imported
+        return
+    # Idempotent, so two threads that get here at once do no harm.
+    for code, cls in _CLASS_OF_CODE.items():
+        cls.__bases__ = (ApiError, bases[code])
+    _bound_to = module
+
+
+_follow_api_core()
 
 
 def shown(value: object, limit: int = 200) -> str:

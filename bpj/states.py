@@ -106,8 +106,10 @@ def name(state: int) -> str:
 # -- how a wait ends when the job did not succeed -------------------------------------------------
 
 
-class JobFailed(errors.BpjError):
+class JobFailed(errors.BpjError, RuntimeError):
     """The job ended without outputs to read: FAILED here, and CANCELLED or EXPIRED through the subclasses.
+    A RuntimeError, as the official SDK's ``wait()`` raises for FAILED and CANCELLED (it never ends on
+    EXPIRED; bpj treats it as the failure it is), so ``except RuntimeError`` written for it catches all three.
 
     ``job`` is the :class:`BatchPredictionJob` as it ended; ``status`` the job's google.rpc.Status
     (``bpj.types.Status``: ``code``, ``message``, ``details``), empty when the service gave none; ``state``
@@ -139,7 +141,8 @@ class JobExpired(JobFailed):
 
 
 class WaitTimeout(errors.BpjError, TimeoutError):
-    """``wait(timeout=)`` ran out before the job reached a terminal state; ``job`` is as last seen."""
+    """``wait(timeout=)`` ran out before the job reached a terminal state; ``job`` is as last seen. Not a
+    RuntimeError: the job did not fail, and the official ``wait()`` has no timeout to run out."""
 
     def __init__(self, job: Any, timeout: float) -> None:
         self.job = job
