@@ -2,18 +2,28 @@
 
     python -m benchmarks.bench_import [--repeat N]
 
-Target (DESIGN.md): ``import bpj`` <= 50 ms and <= 40 MB peak RSS on a 2-core machine.
+Target (DESIGN.md): ``import bpj`` <= 50 ms and <= 40 MB peak RSS on a 2-core machine, loading neither
+google.api_core nor grpc (bpj's errors become api_core's classes only once someone else imports api_core).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 from benchmarks.common import fresh, table
+
+TARGET_MS = 50.0
+TARGET_RSS_MB = 40.0
+# What must stay out of a fresh interpreter after `import bpj` (and after making an API error).
+HEAVY = ("google.api_core", "grpc", "google.protobuf")
+MAKE_ERROR = "import bpj; bpj.errors.from_status(5, 'gone', rpc='JobService.GetBatchPredictionJob')"
 
 CASES = [
     ("python (baseline)", "pass"),
     ("import bpj", "import bpj"),
+    ("import bpj; make an ApiError", MAKE_ERROR),
     ("bpj: first message class", "import bpj; bpj.types.BatchPredictionJob"),
     (
         "bpj: gRPC JobService client ready",
@@ -44,6 +54,23 @@ def main() -> None:
         for name, r in results.items()
     ]
     print(table(rows, ("case", "ms (median)", "peak RSS MB", "aiplatform / this")))
+    bpj_ms, bpj_mb = results["import bpj"]["seconds"] * 1000, results["import bpj"]["rss_mb"]
+    verdict = "ok" if bpj_ms <= TARGET_MS and bpj_mb <= TARGET_RSS_MB else "MISSED"
+    print(
+        f"\nimport bpj: {bpj_ms:.1f} ms, {bpj_mb:.1f} MB (target <= {TARGET_MS:g} ms, <= {TARGET_RSS_MB:g} MB: "
+        f"{verdict})"
+    )
+    for name, code in (("import bpj", "import bpj"), ("import bpj; make an ApiError", MAKE_ERROR)):
+        found = loaded(code)
+        print(f"{name}: loads {', '.join(found) or 'none'} of {', '.join(HEAVY)}")
+
+
+def loaded(code: str) -> list[str]:
+    """Which of HEAVY a fresh interpreter has loaded after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    modules = out.split()
+    return [h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in modules)]
 
 
 if __name__ == "__main__":
