@@ -30,25 +30,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import random
-import sys
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from bpj import clients, config, errors, many, rules, states, validation
+from bpj import clients, config, errors, many, rules, states, steps, validation
 from bpj import jobs as bpj_jobs
-from bpj.jobs import (
-    REQUEST_ID_LABEL,
-    JobCancelled,
-    JobExpired,
-    JobFailed,
-    WaitTimeout,
-    plan_create,
-)
+from bpj.jobs import JobCancelled, JobExpired, JobFailed, WaitTimeout, plan_create
 from bpj.transport.base import AsyncTransport, Metadata, Method
 
 if TYPE_CHECKING:
@@ -189,9 +179,6 @@ def _operations(s: config.Settings) -> AsyncOperationsClient:
     return clients.AsyncOperationsClient(async_transport_for(s.vertex_endpoint, s))
 
 
-# -- create: the checks and the request, before any call -------------------------------------------------
-
-
 # -- the job --------------------------------------------------------------------------------------------
 
 
@@ -304,12 +291,11 @@ class BatchPredictionJob:
         the safe create (request-id label, lookup after an ambiguous failure) are
         :meth:`bpj.jobs.BatchPredictionJob.create`'s."""
         plan = plan_create(locals())
-        created = await _create_safely(
-            _job_service(plan.settings),
-            plan.request,
-            create_request_timeout,
-            plan.request_id,
-            lookup_first=plan.lookup_first,
+        created = await steps.run_async(
+            steps.create_job(
+                plan.request, create_request_timeout, plan.request_id, lookup_first=plan.lookup_first
+            ),
+            steps.one(_job_service(plan.settings)),
         )
         out = cls(created, credentials=credentials)
         log.info("created batch prediction job %s (%s)", out.resource_name, out.display_name)
@@ -351,7 +337,8 @@ class BatchPredictionJob:
     async def _listed(
         cls, s: config.Settings, request: Any, keys: Any, credentials: Any
     ) -> AsyncIterator[BatchPredictionJob]:
-        found = (cls(r, credentials=credentials) async for r in list_resources(_job_service(s), request))
+        listed = steps.iterate_async(bpj_jobs.list_jobs(request), steps.one(_job_service(s)))
+        found = (cls(r, credentials=credentials) async for r in listed)
         if keys is None:
             async for job in found:
                 yield job
@@ -411,42 +398,14 @@ class BatchPredictionJob:
         """Poll (with ``asyncio.sleep`` between Gets) until the job is terminal; return it when it SUCCEEDED
         or PARTIALLY_SUCCEEDED. Raises what the sync ``wait()`` raises: :class:`JobFailed`,
         :class:`JobCancelled`, :class:`JobExpired` (``.job`` is this object) or :class:`WaitTimeout`."""
-        await self._wait_terminal(timeout)
-        outcome = states.rule(self.gca_resource.state).outcome
-        if outcome in states.FAILURES:
-            raise states.error_for(self)
-        if outcome is states.Outcome.PARTIALLY_SUCCEEDED:
-            log.warning("%s ended PARTIALLY_SUCCEEDED: see partial_failures", self.resource_name)
-        return self
+        if not await steps.run_async(bpj_jobs.wait_steps(self._job, self, timeout), self._client_for):
+            raise WaitTimeout(self, timeout or 0.0)
+        return bpj_jobs.settle(self._job, self)  # type: ignore[no-any-return]
 
     wait_for_completion = wait
 
-    async def _wait_terminal(self, timeout: float | None) -> None:
-        start = time.monotonic()
-        pauses: builtins.list[float] = []
-        # The sync pacing (backoff, jitter, never past the deadline); its "sleep" only notes the pause.
-        pacer = many.Pacer(self.poll_interval, self.max_poll_interval, timeout, pauses.append)
-        progress = bpj_jobs.WaitProgress(self._job) if bpj_jobs.is_terminal_stream(sys.stderr) else None
-        seen = self.gca_resource.state
-        if not states.is_terminal(seen):
-            await self.refresh()
-        while True:
-            state = self.gca_resource.state
-            if state != seen:
-                log.info("%s: %s", self.resource_name, states.name(state))
-                seen = state
-            if progress is not None:
-                progress.show(time.monotonic() - start)
-            if states.is_terminal(state):
-                if progress is not None:
-                    progress.end()
-                return
-            if not pacer.wait():
-                if progress is not None:
-                    progress.end()
-                raise WaitTimeout(self, timeout or 0.0)
-            await asyncio.sleep(pauses.pop())
-            await self.refresh()
+    def _client_for(self, where: Any) -> AsyncJobServiceClient:
+        return _job_service(self._settings())
 
     # -- cancel, delete -----------------------------------------------------------------------------
     async def cancel(self, wait: bool = False) -> BatchPredictionJob:
@@ -456,7 +415,7 @@ class BatchPredictionJob:
         await _job_service(self._settings()).cancel_batch_prediction_job(request)
         log.info("%s: cancel requested", self.resource_name)
         if wait:
-            await self._wait_terminal(None)
+            await steps.run_async(bpj_jobs.wait_steps(self._job, self, None), self._client_for)
         return self
 
     async def delete(self, timeout: float | None = None) -> None:
@@ -464,81 +423,14 @@ class BatchPredictionJob:
         s = self._settings()
         request = bpj_jobs.messages().DeleteBatchPredictionJobRequest(name=self.resource_name)
         op = await _job_service(s).delete_batch_prediction_job(request)
-        await wait_operation(op, _operations(s), timeout)
+        await wait_operation(op, _operations(s), timeout, what="JobService.DeleteBatchPredictionJob")
         log.info("%s: deleted", self.resource_name)
 
 
-# -- helpers: the async twins of bpj.jobs' ----------------------------------------------------------------
-
-
-async def list_resources(service: Any, request: Any) -> AsyncIterator[Any]:
-    """Every BatchPredictionJob a List returns, a page at a time (one RPC per page)."""
-    while True:
-        page = await service.list_batch_prediction_jobs(request)
-        for resource in page.batch_prediction_jobs:
-            yield resource
-        if not page.next_page_token:
-            return
-        request.page_token = page.next_page_token
-
-
-async def find_by_request_id(service: Any, parent: str, request_id: str) -> Any | None:
-    """The job a create stamped with ``bpj_request_id=<request_id>``, or None."""
-    request = bpj_jobs.messages().ListBatchPredictionJobsRequest(
-        parent=parent, filter=f'labels.{REQUEST_ID_LABEL}="{request_id}"'
-    )
-    async for resource in list_resources(service, request):
-        if resource.labels.get(REQUEST_ID_LABEL) == request_id:
-            return resource
-    return None
-
-
-async def _create_safely(
-    service: Any, request: Any, timeout: float | None, request_id: str | None, *, lookup_first: bool
-) -> Any:
-    """Create once; after an ambiguous failure look the job up by its request id before sending again
-    (the rules of :mod:`bpj.jobs`)."""
-    if lookup_first and request_id is not None:
-        found = await find_by_request_id(service, request.parent, request_id)
-        if found is not None:
-            log.info("create: %s already made %s", request_id, found.name)
-            return found
-    settle = 0.5
-    for attempt in range(1, bpj_jobs.CREATE_ATTEMPTS + 1):
-        try:
-            return await service.create_batch_prediction_job(request, timeout=timeout, retry=None)
-        except bpj_jobs.AMBIGUOUS as err:
-            if request_id is None or attempt == bpj_jobs.CREATE_ATTEMPTS:
-                raise
-            log.warning(
-                "create (%s=%s) failed with %s; looking the job up",
-                REQUEST_ID_LABEL,
-                request_id,
-                err.code.name,
-            )
-            await asyncio.sleep(settle * (0.5 + random.random() / 2))
-            settle *= 2
-            found = await find_by_request_id(service, request.parent, request_id)
-            if found is not None:
-                log.info("create: the lost reply had made %s", found.name)
-                return found
-    raise AssertionError("unreachable")
-
-
-async def wait_operation(op: Any, operations: Any, timeout: float | None = None) -> Any:
+async def wait_operation(op: Any, operations: Any, timeout: float | None = None, what: str = "") -> Any:
     """Poll a google.longrunning Operation until done (``asyncio.sleep`` between Gets); raise its error as an
-    ApiError, or TimeoutError after ``timeout`` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.2
-    while not op.done:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"operation {op.name} not done after {timeout:g}s")
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 10.0)
-        op = await operations.get_operation(bpj_jobs.messages().GetOperationRequest(name=op.name))
-    if op.HasField("error") and op.error.code:
-        raise errors.from_status(op.error.code, op.error.message)
-    return op
+    ApiError, or TimeoutError after ``timeout`` seconds: :func:`bpj.lro.wait_operation`, awaited."""
+    return await steps.run_async(steps.wait_operation(op, timeout, what), steps.one(operations))
 
 
 # -- many jobs --------------------------------------------------------------------------------------------
@@ -566,19 +458,12 @@ class _Watch:
     def views(self, held: Iterable[bpj_jobs.BatchPredictionJob]) -> builtins.list[BatchPredictionJob]:
         return [self._view[id(j)] for j in held]
 
-    async def poll(self) -> builtins.list[BatchPredictionJob]:
-        """:meth:`bpj.many.Watch.poll`, its calls made asynchronously."""
-        watch = self.watch
-        ended: builtins.list[bpj_jobs.BatchPredictionJob] = []
-        seen: set[str] = set()
-        for project, location, request in watch.list_requests():
-            s = config.settings(project=project, location=location, credentials=watch.credentials)
-            async for resource in list_resources(_job_service(s), request):
-                ended += watch.observe(resource, seen)
-        for first in watch.unseen(seen):
-            log.debug("%s not in the List results: one Get", first.resource_name)
-            ended += watch.update((await self._view[id(first)].refresh()).gca_resource)
-        return self.views(ended)
+    def client_for(self, where: Any) -> AsyncJobServiceClient:
+        """The async clients of the watch's calls: a job's own for a Get, the watch's for a List."""
+        if isinstance(where, bpj_jobs.BatchPredictionJob):
+            return self._view[id(where)]._client_for(None)
+        project, location, credentials = where
+        return _job_service(config.settings(project=project, location=location, credentials=credentials))
 
 
 def as_completed(
@@ -595,30 +480,17 @@ def as_completed(
     already first; one List call per page of results a poll, as :func:`bpj.many.as_completed` (same
     arguments; ``by`` as there). Raises :class:`bpj.many.NotDone` when ``timeout`` passes first."""
     watch = _Watch(jobs, by, page_size, credentials)
-    pauses: builtins.list[float] = []
-    pacer = many.Pacer(poll, max_poll, timeout, pauses.append)
-    return _completed(watch, pacer, pauses)
+    return _completed(watch, steps.Pacer(poll, max_poll, timeout))
 
 
-async def _completed(
-    watch: _Watch, pacer: many.Pacer, pauses: builtins.list[float]
-) -> AsyncIterator[BatchPredictionJob]:
-    done = watch.views(watch.watch.settled())
-    for job in done:
-        yield job
-    first = True
-    while watch.watch.pending:
-        if not first:
-            if not pacer.wait():
-                not_done = watch.views(watch.watch.not_done())
-                raise many.NotDone(cast(Any, done), cast(Any, not_done), pacer.timeout or 0.0)
-            await asyncio.sleep(pauses.pop())
-        first = False
-        ended = await watch.poll()
-        log.debug("poll: %d ended, %d pending", len(ended), len(watch.watch.pending))
-        for job in ended:
-            done.append(job)
-            yield job
+async def _completed(watch: _Watch, pacer: steps.Pacer) -> AsyncIterator[BatchPredictionJob]:
+    try:
+        async for job in steps.iterate_async(many.completed(watch.watch, pacer), watch.client_for):
+            yield watch.views([job])[0]
+    except many.NotDone as e:
+        raise many.NotDone(
+            cast(Any, watch.views(e.done)), cast(Any, watch.views(e.not_done)), e.timeout
+        ) from None
 
 
 async def wait_all(
@@ -636,14 +508,9 @@ async def wait_all(
     :func:`bpj.many.wait_all`: :class:`bpj.many.JobsFailed` when some did not succeed (unless
     ``raise_on_failure=False``), :class:`bpj.many.NotDone` when ``timeout`` passes first."""
     watch = _Watch(jobs, by, page_size, credentials)
-    pauses: builtins.list[float] = []
-    async for _ in _completed(watch, many.Pacer(poll, max_poll, timeout, pauses.append), pauses):
+    async for _ in _completed(watch, steps.Pacer(poll, max_poll, timeout)):
         pass
-    failures = [
-        states.error_for(j)
-        for j in watch.jobs
-        if states.rule(j.gca_resource.state).outcome in states.FAILURES
-    ]
-    if failures and raise_on_failure:
-        raise many.JobsFailed(cast(Any, watch.jobs), failures)
+    failed = many.failures(watch.jobs)
+    if failed and raise_on_failure:
+        raise many.JobsFailed(cast(Any, watch.jobs), failed)
     return watch.jobs

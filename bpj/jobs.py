@@ -30,38 +30,26 @@ from __future__ import annotations
 
 import builtins
 import logging
-import random
 import re
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from bpj import clients, config, errors, rules, states, validation
+from bpj import clients, config, errors, rules, states, steps, validation
 from bpj.lro import wait_operation
 from bpj.states import JobCancelled, JobExpired, JobFailed, WaitTimeout
+from bpj.steps import REQUEST_ID_LABEL, messages
 
 __all__ = ["BatchPredictionJob", "JobCancelled", "JobExpired", "JobFailed", "WaitTimeout"]
 
 log = logging.getLogger("bpj")
 
-REQUEST_ID_LABEL = "bpj_request_id"
-CREATE_ATTEMPTS = 3
-# Errors after which a create may or may not have made the job.
-AMBIGUOUS = (errors.DeadlineExceeded, errors.Unavailable)
 # The server's own order for ListBatchPredictionJobs (the v1 request has no order_by field).
 SERVER_ORDER = "create_time desc"
 SORTABLE = ("name", "display_name", "state", "create_time", "start_time", "end_time", "update_time")
 _NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/")
-
-
-def messages() -> Any:
-    """The ``bpj.types`` module, imported at first use (``import bpj`` stays light)."""
-    from bpj import types
-
-    return types
 
 
 def _time(ts: Any) -> datetime | None:
@@ -210,12 +198,11 @@ class BatchPredictionJob:
         plan = plan_create(dict(locals()))
         # The settings plan_create resolved, not a second lookup: this is the hot path of submit_many.
         transport = config.transport_for(plan.settings.vertex_endpoint, plan.settings)
-        created = _create_safely(
-            clients.job_service(transport=transport),
-            plan.request,
-            create_request_timeout,
-            plan.request_id,
-            lookup_first=plan.lookup_first,
+        created = steps.run(
+            steps.create_job(
+                plan.request, create_request_timeout, plan.request_id, lookup_first=plan.lookup_first
+            ),
+            steps.one(clients.job_service(transport=transport)),
         )
         out = cls.from_resource(created, credentials=credentials)
         log.info("created batch prediction job %s (%s)", out.resource_name, out.display_name)
@@ -259,7 +246,8 @@ class BatchPredictionJob:
         request = messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
         )
-        found = (cls.from_resource(r, credentials=credentials) for r in list_resources(jobs, request))
+        listed = steps.iterate(list_jobs(request), steps.one(jobs))
+        found = (cls.from_resource(r, credentials=credentials) for r in listed)
         if keys is None:
             return found
         everything = [*found]
@@ -378,46 +366,14 @@ class BatchPredictionJob:
         ``max_poll_interval``, with jitter. Shows state, counts and elapsed time on stderr when it is a
         terminal; logs state changes to the ``bpj`` logger.
         """
-        self._wait_terminal(timeout)
-        outcome = states.rule(self._resource.state).outcome
-        if outcome in states.FAILURES:
-            raise states.error_for(self)
-        if outcome is states.Outcome.PARTIALLY_SUCCEEDED:
-            log.warning("%s ended PARTIALLY_SUCCEEDED: see partial_failures", self.resource_name)
-        return self
+        if not steps.run(wait_steps(self, self, timeout), self._client_for):
+            raise WaitTimeout(self, timeout or 0.0)
+        return settle(self, self)
 
     wait_for_completion = wait
 
-    def _wait_terminal(self, timeout: float | None, sleep: Callable[[float], None] = time.sleep) -> None:
-        start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
-        progress = WaitProgress(self) if is_terminal_stream(sys.stderr) else None
-        delay = self.poll_interval
-        seen = self._resource.state
-        if not states.is_terminal(seen):
-            self.refresh()
-        while True:
-            state = self._resource.state
-            if state != seen:
-                log.info("%s: %s", self.resource_name, states.name(state))
-                seen = state
-            if progress is not None:
-                progress.show(time.monotonic() - start)
-            if states.is_terminal(state):
-                if progress is not None:
-                    progress.end()
-                return
-            pause = delay * (0.5 + random.random() / 2)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if progress is not None:
-                        progress.end()
-                    raise WaitTimeout(self, timeout or 0.0)
-                pause = min(pause, left)
-            sleep(pause)
-            delay = min(self.max_poll_interval, delay * 1.5)
-            self.refresh()
+    def _client_for(self, where: Any) -> Any:
+        return self._client()
 
     # -- cancel, delete -----------------------------------------------------------------------------
     def cancel(self, wait: bool = False) -> BatchPredictionJob:
@@ -428,7 +384,7 @@ class BatchPredictionJob:
         )
         log.info("%s: cancel requested", self.resource_name)
         if wait:
-            self._wait_terminal(None)
+            steps.run(wait_steps(self, self, None), self._client_for)
         return self
 
     def delete(self, timeout: float | None = None) -> None:
@@ -521,57 +477,27 @@ def _google_credentials(s: config.Settings, endpoint: str) -> Any:
     return config.resolve_credentials(s, endpoint)
 
 
-def list_resources(jobs: Any, request: Any) -> Iterator[Any]:
-    """Every BatchPredictionJob a List returns, a page at a time (one RPC per page)."""
-    while True:
-        page = jobs.list_batch_prediction_jobs(request)
-        yield from page.batch_prediction_jobs
-        if not page.next_page_token:
-            return
-        request.page_token = page.next_page_token
+def list_jobs(request: Any) -> steps.Machine[None]:
+    """Emit every BatchPredictionJob a ListBatchPredictionJobsRequest returns, a page at a time."""
+    return steps.list_items("list_batch_prediction_jobs", request, "batch_prediction_jobs")
 
 
-def find_by_request_id(jobs: Any, parent: str, request_id: str) -> Any | None:
-    """The job a create stamped with ``bpj_request_id=<request_id>``, or None."""
-    request = messages().ListBatchPredictionJobsRequest(
-        parent=parent, filter=f'labels.{REQUEST_ID_LABEL}="{request_id}"'
-    )
-    for job in list_resources(jobs, request):
-        if job.labels.get(REQUEST_ID_LABEL) == request_id:
-            return job
-    return None
+def wait_steps(job: BatchPredictionJob, face: Any, timeout: float | None) -> steps.Machine[bool]:
+    """:func:`bpj.steps.wait_job` for ``job``, paced by ``face``'s ``poll_interval`` and
+    ``max_poll_interval``, with a progress line when stderr is a terminal."""
+    pacer = steps.Pacer(face.poll_interval, face.max_poll_interval, timeout)
+    return steps.wait_job(job, pacer, WaitProgress(job) if is_terminal_stream(sys.stderr) else None)
 
 
-def _create_safely(
-    jobs: Any, request: Any, timeout: float | None, request_id: str | None, *, lookup_first: bool
-) -> Any:
-    parent = request.parent
-    if lookup_first and request_id is not None:
-        found = find_by_request_id(jobs, parent, request_id)
-        if found is not None:
-            log.info("create: %s already made %s", request_id, found.name)
-            return found
-    settle = 0.5
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
-        try:
-            return jobs.create_batch_prediction_job(request, timeout=timeout, retry=None)
-        except AMBIGUOUS as err:
-            if request_id is None or attempt == CREATE_ATTEMPTS:
-                raise
-            log.warning(
-                "create (%s=%s) failed with %s; looking the job up before trying again",
-                REQUEST_ID_LABEL,
-                request_id,
-                err.code.name,
-            )
-            # Give a create still in flight on the server time to land before looking.
-            time.sleep(settle * (0.5 + random.random() / 2))
-            settle *= 2
-            found = find_by_request_id(jobs, parent, request_id)
-            if found is not None:
-                log.info("create: the lost reply had made %s", found.name)
-                return found
-    raise AssertionError("unreachable")
+def settle(job: Any, face: Any) -> Any:
+    """What ``wait()`` does once ``job`` is terminal: raise the typed error of a failure (carrying
+    ``face``, the object the caller holds), warn on a partial success, else return ``face``."""
+    outcome = states.rule(job.gca_resource.state).outcome
+    if outcome in states.FAILURES:
+        raise states.error_for(face)
+    if outcome is states.Outcome.PARTIALLY_SUCCEEDED:
+        log.warning("%s ended PARTIALLY_SUCCEEDED: see partial_failures", job.resource_name)
+    return face
 
 
 def order_keys(order_by: str | None) -> builtins.list[tuple[str, bool]] | None:

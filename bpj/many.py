@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bpj import clients, errors, rules, states, validation
-from bpj.jobs import BatchPredictionJob, JobCancelled, JobExpired, JobFailed
+from bpj import clients, errors, rules, states, steps, validation
+from bpj.jobs import BatchPredictionJob, JobFailed
+from bpj.steps import Pacer
 
 log = logging.getLogger("bpj")
 
@@ -43,11 +44,6 @@ BATCH_LABEL = "bpj_batch"
 MAX_FILTER_CHARS = 4000  # a List filter travels in the URL over REST: keep it well under 8 KB
 PAGE_SIZE = 1000  # the most a page may hold; the server may give fewer
 STRATEGIES = ("auto", "labels", "create_time", "names")
-_RAISE = {
-    states.Outcome.FAILED: JobFailed,
-    states.Outcome.CANCELLED: JobCancelled,
-    states.Outcome.EXPIRED: JobExpired,
-}
 
 
 class NotDone(errors.BpjError, TimeoutError):
@@ -58,6 +54,7 @@ class NotDone(errors.BpjError, TimeoutError):
     ) -> None:
         self.done = done
         self.not_done = not_done
+        self.timeout = timeout
         super().__init__(f"{len(not_done)} of {len(done) + len(not_done)} jobs not done after {timeout:g}s")
 
 
@@ -197,12 +194,17 @@ class Watch:
 
     def poll(self) -> list[BatchPredictionJob]:
         """One poll: update every pending job, return (and stop watching) those now terminal."""
+        return steps.run(self.poll_steps(), client_for)
+
+    def poll_steps(self) -> steps.Machine[list[BatchPredictionJob]]:
+        """:meth:`poll` as a step machine. A List's ``where`` is ``(project, location, credentials)``, a
+        Get's the job object."""
         ended: list[BatchPredictionJob] = []
         seen: set[str] = set()
         for project, location, request in self.list_requests():
-            service = clients.job_service(project=project, location=location, credentials=self.credentials)
+            where = (project, location, self.credentials)
             while True:
-                page = service.list_batch_prediction_jobs(request)
+                page = yield steps.Call("list_batch_prediction_jobs", request, where=where)
                 for resource in page.batch_prediction_jobs:
                     ended += self.observe(resource, seen)
                 if not page.next_page_token:
@@ -210,10 +212,8 @@ class Watch:
                 request.page_token = page.next_page_token
         for first in self.unseen(seen):
             log.debug("%s not in the List results: one Get", first.resource_name)
-            ended += self.update(first.refresh().gca_resource)
+            ended += self.update((yield steps.get_job(first.resource_name, where=first)))
         return ended
-
-    # The steps of a poll, without I/O: bpj.aio's poll makes the same calls asynchronously.
 
     def list_requests(self) -> list[tuple[str, str, Any]]:
         """``(project, location, ListBatchPredictionJobsRequest)`` of every List a poll makes (its first
@@ -261,38 +261,12 @@ class Watch:
         return [j for j in self.order if j.resource_name in self.pending]
 
 
-class Pacer:
-    """Sleep times between polls: ``poll`` seconds at first, growing by half each poll up to ``max_poll``,
-    with jitter; never past the deadline."""
-
-    def __init__(
-        self, poll: float, max_poll: float, timeout: float | None, sleep: Callable[[float], None]
-    ) -> None:
-        for field, value in (("poll", poll), ("max_poll", max_poll)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise validation.fail(field, f"must be seconds >= 0, got {value!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-            raise validation.fail("timeout", f"must be seconds or None, got {timeout!r}")
-        self.delay = poll
-        self.max = max(max_poll, poll)
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.sleep = sleep
-
-    def left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-    def wait(self) -> bool:
-        """Sleep before the next poll; False when the deadline has passed."""
-        pause = self.delay * (0.5 + random.random() / 2)
-        left = self.left()
-        if left is not None:
-            if left <= 0:
-                return False
-            pause = min(pause, left)
-        self.sleep(pause)
-        self.delay = min(self.max, self.delay * 1.5)
-        return True
+def client_for(where: Any) -> Any:
+    """The blocking clients of a watch's calls: a job's own for a Get, the watch's for a List."""
+    if isinstance(where, BatchPredictionJob):
+        return where._client()
+    project, location, credentials = where
+    return clients.job_service(project=project, location=location, credentials=credentials)
 
 
 def as_completed(
@@ -315,23 +289,32 @@ def as_completed(
     called with the seconds to wait between polls (tests pass their own).
     """
     watch = Watch(jobs, by=by, page_size=page_size, credentials=credentials)
-    pacer = Pacer(poll, max_poll, timeout, sleep)
-    return _completed(watch, pacer)
+    pacer = Pacer(poll, max_poll, timeout)
+    return steps.iterate(completed(watch, pacer), client_for, sleep=sleep)
 
 
-def _completed(watch: Watch, pacer: Pacer) -> Iterator[BatchPredictionJob]:
+def completed(watch: Watch, pacer: Pacer) -> steps.Machine[None]:
+    """Emit each watched job as it ends, those terminal already first; poll until none is pending.
+    :class:`NotDone` (holding the objects the watch holds) when the pacer's deadline passes first."""
     done = watch.settled()
-    yield from done
+    yield steps.Emit([*done])
     first = True
     while watch.pending:
-        if not first and not pacer.wait():
-            raise NotDone(done, watch.not_done(), pacer.timeout or 0.0)
+        if not first:
+            pause = pacer.pause()
+            if pause is None:
+                raise NotDone(done, watch.not_done(), pacer.timeout or 0.0)
+            yield steps.Sleep(pause)
         first = False
-        ended = watch.poll()
+        ended = yield from watch.poll_steps()
         log.debug("poll: %d ended, %d pending", len(ended), len(watch.pending))
-        for job in ended:
-            done.append(job)
-            yield job
+        done += ended
+        yield steps.Emit(ended)
+
+
+def failures(jobs: Iterable[Any]) -> list[JobFailed]:
+    """One typed error (``bpj.states.error_for``) per job that ended without success."""
+    return [states.error_for(j) for j in jobs if states.rule(j.gca_resource.state).outcome in states.FAILURES]
 
 
 def wait_all(
@@ -355,15 +338,11 @@ def wait_all(
     Polls as :func:`as_completed`; :class:`NotDone` when ``timeout`` passes first.
     """
     watch = Watch(jobs, by=by, page_size=page_size, credentials=credentials)
-    for _ in _completed(watch, Pacer(poll, max_poll, timeout, sleep)):
+    for _ in steps.iterate(completed(watch, Pacer(poll, max_poll, timeout)), client_for, sleep=sleep):
         pass
-    failures = [
-        _RAISE[states.rule(j.gca_resource.state).outcome](j)
-        for j in watch.order
-        if states.rule(j.gca_resource.state).outcome in _RAISE
-    ]
-    if failures and raise_on_failure:
-        raise JobsFailed(watch.order, failures)
+    failed = failures(watch.order)
+    if failed and raise_on_failure:
+        raise JobsFailed(watch.order, failed)
     return watch.order
 
 
@@ -414,9 +393,9 @@ def submit_many(
         try:
             kwargs = _create_kwargs(config, label)
             while len(watch.pending) >= max_in_flight:
-                pacer = Pacer(poll, max_poll, None, sleep)
+                pacer = Pacer(poll, max_poll, None)
                 while not watch.poll() and len(watch.pending) >= max_in_flight:
-                    pacer.wait()
+                    sleep(pacer.pause() or 0.0)
             job = _submit(kwargs, backoff, max_backoff, patience, sleep)
         except (errors.BpjError, ValueError, TypeError) as e:
             raise SubmitFailed(index, config, e, submitted) from e

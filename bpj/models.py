@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from bpj import rules, validation
+from bpj import rules, steps, validation
 from bpj.lro import wait_operation
 
 if TYPE_CHECKING:
@@ -333,16 +333,8 @@ class Model:
             parent=settings.parent, filter=filter or "", order_by=order_by or "", page_size=page_size or 0
         )
 
-        def pages() -> Iterator[Model]:
-            while True:
-                response = models.list_models(request)
-                for m in response.models:
-                    yield cls._from_resource(m, settings, models, operations, credentials)
-                if not response.next_page_token:
-                    return
-                request.page_token = response.next_page_token
-
-        return pages()
+        listed = steps.iterate(steps.list_items("list_models", request, "models"), steps.one(models))
+        return (cls._from_resource(m, settings, models, operations, credentials) for m in listed)
 
     def delete(self, sync: bool = True, timeout: float | None = None) -> None:
         """Delete the model (DeleteModel) and, with ``sync`` (the default), wait for its operation."""
