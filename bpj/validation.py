@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bpj import rules
+from bpj._gen import field_behavior
 
 INSTANCES_FORMATS = ("jsonl", "csv", "tf-record", "tf-record-gzip", "file-list", "bigquery")
 PREDICTIONS_FORMATS = ("jsonl", "csv", "bigquery")
@@ -21,25 +22,10 @@ MAX_LABEL = 64
 MAX_LABELS = 64
 INSTANCE_TYPES = ("", "object", "array")
 
-# Fields of v1 BatchPredictionJob the service sets; a create may not.
-OUTPUT_ONLY = frozenset(
-    {
-        "name",
-        "model_version_id",
-        "output_info",
-        "state",
-        "error",
-        "partial_failures",
-        "resources_consumed",
-        "completion_stats",
-        "create_time",
-        "start_time",
-        "end_time",
-        "update_time",
-        "satisfies_pzs",
-        "satisfies_pzi",
-    }
-)
+JOB_MESSAGE = "google.cloud.aiplatform.v1.BatchPredictionJob"
+# Fields of v1 BatchPredictionJob the service sets and a create may not: the OUTPUT_ONLY fields of the
+# google.api.field_behavior annotations in protos/, which codegen writes out as data.
+OUTPUT_ONLY = field_behavior.fields_with(JOB_MESSAGE, "OUTPUT_ONLY")
 
 # Patterns end in \Z, never $ (which matches before a final newline too).
 _PROJECT = rules.PROJECT.pattern

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.api import annotations_pb2, http_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 _VERBS = ("get", "put", "post", "delete", "patch")
@@ -72,12 +73,23 @@ class FileModel:
 
 
 @dataclass(frozen=True)
+class FieldBehavior:
+    """A field's ``google.api.field_behavior`` annotation: OUTPUT_ONLY, REQUIRED, IMMUTABLE..."""
+
+    message: str  # full name, e.g. google.cloud.aiplatform.v1.BatchPredictionJob.OutputInfo
+    field: str
+    behaviors: tuple[str, ...]  # as the .proto declares them, in its order
+
+
+@dataclass(frozen=True)
 class Api:
     """Everything codegen writes about: the files whose messages bpj exposes and the services it calls."""
 
     files: tuple[FileModel, ...]
     services: tuple[ServiceModel, ...]
     descriptor_set: bytes
+    field_behaviors: tuple[FieldBehavior, ...]
+    behavior_names: tuple[str, ...]  # every value of google.api.FieldBehavior
 
     def module_of(self, full_name: str) -> tuple[str, str]:
         """(module, dotted class path within it) for a message or enum full name."""
@@ -126,6 +138,21 @@ def _retry(raw: dict | None) -> Retry | None:
         float(raw["deadline"]),
         tuple(sorted(raw["codes"])),
     )
+
+
+def _field_behaviors(
+    prefix: str, messages: Iterable[descriptor_pb2.DescriptorProto]
+) -> Iterator[FieldBehavior]:
+    """The annotated fields of ``messages`` and of the messages nested in them, in declaration order."""
+    for m in messages:
+        full = f"{prefix}.{m.name}"
+        for f in m.field:
+            values = f.options.Extensions[field_behavior_pb2.field_behavior]
+            if values:
+                yield FieldBehavior(
+                    full, f.name, tuple(field_behavior_pb2.FieldBehavior.Name(v) for v in values)
+                )
+        yield from _field_behaviors(full, m.nested_type)
 
 
 def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings: dict) -> Api:
@@ -194,4 +221,11 @@ def build(descriptor_set: bytes, inputs: list[str], exposed: list[str], settings
                     )
                 )
             services.append(ServiceModel(full, fdp.name, tuple(rpcs)))
-    return Api(tuple(files), tuple(services), descriptor_set)
+    behaviors = tuple(b for f in files for b in _field_behaviors(f.package, by_name[f.name].message_type))
+    return Api(
+        tuple(files),
+        tuple(services),
+        descriptor_set,
+        behaviors,
+        tuple(v.name for v in field_behavior_pb2.FieldBehavior.DESCRIPTOR.values),
+    )

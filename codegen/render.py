@@ -39,6 +39,7 @@ def render(api: Api, stubs: dict[str, str]) -> dict[str, bytes]:
         "descriptors.binpb": api.descriptor_set,
         "pool.py": _text(fill("pool.py.tmpl")),
         "types.py": _text(render_types(api, stubs)),
+        "field_behavior.py": _text(render_field_behavior(api)),
         "services/__init__.py": _text(
             fill("package.py.tmpl", doc="One module per service: method descriptors, client, servicer.")
         ),
@@ -113,6 +114,21 @@ def render_types(api: Api, stubs: dict[str, str]) -> str:
         where="\n".join(f'    "{n}": "{where[n]}",' for n in sorted(where)),
         typing_imports="\n".join(
             f"    from {_typing_module(api, where[n], stubs)} import {n} as {n}" for n in sorted(where)
+        ),
+    )
+
+
+def render_field_behavior(api: Api) -> str:
+    by_message: dict[str, list[str]] = {}
+    for b in api.field_behaviors:
+        values = ", ".join(f'"{v}"' for v in b.behaviors) + ("," if len(b.behaviors) == 1 else "")
+        by_message.setdefault(b.message, []).append(f'        "{b.field}": ({values}),')
+    return fill(
+        "field_behavior.py.tmpl",
+        behaviors="\n".join(f'    "{n}",' for n in api.behavior_names),
+        messages="\n".join(
+            f'    "{message}": {{\n' + "\n".join(fields) + "\n    },"
+            for message, fields in sorted(by_message.items())
         ),
     )
 

@@ -30,6 +30,21 @@ def test_golden_service_carries_rules_retry_and_streaming():
     assert "timeout=3600.0" in text  # per-method override of the service default
 
 
+def test_golden_field_behavior_is_data():
+    namespace: dict = {}
+    exec((GOLDEN / "expected" / "field_behavior.py").read_text(), namespace)
+    assert namespace["FIELD_BEHAVIOR"] == {
+        "demo.v1.Thing": {"create_time": ("OUTPUT_ONLY",)},
+        "demo.v1.Thing.Part": {"label": ("REQUIRED", "IMMUTABLE")},  # nested, two behaviours in order
+        "demo.v1.WatchThingsRequest": {"parent": ("REQUIRED",)},
+    }
+    fields_with = namespace["fields_with"]
+    assert fields_with("demo.v1.Thing.Part", "IMMUTABLE") == {"label"}
+    assert fields_with("demo.v1.GetThingRequest", "REQUIRED") == frozenset()
+    with pytest.raises(ValueError, match="not a google.api.FieldBehavior"):
+        fields_with("demo.v1.Thing", "OUTPUT-ONLY")
+
+
 def test_checked_in_code_is_up_to_date():
     result = subprocess.run(
         [sys.executable, "-m", "codegen", "--check"], cwd=ROOT, capture_output=True, text=True
@@ -41,9 +56,16 @@ def test_check_fails_after_unregenerated_proto_change(tmp_path):
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     job = protos / "google/cloud/aiplatform/v1/batch_prediction_job.proto"
-    job.write_text(
-        job.read_text().replace("bool satisfies_pzi = 37;", "bool satisfies_pzi = 37;\n  string extra = 99;")
+    text = job.read_text()
+    added = text.replace(
+        "bool disable_container_logging = 34;", "bool disable_container_logging = 34;\n  string extra = 99;"
     )
+    # an annotation dropped: OUTPUT_ONLY no longer says the service sets name
+    dropped = added.replace(
+        "string name = 1 [(google.api.field_behavior) = OUTPUT_ONLY];", "string name = 1;"
+    )
+    assert text != added != dropped
+    job.write_text(dropped)
     result = subprocess.run(
         [sys.executable, "-m", "codegen", "--check", "--protos", str(protos)],
         cwd=ROOT,
@@ -53,6 +75,7 @@ def test_check_fails_after_unregenerated_proto_change(tmp_path):
     assert result.returncode == 1
     assert "changed: descriptors.binpb" in result.stderr
     assert "batch_prediction_job_pb2.pyi" in result.stderr
+    assert "changed: field_behavior.py" in result.stderr
 
 
 def test_check_reports_stale_files(tmp_path):
