@@ -38,7 +38,8 @@ def render(api: Api, stubs: dict[str, str]) -> dict[str, bytes]:
         ),
         "descriptors.binpb": api.descriptor_set,
         "pool.py": _text(fill("pool.py.tmpl")),
-        "types.py": _text(render_types(api, stubs)),
+        "types.py": _text(render_types(api)),
+        "types.pyi": _text(render_types_stub(api, stubs)),
         "field_behavior.py": _text(render_field_behavior(api)),
         "services/__init__.py": _text(
             fill("package.py.tmpl", doc="One module per service: method descriptors, client, servicer.")
@@ -102,19 +103,31 @@ def _typing_module(api: Api, module: str, stubs: dict[str, str]) -> str:
     return module
 
 
-def render_types(api: Api, stubs: dict[str, str]) -> str:
+def _exposed_names(api: Api) -> dict[str, str]:
+    """Every exposed message and enum name -> the module under bpj._gen that defines it, sorted by name."""
     where: dict[str, str] = {}
     for f in api.files:
         for name in (*f.messages, *(e.name for e in f.enums)):
             if name in where:
                 raise SystemExit(f"bpj.types would hold two {name!r}: {where[name]} and {f.module}")
             where[name] = f.module
+    return dict(sorted(where.items()))
+
+
+def render_types(api: Api) -> str:
+    where = _exposed_names(api)
+    return fill("types.py.tmpl", where="\n".join(f'    "{n}": "{m}",' for n, m in where.items()))
+
+
+def render_types_stub(api: Api, stubs: dict[str, str]) -> str:
+    """types.pyi: the lazy names of types.py as static imports, so that mypy sees the classes, not Any."""
+    where = _exposed_names(api)
     return fill(
-        "types.py.tmpl",
-        where="\n".join(f'    "{n}": "{where[n]}",' for n in sorted(where)),
-        typing_imports="\n".join(
-            f"    from {_typing_module(api, where[n], stubs)} import {n} as {n}" for n in sorted(where)
+        "types.pyi.tmpl",
+        imports="\n".join(
+            f"from {_typing_module(api, m, stubs)} import {n} as {n}" for n, m in where.items()
         ),
+        names="\n".join(f'    "{n}",' for n in where),
     )
 
 
