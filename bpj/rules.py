@@ -10,13 +10,22 @@ BigQuery's naming rules).
 Every refusal is a :class:`bpj.errors.UsageError` naming the argument, the value and what is allowed; a
 value of the wrong type is a :class:`bpj.errors.UsageTypeError`, which is also a TypeError, as the official
 SDK raises for one.
+
+An argument is named as the caller knows it: its Python parameter name by default, or whatever
+:func:`argument_names` says around the call (the CLI: ``labels`` is ``--labels``). The checks name
+arguments (``fail("labels", ...)``, ``name_of("machine_type")``), never display text, so a message is
+right when it is made and nothing rewrites it afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from bpj import bq_uri, errors, gcs_uri
@@ -54,13 +63,54 @@ BQ_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
 MAX_BQ_TABLE_BYTES = 1024
 
 
-def fail(field: str, what: str) -> errors.UsageError:
-    return errors.UsageError(f"{field}: {what}")
+# -- how an argument is called ----------------------------------------------------------------------
+
+_NAMES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "bpj_argument_names", default=MappingProxyType({})
+)
 
 
-def wrong_type(field: str, value: Any, expected: str) -> errors.UsageTypeError:
+@contextlib.contextmanager
+def argument_names(names: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, errors call each argument of ``names`` by its value there, e.g. the flag that sets
+    it: ``{"labels": "--labels", "instance_config.key_field": "--key-field"}``. Blocks nest; the innermost
+    name wins. Context-local, so threads and tasks each keep their own."""
+    token = _NAMES.set({**_NAMES.get(), **names})
+    try:
+        yield
+    finally:
+        _NAMES.reset(token)
+
+
+def name_of(argument: str, *, call: bool = False) -> str:
+    """How the caller calls ``argument`` (a parameter name, or a path into one: ``gcs_source[1]``,
+    ``labels['k']``, ``instance_config.key_field``): its name under :func:`argument_names`, the longest
+    named head of the path keeping the rest (``--gcs-source[1]``), else the argument itself. ``call`` is
+    for advice ("pass ... too"): a Python name is written as a keyword, ``machine_type=``."""
+    names = _NAMES.get()
+    end = len(argument)
+    while end > 0:
+        head = argument[:end]
+        if head in names:
+            return names[head] + argument[end:]
+        end = max(argument.rfind("[", 0, end), argument.rfind(".", 0, end))
+    return argument + "=" if call else argument
+
+
+def _named(field: str | tuple[str, ...]) -> str:
+    if isinstance(field, tuple):
+        return "/".join(name_of(f) for f in field)
+    return name_of(field)
+
+
+def fail(field: str | tuple[str, ...], what: str) -> errors.UsageError:
+    """A UsageError about ``field`` (an argument or a path into one; a tuple: several, as ``a/b``)."""
+    return errors.UsageError(f"{_named(field)}: {what}")
+
+
+def wrong_type(field: str | tuple[str, ...], value: Any, expected: str) -> errors.UsageTypeError:
     return errors.UsageTypeError(
-        f"{field}: must be {expected}, got {type(value).__name__} {errors.shown(value)}"
+        f"{_named(field)}: must be {expected}, got {type(value).__name__} {errors.shown(value)}"
     )
 
 

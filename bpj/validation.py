@@ -127,16 +127,14 @@ def model_name(value: Any, project: str | None, location: str, field: str = "mod
             raise fail(
                 field,
                 f"the model is in {m['location']} but the job would be in {location}: a job must run where its "
-                "model is; pass location= or use a model of that location",
+                f"model is; pass {rules.name_of('location', call=True)} or use a model of that location",
             )
         return value
     if PUBLISHER_MODEL.match(value):
         return value
     if MODEL_ID.match(value):
         if not project:
-            raise fail(
-                field, f"a bare model id {value!r} needs a project: pass project= or call bpj.init(project=)"
-            )
+            raise fail(field, f"a bare model id {value!r} needs a project: {_project_advice()}")
         return f"projects/{project}/locations/{location}/models/{value}"
     raise fail(
         field,
@@ -153,15 +151,17 @@ def job_name(value: Any, project: str | None, location: str, field: str = "batch
         return value
     if JOB_ID.match(value):
         if not project:
-            raise fail(
-                field, f"a bare job id {value!r} needs a project: pass project= or call bpj.init(project=)"
-            )
+            raise fail(field, f"a bare job id {value!r} needs a project: {_project_advice()}")
         return f"projects/{project}/locations/{location}/batchPredictionJobs/{value}"
     raise fail(
         field,
         f"{value!r} is neither projects/{{project}}/locations/{{location}}/batchPredictionJobs/{{id}} nor a "
         "bare job id",
     )
+
+
+def _project_advice() -> str:
+    return f"pass {rules.name_of('project', call=True)} or set a default (bpj.init(project=), BPJ_PROJECT)"
 
 
 # -- sources and destinations -------------------------------------------------------------------------
@@ -215,21 +215,29 @@ def formats(
     if bigquery_in:
         if instances_format not in ("jsonl", "bigquery"):
             raise fail(
-                "instances_format", f"a bigquery_source reads format bigquery, not {instances_format!r}"
+                "instances_format",
+                f"a {rules.name_of('bigquery_source')} reads format bigquery, not {instances_format!r}",
             )
         instances_format = "bigquery"
     elif instances_format == "bigquery":
-        raise fail("instances_format", "bigquery needs bigquery_source=; gcs_source takes the other formats")
+        raise fail(
+            "instances_format",
+            f"bigquery needs {rules.name_of('bigquery_source', call=True)}; "
+            f"{rules.name_of('gcs_source')} takes the other formats",
+        )
     if bigquery_out:
         if predictions_format not in ("jsonl", "bigquery"):
             raise fail(
                 "predictions_format",
-                f"a bigquery_destination_prefix writes format bigquery, not {predictions_format!r}",
+                f"a {rules.name_of('bigquery_destination_prefix')} writes format bigquery, "
+                f"not {predictions_format!r}",
             )
         predictions_format = "bigquery"
     elif predictions_format == "bigquery":
         raise fail(
-            "predictions_format", "bigquery needs bigquery_destination_prefix=; gcs takes jsonl or csv"
+            "predictions_format",
+            f"bigquery needs {rules.name_of('bigquery_destination_prefix', call=True)}; "
+            f"{rules.name_of('gcs_destination_prefix')} takes jsonl or csv",
         )
     return instances_format, predictions_format
 
@@ -237,7 +245,10 @@ def formats(
 def one_of(field_a: str, a: Any, field_b: str, b: Any) -> None:
     if (a is None) == (b is None):
         both = "both were given" if a is not None else "neither was given"
-        raise fail(f"{field_a}/{field_b}", f"give exactly one of {field_a} and {field_b}; {both}")
+        raise fail(
+            (field_a, field_b),
+            f"give exactly one of {rules.name_of(field_a)} and {rules.name_of(field_b)}; {both}",
+        )
 
 
 # -- numbers and messages -----------------------------------------------------------------------------
@@ -271,8 +282,9 @@ def machine(
         set_ = [k for k, v in given.items() if v is not None]
         if set_:
             raise fail(
-                ", ".join(set_),
-                "only applies to dedicated resources: pass machine_type= too (e.g. n1-standard-4)",
+                tuple(set_),
+                f"only applies to dedicated resources: pass {rules.name_of('machine_type', call=True)} too "
+                "(e.g. n1-standard-4)",
             )
         return None
     if not isinstance(machine_type, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", machine_type):
@@ -289,7 +301,10 @@ def machine(
             1 if accelerator_count is None else accelerator_count, "accelerator_count"
         )
     elif accelerator_count is not None:
-        raise fail("accelerator_count", "needs accelerator_type= (e.g. NVIDIA_TESLA_T4)")
+        raise fail(
+            "accelerator_count",
+            f"needs {rules.name_of('accelerator_type', call=True)} (e.g. NVIDIA_TESLA_T4)",
+        )
     out: dict[str, Any] = {"machine_spec": spec}
     if starting_replica_count is not None:
         out["starting_replica_count"] = rules.integer(starting_replica_count, "starting_replica_count")
@@ -298,7 +313,7 @@ def machine(
     if out.get("starting_replica_count", 1) > out.get(
         "max_replica_count", out.get("starting_replica_count", 1)
     ):
-        raise fail("starting_replica_count", "must not exceed max_replica_count")
+        raise fail("starting_replica_count", f"must not exceed {rules.name_of('max_replica_count')}")
     return out
 
 
@@ -334,16 +349,19 @@ def instance_config(value: Any, instances_format: str) -> Any:
     cfg = message(types.BatchPredictionJob.InstanceConfig, value, "instance_config")
     if cfg.instance_type not in INSTANCE_TYPES:
         raise fail("instance_config.instance_type", f"must be 'object' or 'array', got {cfg.instance_type!r}")
-    if cfg.included_fields and cfg.excluded_fields:
-        raise fail("instance_config", "set included_fields or excluded_fields, not both")
-    if (cfg.included_fields or cfg.excluded_fields) and instances_format in ("csv", "file-list"):
+    given = tuple(f"instance_config.{k}" for k in ("included_fields", "excluded_fields") if getattr(cfg, k))
+    if len(given) == 2:
+        raise fail(given, "set one of them, not both")
+    if given and instances_format in ("csv", "file-list"):
         raise fail(
-            "instance_config",
-            f"included_fields/excluded_fields need jsonl, bigquery or tf-record input, not {instances_format}",
+            given,
+            f"need jsonl, bigquery or tf-record input ({rules.name_of('instances_format')}), "
+            f"not {instances_format}",
         )
-    for i, name in enumerate([*cfg.included_fields, *cfg.excluded_fields]):
-        if not name:
-            raise fail(f"instance_config fields[{i}]", "a field name must not be empty")
+    for field in given:
+        for i, name in enumerate(getattr(cfg, field.removeprefix("instance_config."))):
+            if not name:
+                raise fail(f"{field}[{i}]", "a field name must not be empty")
     return cfg
 
 
@@ -364,10 +382,10 @@ def set_fields(job: Any, fields: Mapping[str, Any], taken: Iterable[str]) -> Non
         )
     output_only = sorted(k for k in fields if k in OUTPUT_ONLY)
     if output_only:
-        raise fail(", ".join(output_only), "output only: the service sets it, a create cannot")
+        raise fail(tuple(output_only), "output only: the service sets it, a create cannot")
     clash = sorted(set(fields) & set(taken))
     if clash:
-        raise fail(", ".join(clash), "also set by an argument of create(): give it once")
+        raise fail(tuple(clash), "also set by an argument of create(): give it once")
     for k, v in fields.items():
         fd = known[k]
         if fd.message_type is not None and not fd.message_type.GetOptions().map_entry:
@@ -457,7 +475,7 @@ def build_job(
     fields = dict(fields or {})
     job = types.BatchPredictionJob(display_name=display_name(job_display_name))
     if model_name is not None and unmanaged_container_model is not None:
-        raise fail("model_name/unmanaged_container_model", "give one of them, not both")
+        raise fail(("model_name", "unmanaged_container_model"), "give one of them, not both")
     if model_name is not None:
         job.model = _model_name(model_name, project, location)
     elif unmanaged_container_model is not None:
@@ -465,7 +483,11 @@ def build_job(
             message(types.UnmanagedContainerModel, unmanaged_container_model, "unmanaged_container_model")
         )
     elif "model" not in fields and "unmanaged_container_model" not in fields:
-        raise fail("model_name", "a model is required: pass model_name= (or unmanaged_container_model=)")
+        raise fail(
+            "model_name",
+            f"a model is required: pass {rules.name_of('model_name', call=True)} "
+            f"(or {rules.name_of('unmanaged_container_model', call=True)})",
+        )
 
     custom_io = {"input_config", "output_config"} & set(fields)
     if "input_config" not in custom_io:
@@ -518,7 +540,8 @@ def build_job(
     if explanation_metadata is not None or explanation_parameters is not None:
         if not generate_explanation:
             raise fail(
-                "explanation_metadata/explanation_parameters", "only apply with generate_explanation=True"
+                ("explanation_metadata", "explanation_parameters"),
+                f"only apply together with {rules.name_of('generate_explanation')}",
             )
         if explanation_metadata is not None:
             job.explanation_spec.metadata.CopyFrom(

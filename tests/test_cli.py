@@ -4,9 +4,11 @@ on stderr and exit non-zero, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +16,12 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from bpj import config
+from bpj import config, validation
 from bpj.cli import main, parser
+from bpj.cli.common import globals_parent
 from tests.local.conftest import SKLEARN_IMAGE, joblib_bytes
 
 N_ROWS = 150  # iris
@@ -440,6 +445,153 @@ def test_unreachable_gcs_for_outputs(env, capsys, monkeypatch):
     monkeypatch.setenv("BPJ_GCS_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     line = one_line_failure(*run(capsys, "outputs", "read", "gs://cli-out/x")[::2])
     assert "cannot reach the Cloud Storage endpoint" in line
+
+
+# -- usage errors name the flags -------------------------------------------------------------------------
+
+
+def _subparser(ap: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        ap = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return ap
+
+
+CREATE = _subparser(parser(), "jobs", "create")
+CREATE_FLAGS = {s for a in CREATE._actions for s in a.option_strings if s.startswith("--")}
+# Where a call goes: a closed port, so that arguments that pass every check end in one quick "cannot reach".
+OFFLINE = ["--project", "p", "--location", "us-central1", "--endpoint", "127.0.0.1:9"]
+FLAG = re.compile(r"(?<![\w-])-{2,}[A-Za-z][\w-]*")
+
+# Per flag, values that pass its own check (so that drawn commands reach the checks behind it) and values
+# that fail one; any flag also gets arbitrary text now and then.
+GOOD = {
+    "--display-name": ["nightly", "x"],
+    "--model": [
+        "1",
+        "iris@2",
+        "projects/p/locations/us-central1/models/1",
+        "publishers/google/models/gemini-2.0-flash",
+    ],
+    "--gcs-source": ["gs://bpj-in/a.jsonl", "gs://bpj-in/b.csv"],
+    "--bigquery-source": ["bq://p.d.t"],
+    "--gcs-destination-prefix": ["gs://bpj-out", "gs://bpj-out/run"],
+    "--bigquery-destination-prefix": ["bq://p", "bq://p.d", "p.d"],
+    "--instances-format": ["jsonl", "csv", "bigquery", "tf-record", "file-list"],
+    "--predictions-format": ["jsonl", "csv", "bigquery"],
+    "--labels": ["team=ml", "run=1"],
+    "--model-parameters": ['{"t": 0.5}', "null", '"x"'],
+    "--machine-type": ["n1-standard-4"],
+    "--accelerator-type": ["NVIDIA_TESLA_T4"],
+    "--service-account": ["sa@p.iam.gserviceaccount.com"],
+    "--encryption-spec-key-name": ["projects/p/locations/l/keyRings/r/cryptoKeys/k"],
+    "--instance-type": ["object", "array"],
+    "--key-field": ["id"],
+    "--included-field": ["a"],
+    "--excluded-field": ["b"],
+    "--create-request-timeout": ["30", "0.5"],
+}
+BAD = {
+    "--display-name": ["", "x" * 129],
+    "--model": ["projects/p/locations/europe-west4/models/1", "not a model", ""],
+    "--gcs-source": ["gs://b/x", "/local/file", "gs://bpj-in/"],
+    "--bigquery-source": ["bq://p.d", "bq://P.d.t"],
+    "--gcs-destination-prefix": ["s3://x"],
+    "--bigquery-destination-prefix": ["bq://p.d.t"],
+    "--instances-format": ["parquet"],
+    "--predictions-format": ["avro"],
+    "--labels": ["Team=x", "novalue", "=x", "k=V"],
+    "--model-parameters": ["[1,"],
+    "--machine-type": ["N1", ""],
+    "--accelerator-type": ["GPU"],
+    "--service-account": ["nobody"],
+    "--encryption-spec-key-name": ["key"],
+    "--instance-type": ["table"],
+    "--key-field": [""],
+    "--included-field": [""],
+    "--excluded-field": [""],
+    "--create-request-timeout": ["0", "-1", "inf", "nan"],
+}
+
+
+def _mostly(common: st.SearchStrategy[str], rare: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``common`` nine times in ten: most drawn commands get past argparse and the first checks."""
+    return st.integers(0, 9).flatmap(lambda i: rare if i == 0 else common)
+
+
+def _value(action: argparse.Action) -> st.SearchStrategy[str]:
+    flag = action.option_strings[0]
+    text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+    if action.type is int:
+        return _mostly(st.integers(1, 4).map(str), st.integers(-3, 2**31 + 3).map(str) | text)
+    bad = st.sampled_from(BAD[flag]) | text if flag in BAD else text
+    values = _mostly(st.sampled_from(GOOD[flag]), bad) if flag in GOOD else text
+    # a value that writes a flag of its own would be echoed back as one: not a name the message chose
+    return values.filter(lambda v: "--" not in v)
+
+
+GLOBAL_FLAGS = {s for a in globals_parent()._actions for s in a.option_strings}
+
+
+@st.composite
+def create_argv(draw: st.DrawFn) -> list[str]:
+    """``bpj jobs create`` with its required flags and some of the others, each with a drawn value."""
+    argv = ["jobs", "create"]
+    # One source and one destination, mostly: with neither or both, every command fails at the same check.
+    pairs = {}
+    for pair in (
+        ("--gcs-source", "--bigquery-source"),
+        ("--gcs-destination-prefix", "--bigquery-destination-prefix"),
+    ):
+        chosen = draw(_mostly(st.sampled_from([{pair[0]}, {pair[1]}]), st.sampled_from([set(), set(pair)])))
+        pairs.update((flag, flag in chosen) for flag in pair)
+    for action in CREATE._actions:
+        flag = next((s for s in action.option_strings if s.startswith("--")), None)
+        if flag is None or flag in GLOBAL_FLAGS or flag in ("--help", "--json"):
+            continue
+        if flag in pairs:
+            if not pairs[flag]:
+                continue
+        elif not action.required and draw(st.integers(0, 9)) >= 3:
+            continue
+        if action.nargs == 0:  # --generate-explanation, --disable-container-logging, --sync/--no-sync
+            argv.append(draw(st.sampled_from([s for s in action.option_strings if s.startswith("--")])))
+            continue
+        count = draw(st.integers(1, 3)) if isinstance(action, argparse._AppendAction) else 1
+        argv += [f"{flag}={draw(_value(action))}" for _ in range(count)]
+    return [*OFFLINE, *argv]
+
+
+def test_a_bad_label_names_its_flag_once(capsys):
+    for argv, says in (
+        (["--labels", "team"], "--labels takes KEY=VALUE, got 'team'"),
+        (["--labels", "Team=x"], "--labels['Team']: label key 'Team'"),
+    ):
+        code, _, err = run(
+            capsys,
+            *OFFLINE,
+            *["jobs", "create", "--display-name", "x", "--model", "1", "--gcs-source", "gs://bpj-in/a.jsonl"],
+            *["--gcs-destination-prefix", "gs://bpj-out", *argv],
+        )
+        assert code == 2
+        line = one_line_failure(code, err)
+        assert says in line
+        assert line.count("--labels") == 1 and "----" not in line
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=create_argv())
+def test_every_usage_error_of_create_names_a_flag_of_create(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    if code != 2:
+        assert code == 1 and "cannot reach" in err, err  # every argument passed: the call was next
+        return
+    line = one_line_failure(code, err).removeprefix("bpj: ")
+    flags = FLAG.findall(line)
+    assert flags, line
+    assert set(flags) <= CREATE_FLAGS, line  # no ----labels, no flag of another command
+    assert FLAG.search(line.split(": ", 1)[0]), line  # the subject of the message is a flag
+    python_names = [*validation.CREATE_ARGUMENTS, "create_request_timeout"]
+    assert not [n for n in python_names if f"{n}=" in line], line  # advice speaks in flags too
 
 
 # -- the real entry point ---------------------------------------------------------------------------------

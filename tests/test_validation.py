@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bpj import errors, validation
+from bpj import errors, rules, validation
 from bpj.local import vertex as emulator
 from bpj.testing import configs
 from bpj.testing import strategies as bst
@@ -250,7 +250,7 @@ def build(**overrides):
         ({"accelerator_count": 1}, "accelerator_count: only applies to dedicated resources"),
         (
             {"starting_replica_count": 2, "max_replica_count": 3},
-            "starting_replica_count, max_replica_count: only",
+            "starting_replica_count/max_replica_count: only applies to dedicated resources: pass machine_type= too",
         ),
         ({"machine_type": "n1-standard-4", "accelerator_type": "GPU"}, "accelerator_type: must be one of"),
         (
@@ -262,10 +262,17 @@ def build(**overrides):
         ({"instance_config": {"instance_type": "table"}}, "instance_config.instance_type"),
         ({"instance_config": {"included_fields": ["a"], "excluded_fields": ["b"]}}, "not both"),
         ({"instance_config": {"nope": 1}}, "instance_config: not a valid InstanceConfig"),
-        ({"instances_format": "csv", "instance_config": {"included_fields": ["a"]}}, "need jsonl, bigquery"),
+        (
+            {"instances_format": "csv", "instance_config": {"included_fields": ["a"]}},
+            "instance_config.included_fields: need jsonl, bigquery",
+        ),
+        (
+            {"instance_config": {"excluded_fields": ["a", ""]}},
+            "instance_config.excluded_fields\\[1\\]: a field name",
+        ),
         ({"model_name": None}, "model_name: a model is required"),
         ({"unmanaged_container_model": {"artifact_uri": "gs://b/m"}}, "model_name/unmanaged_container_model"),
-        ({"explanation_metadata": {}}, "only apply with generate_explanation=True"),
+        ({"explanation_metadata": {}}, "only apply together with generate_explanation"),
         ({"fields": {"colour": 1, "flavour": 2}}, "colour, flavour: not a field of BatchPredictionJob"),
         ({"fields": {"state": 4}}, "state: output only"),
         ({"fields": {"display_name": "x"}}, "display_name: also set by an argument"),
@@ -277,6 +284,39 @@ def build(**overrides):
 def test_bad_creates_name_the_argument(overrides, named):
     with pytest.raises(errors.UsageError, match=named.replace("(", r"\(")):
         build(**overrides)
+
+
+def test_argument_names_name_the_argument_as_the_caller_knows_it():
+    flags = {"gcs_source": "--gcs-source", "labels": "--labels", "instance_config.key_field": "--key-field"}
+    assert rules.name_of("gcs_source") == "gcs_source"
+    assert rules.name_of("machine_type", call=True) == "machine_type="
+    with rules.argument_names(flags):
+        assert rules.name_of("gcs_source[1]") == "--gcs-source[1]"
+        assert rules.name_of("labels['a.b']") == "--labels['a.b']"  # a dot in a key is not a path step
+        assert rules.name_of("instance_config.key_field") == "--key-field"
+        assert rules.name_of("instance_config.instance_type") == "instance_config.instance_type"
+        assert rules.name_of("gcs_source", call=True) == "--gcs-source"
+        assert rules.name_of("--labels") == "--labels"  # a display name is no argument: never named twice
+        assert rules.name_of("gcs") == "gcs" and rules.name_of("gcs_source_x") == "gcs_source_x"
+        with rules.argument_names({"labels": "LABELS"}):
+            assert rules.name_of("labels") == "LABELS" and rules.name_of("gcs_source") == "--gcs-source"
+        assert rules.name_of("labels") == "--labels"
+        with pytest.raises(errors.UsageError) as caught:
+            build(gcs_source=None)
+    assert str(caught.value).startswith("--gcs-source/bigquery_source: give exactly one of --gcs-source and")
+    assert rules.name_of("gcs_source") == "gcs_source"  # the block is over
+
+
+def test_argument_names_stay_in_their_own_thread():
+    import threading
+
+    seen = []
+    with rules.argument_names({"labels": "--labels"}):
+        t = threading.Thread(target=lambda: seen.append(rules.name_of("labels")))
+        t.start()
+        t.join()
+        assert rules.name_of("labels") == "--labels"
+    assert seen == ["labels"]
 
 
 def test_a_full_create_builds_the_v1_message():

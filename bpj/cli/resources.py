@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import re
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
-from bpj import errors, validation
+from bpj import rules, validation
 from bpj.cli.common import (
     add_json,
     json_value,
@@ -210,16 +209,25 @@ def _check_limit(limit: int | None) -> None:
         validation.positive_int(limit, "--limit", zero=True)
 
 
-# The parameter names of create() and upload() as the flags that set them, for their validation messages.
+# The parameter names of create() and upload() (and paths into them) as the flags that set them: inside
+# flag_names(), the library's messages name the flag from the start.
+_GLOBAL_FLAGS = {"project": "--project", "location": "--location"}
 _CREATE_FLAGS = {
+    **_GLOBAL_FLAGS,
     **{
         name: "--" + name.replace("_", "-")
         for name in (*validation.CREATE_ARGUMENTS, "create_request_timeout")
     },
     "job_display_name": "--display-name",
     "model_name": "--model",
+    "instance_config": "--instance-type/--key-field/--included-field/--excluded-field",
+    "instance_config.instance_type": "--instance-type",
+    "instance_config.key_field": "--key-field",
+    "instance_config.included_fields": "--included-field",
+    "instance_config.excluded_fields": "--excluded-field",
 }
 _UPLOAD_FLAGS = {
+    **_GLOBAL_FLAGS,
     "serving_container_image_uri": "--container-image-uri",
     "serving_container_environment_variables": "--env",
     "version_aliases": "--version-alias",
@@ -230,17 +238,9 @@ _UPLOAD_FLAGS = {
 }
 
 
-@contextlib.contextmanager
-def flag_names(flags: dict[str, str]) -> Iterator[None]:
-    """A UsageError from the library, with the parameter it names written as the flag that sets it."""
-    try:
-        yield
-    except errors.UsageError as e:
-        # Only the argument the message is about (before its first ": "), not words in what it explains.
-        pattern = re.compile(r"\b(" + "|".join(flags) + r")\b=?")
-        head, sep, rest = str(e).partition(": ")
-        message = pattern.sub(lambda m: flags[m[1]], head) + sep + rest if sep else str(e)
-        raise type(e)(message) from None
+def flag_names(flags: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
+    """A block whose UsageErrors name each parameter of ``flags`` by the flag that sets it."""
+    return rules.argument_names(flags)
 
 
 def _create_arguments(args: argparse.Namespace) -> dict[str, Any]:
