@@ -167,7 +167,8 @@ endpoint, uri, budget, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.ar
 r = read_gcs(uri, endpoint=endpoint, max_bytes_in_flight=budget, progress=False)
 r.objects()
 if mode == "batches":  # one-time costs first: pyarrow's JSON reader and its memory pool, on one tiny file
-    from bpj.outputs.gcs import GcsObject, decode
+    from bpj.gcs import GcsObject
+    from bpj.outputs.gcs import decode
     decode(GcsObject("b", "x.jsonl", 9), b'{"a": 1}\\n')
 def rss():
     with open("/proc/self/statm") as f:
@@ -205,7 +206,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
 
-    from bpj.local.gcs import Gcs, GcsServer
+    from bpj.gcs import Gcs
+    from bpj.local.gcs import GcsServer
     from bpj.outputs import read_gcs
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-gcs-")

@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bpj import bq_uri, errors
+from bpj.gcs import split_uri
 from bpj.local import records
-from bpj.local.gcs import split_uri
 from bpj.local.instance_config import BadInstance, Shaper
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from bpj.gcs import Gcs
     from bpj.local.bigquery.store import TableStore
-    from bpj.local.gcs import Gcs
 
 __all__ = ["FORMATS", "Instance", "read_instances", "resolve_uris"]
 

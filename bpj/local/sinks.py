@@ -29,14 +29,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bpj import bq_uri, errors
-from bpj.local.gcs import split_uri
+from bpj.gcs import split_uri
 from bpj.local.inputs import Instance
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from bpj.gcs import Gcs, GcsWriter
     from bpj.local.bigquery.store import TableStore
-    from bpj.local.gcs import Gcs, GcsWriter
 
 __all__ = ["BigQuerySink", "GcsSink", "dataset_name", "directory_name"]
 

@@ -83,11 +83,12 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        from bpj.gcs import Gcs
         from bpj.local.bigquery.read_server import StorageReadServicer
         from bpj.local.bigquery.rest import serve_bigquery_rest
         from bpj.local.bigquery.store import TableStore
         from bpj.local.executor import Executor
-        from bpj.local.gcs import Gcs, GcsServer
+        from bpj.local.gcs import GcsServer
         from bpj.local.servers.gateway import serve_rest
         from bpj.local.servers.serve import serve_grpc
         from bpj.local.servers.tls import self_signed_cert

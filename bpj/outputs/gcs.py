@@ -1,12 +1,13 @@
 """Batch prediction outputs in Cloud Storage, read at the speed of the wire.
 
 The objects are listed with the JSON API, then downloaded by a bounded pool of threads through one
-:class:`bpj.outputs.gcs_api.Client`: an object up to ``chunk_size`` in one GET, a larger one in ranged GETs
-of ``chunk_size``, each body read in one piece, a broken one resumed by byte range. Every object's crc32c is
-checked before any of its bytes are handed out (``DataCorruption`` otherwise). At most ``max_bytes_in_flight`` bytes of objects are reserved at a
-time (downloading, decoding, or waiting for the consumer); reservations are made in file order, so
-``ordered=True`` cannot deadlock. JSONL decodes with pyarrow's C++ JSON reader and CSV with its CSV reader, in
-the worker threads; when the consumer stops iterating, every worker ends before the iterator closes.
+:class:`bpj.gcs.Gcs`: an object up to ``chunk_size`` in one GET, a larger one in ranged GETs of
+``chunk_size``, each body read in one piece, a broken one resumed by byte range. Every object's crc32c is
+checked before any of its bytes are handed out (``bpj.errors.DataCorruption`` otherwise). At most
+``max_bytes_in_flight`` bytes of objects are reserved at a time (downloading, decoding, or waiting for the
+consumer); reservations are made in file order, so ``ordered=True`` cannot deadlock. JSONL decodes with
+pyarrow's C++ JSON reader and CSV with its CSV reader, in the worker threads; when the consumer stops
+iterating, every worker ends before the iterator closes.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors, gcs_uri
-from bpj.outputs.gcs_api import CHUNK_SIZE, Client, DataCorruption, GcsObject, client_for, verify
+from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, client_for, verify
 from bpj.outputs.reader import Progress, Reader
 from bpj.outputs.reader import cores as _cores
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["DataCorruption", "GcsObject", "GcsPartition", "GcsReader"]
+__all__ = ["GcsPartition", "GcsReader"]
 
 # Decoding JSONL or CSV takes about this many times the object's size (parse buffers, the table) while it
 # runs, so a decoding read reserves that much of max_bytes_in_flight per object.
@@ -189,7 +190,11 @@ class GcsReader(Reader):
         self.chunk_size = max(1, chunk_size)
         self._endpoint = endpoint
         self._credentials = credentials
-        self._client = Client(endpoint, credentials, maxsize=max(self.max_workers or 0, DOWNLOAD_WORKERS) + 1)
+        self._client = Gcs(
+            endpoint,
+            credentials=credentials,
+            max_connections=max(self.max_workers or 0, DOWNLOAD_WORKERS) + 1,
+        )
         self._objects: list[GcsObject] | None = None
 
     def errors(self) -> GcsReader:
@@ -215,7 +220,7 @@ class GcsReader(Reader):
     # -- listing --
 
     def _list(self, prefix: str) -> list[GcsObject]:
-        return [o for o in self._client.list(self.bucket, prefix) if not o.name.endswith("/")]
+        return [o for o in self._client.objects(self.bucket, prefix) if not o.name.endswith("/")]
 
     def objects(self) -> list[GcsObject]:
         """The objects this reader reads, in file order (listed once, then remembered)."""

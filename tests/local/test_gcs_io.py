@@ -1,5 +1,5 @@
-"""The GCS client, the instance readers and the output sinks, against a real fake-gcs-server (memory backend)
-and a table store under tmp_path."""
+"""The local GCS server, the instance readers and the output sinks, against a real fake-gcs-server (memory
+backend) and a table store under tmp_path. The client itself: tests/test_gcs.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import errors, types
-from bpj.gcs_uri import glob_regex
-from bpj.local.gcs import Gcs, GcsServer
+from bpj.gcs import Gcs
+from bpj.local.gcs import GcsServer
 from bpj.local.inputs import Instance, read_instances
 from bpj.local.sinks import BigQuerySink, GcsSink
 
@@ -98,7 +98,7 @@ def tfrecord(data: bytes, *, corrupt_data: bool = False, corrupt_length: bool = 
     return length + struct.pack("<I", lcrc) + data + struct.pack("<I", dcrc)
 
 
-# -- the server and the client ------------------------------------------------------------------------
+# -- the server ---------------------------------------------------------------------------------------
 
 
 def test_server_answers_and_stops():
@@ -106,96 +106,6 @@ def test_server_answers_and_stops():
         assert s.running and s.endpoint.startswith("http://127.0.0.1:")
         Gcs(s.endpoint).create_bucket("probe")
     assert not s.running
-
-
-@HSETTINGS
-@given(
-    name=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
-        lambda n: n not in (".", "..")
-    ),
-    data=st.binary(max_size=2000),
-)
-def test_roundtrip_any_name(gcs, name, data):
-    uri = f"{next_base()}/{name}"
-    gcs.write(uri, data)
-    assert gcs.read(uri) == data
-    assert gcs.size(uri) == len(data)
-    assert gcs.exists(uri)
-    with gcs.open(uri) as f:
-        assert f.read() == data
-    assert uri in gcs.list(uri)
-    gcs.delete(uri)
-    assert not gcs.exists(uri)
-
-
-def test_special_names(gcs, base):
-    for name in ["a b/c#d?e=f&g.jsonl", "ünï/cødé ✓.txt", "100%/x+y", "semi;colon"]:
-        gcs.write(f"{base}/{name}", name.encode())
-        assert gcs.read(f"{base}/{name}") == name.encode()
-
-
-def test_large_object_streams_in_chunks(gcs, base):
-    data = os.urandom(5 * (1 << 20) + 12345)  # several resumable chunks of 1 MiB
-    meta = gcs.write(f"{base}/big.bin", data)
-    assert int(meta["size"]) == len(data)
-    with gcs.open(f"{base}/big.bin") as f:
-        first = f.read(100)
-        assert first == data[:100]
-        rest = b"".join(iter(lambda: f.read(300_000), b""))
-    assert first + rest == data
-    with gcs.writer(f"{base}/streamed.bin") as w:
-        for i in range(0, len(data), 700_000):
-            w.write(data[i : i + 700_000])
-    assert gcs.read(f"{base}/streamed.bin") == data
-
-
-def test_reader_closed_early_keeps_the_pool_usable(gcs, base):
-    gcs.write(f"{base}/x", os.urandom(3 << 20))
-    for _ in range(20):
-        with gcs.open(f"{base}/x") as f:
-            f.read(10)
-    assert gcs.size(f"{base}/x") == 3 << 20
-
-
-def test_wildcards(gcs, base):
-    names = ["a/1.jsonl", "a/2.jsonl", "a/b/3.jsonl", "a/x.csv", "c/4.jsonl", "a1.jsonl"]
-    for n in names:
-        gcs.write(f"{base}/{n}", b"{}")
-    got = lambda p: [u[len(base) + 1 :] for u in gcs.list(f"{base}/{p}")]  # noqa: E731
-    assert got("a/*.jsonl") == ["a/1.jsonl", "a/2.jsonl"]
-    assert got("a/**") == ["a/1.jsonl", "a/2.jsonl", "a/b/3.jsonl", "a/x.csv"]
-    assert got("**.jsonl") == ["a/1.jsonl", "a/2.jsonl", "a/b/3.jsonl", "a1.jsonl", "c/4.jsonl"]
-    assert got("a/?.jsonl") == ["a/1.jsonl", "a/2.jsonl"]
-    assert got("a/[!1].jsonl") == ["a/2.jsonl"]
-    assert got("a") == ["a/1.jsonl", "a/2.jsonl", "a/b/3.jsonl", "a/x.csv", "a1.jsonl"]  # a prefix
-    assert glob_regex("x/*").fullmatch("x/y") and not glob_regex("x/*").fullmatch("x/y/z")
-
-
-def test_listing_pages(gcs, base):
-    for i in range(1203):
-        gcs.write(f"{base}/p/{i:05d}", b"")
-    assert len(gcs.list(f"{base}/p/")) == 1203
-
-
-def test_errors_name_the_object(gcs, base):
-    with pytest.raises(errors.NotFound) as e:
-        gcs.read(f"{base}/nope")
-    assert e.value.message == f"{base}/nope was not found"
-    with pytest.raises(errors.NotFound, match="nope was not found"):
-        gcs.open(f"{base}/nope")
-    with pytest.raises(errors.NotFound):
-        gcs.delete(f"{base}/nope")
-    for bad in ["s3://b/o", "gs://", "gs://B!/o", "gs://bucket"]:
-        with pytest.raises(errors.InvalidArgument, match="gs://|s3://"):
-            gcs.read(bad)
-    with pytest.raises(errors.NotFound):
-        gcs.list("gs://no-such-bucket-here/x")
-    with pytest.raises(errors.AlreadyExists):
-        gcs.create_bucket("bpj-in", exists_ok=False)
-    with pytest.raises(errors.NotFound, match="the bucket gs://no-such-bucket-here was not found"):
-        gcs.write("gs://no-such-bucket-here/x", b"x")
-    with pytest.raises(errors.InvalidArgument, match="3-63 characters"):
-        gcs.write("gs://in/x", b"x")
 
 
 def test_binary_refuses_other_platforms(monkeypatch):

@@ -18,7 +18,8 @@ COMPARED = ("content-length", "content-range", "content-type", "x-goog-hash", "x
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    from bpj.local.gcs import Gcs, GcsServer
+    from bpj.gcs import Gcs
+    from bpj.local.gcs import GcsServer
 
     root = tmp_path_factory.mktemp("media")
     with GcsServer(root / "guarded") as guarded, GcsServer(root / "bare", guarded=False) as bare:

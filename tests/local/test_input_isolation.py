@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import types
-from bpj.local.gcs import Gcs, GcsServer
+from bpj.gcs import Gcs
+from bpj.local.gcs import GcsServer
 from bpj.local.inputs import Instance, read_instances
 from bpj.local.records import MAX_RECORD_BYTES, masked_crc, quoted_at_end
 from tests.local.conftest import S, wait_for

@@ -14,8 +14,8 @@ import pytest
 from bpj import errors, types
 from bpj._gen.services.job_service import JobServiceClient
 from bpj._gen.services.model_service import ModelServiceClient
+from bpj.gcs import Gcs
 from bpj.local.executor import CRASHED
-from bpj.local.gcs import Gcs
 from bpj.transport.base import WithMetadata
 from bpj.transport.grpc import GrpcTransport
 from bpj.transport.rest import RestTransport

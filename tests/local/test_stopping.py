@@ -16,7 +16,7 @@ import pytest
 from bpj import types
 from bpj._gen.services.job_service import JobServiceClient
 from bpj._gen.services.model_service import ModelServiceClient
-from bpj.local.gcs import Gcs
+from bpj.gcs import Gcs
 from bpj.transport.grpc import GrpcTransport
 from tests.local.conftest import S, wait_for
 

@@ -9,17 +9,19 @@ import itertools
 import json
 import multiprocessing
 import operator
-import socket
 import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpj.local.gcs import Gcs, GcsServer
+from bpj.errors import DataCorruption
+from bpj.gcs import Gcs
+from bpj.local.gcs import GcsServer
 from bpj.outputs import read_gcs
-from bpj.outputs.gcs import DOWNLOAD_WORKERS, DataCorruption
+from bpj.outputs.gcs import DOWNLOAD_WORKERS
 from bpj.outputs.reader import cores, unify
+from tests.gcs_faults import Proxy
 
 BUCKET = "outputs-test"
 _names = itertools.count()
@@ -220,118 +222,6 @@ def test_partitions_in_other_processes(server, gcs):
 
 
 # -- faults through a proxy -----------------------------------------------------------------------------
-
-
-class Proxy:
-    """A threaded TCP proxy on 127.0.0.1 that follows the HTTP responses going back to the client. For a
-    media response (one with an X-Goog-Hash header) it can cut the connection after ``cut_after`` body
-    bytes (``cuts`` times), or flip the body byte at ``flip_at``."""
-
-    def __init__(
-        self, upstream: str, *, cut_after: int | None = None, cuts: int = 0, flip_at: int | None = None
-    ):
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.cut_after, self.cuts, self.flip_at = cut_after, cuts, flip_at
-        self.cuts_done = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._threads: list[threading.Thread] = []
-        self._spawn(self._accept)
-
-    def _spawn(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            self._spawn(self._pump, client, upstream)
-            self._spawn(self._responses, upstream, client)
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                s.close()
-
-    def _take_cut(self) -> bool:
-        with self._lock:
-            if self.cuts_done < self.cuts:
-                self.cuts_done += 1
-                return True
-            return False
-
-    def _responses(self, src: socket.socket, dst: socket.socket) -> None:
-        buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = src.recv(1 << 16)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                headers = head.decode("latin-1").lower()
-                length = next(
-                    (
-                        int(line.split(":")[1])
-                        for line in headers.split("\r\n")
-                        if line.startswith("content-length:")
-                    ),
-                    None,
-                )
-                dst.sendall(head + b"\r\n\r\n")
-                if length is None and "transfer-encoding: chunked" in headers:  # a listing: pass it on
-                    while (end := (b"\r\n" + buf).find(b"\r\n0\r\n\r\n")) < 0:
-                        data = src.recv(1 << 16)
-                        if not data:
-                            return
-                        buf += data
-                    dst.sendall(buf[: end + 5])
-                    buf = buf[end + 5 :]
-                    continue
-                if length is None:  # not framed: pass the rest through
-                    dst.sendall(buf)
-                    self._pump(src, dst)
-                    return
-                media = "x-goog-hash:" in headers
-                cut = media and self.cut_after is not None
-                sent = 0
-                while sent < length:
-                    if not buf:
-                        buf = src.recv(1 << 16)
-                        if not buf:
-                            return
-                    piece, buf = buf[: length - sent], buf[length - sent :]
-                    if media and self.flip_at is not None and sent <= self.flip_at < sent + len(piece):
-                        k = self.flip_at - sent
-                        piece = piece[:k] + bytes([piece[k] ^ 0x01]) + piece[k + 1 :]
-                    if cut and sent + len(piece) > self.cut_after and self._take_cut():
-                        dst.sendall(piece[: max(0, self.cut_after - sent)])
-                        dst.shutdown(socket.SHUT_RDWR)
-                        return
-                    dst.sendall(piece)
-                    sent += len(piece)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                s.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_connections_cut_mid_body_still_give_exactly_the_rows(server, gcs):
