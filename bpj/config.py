@@ -17,6 +17,15 @@ started with the local stack's environment (``bpj local start`` prints it) needs
     token                       BPJ_TOKEN                         none (a bearer token for every call)
     ==========================  ================================  ==========================================
 
+``init`` also takes every argument of the official ``aiplatform.init``, so code written for it runs as is:
+``api_transport`` is ``transport``; ``encryption_spec_key_name`` and ``service_account`` are the defaults
+of ``BatchPredictionJob.create`` and ``Model.upload`` when they are not given there (as in the official SDK);
+``request_metadata`` is sent with every call; ``staging_bucket`` is kept (``settings().staging_bucket``)
+for code that reads it. ``experiment``, ``experiment_description``, ``experiment_tensorboard`` and
+``network`` belong to parts of Vertex AI batch prediction does not use (experiments, training, private
+endpoints): they are accepted and have no effect. ``api_key`` (express mode) is refused: bpj authenticates
+with credentials.
+
 An endpoint on a loopback address is plaintext and anonymous unless TLS is asked for (an ``https://``
 endpoint or a root certificate); every other endpoint is TLS with Application Default Credentials, which
 are resolved only when the first call to a real endpoint is made.
@@ -24,8 +33,10 @@ are resolved only when the first call to a real endpoint is made.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +44,8 @@ from typing import Any
 from bpj import errors, rules
 from bpj.transport.base import Transport, WithMetadata
 from bpj.transport.endpoints import is_loopback, parse_endpoint  # noqa: F401  (re-exported)
+
+log = logging.getLogger("bpj")
 
 TRANSPORTS = ("grpc", "rest")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -51,6 +64,18 @@ class Settings:
     tls_root_cert: str | None = None
     # A bearer token every call carries: what a local stack started with --token asks for.
     token: str | None = field(default=None, repr=False)
+    # Defaults for create() and Model.upload(), as the official init() sets them.
+    encryption_spec_key_name: str | None = None
+    service_account: str | None = None
+    staging_bucket: str | None = None
+    # Extra metadata (headers) every call carries.
+    request_metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call adds: the bearer token, then ``request_metadata``."""
+        token = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return (*token, *self.request_metadata)
 
     @property
     def vertex_endpoint(self) -> str:
@@ -89,7 +114,15 @@ _transports: dict[tuple[Any, ...], Transport] = {}
 _registered: dict[str, Transport] = {}
 
 
-_TEXT = ("api_endpoint", "gcs_endpoint", "bigquery_endpoint", "bigquery_storage_endpoint", "token")
+_TEXT = (
+    "api_endpoint",
+    "gcs_endpoint",
+    "bigquery_endpoint",
+    "bigquery_storage_endpoint",
+    "token",
+    "service_account",
+    "staging_bucket",
+)
 
 
 def validate(s: Settings) -> Settings:
@@ -105,7 +138,31 @@ def validate(s: Settings) -> Settings:
             raise errors.UsageError(f"{name}: must be printable text, got {value!r}")
     if s.tls_root_cert is not None and not os.path.isfile(rules.text(s.tls_root_cert, "tls_root_cert")):
         raise errors.UsageError(f"tls_root_cert must be a PEM file, not found: {s.tls_root_cert}")
+    if s.staging_bucket is not None and not s.staging_bucket.startswith("gs://"):
+        raise errors.UsageError(f"staging_bucket must be a gs:// URI, got {errors.shown(s.staging_bucket)}")
     return s
+
+
+def _metadata(value: Any) -> tuple[tuple[str, str], ...]:
+    """``request_metadata`` as pairs of lower-case header names and values, checked."""
+    try:
+        pairs = [(k, v) for k, v in value]
+    except (TypeError, ValueError):
+        raise errors.UsageError(
+            f"request_metadata must be a sequence of (key, value) pairs, got {errors.shown(value)}"
+        ) from None
+    for k, v in pairs:
+        if (
+            not isinstance(k, str)
+            or not isinstance(v, str)
+            or not k
+            or not k.isprintable()
+            or not v.isprintable()
+        ):
+            raise errors.UsageError(
+                f"request_metadata: keys and values must be printable text, got {errors.shown((k, v))}"
+            )
+    return tuple((k.lower(), v) for k, v in pairs)
 
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -119,20 +176,74 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return found
 
 
-def init(**kwargs: Any) -> Settings:
+def init(
+    *,
+    project: str | None = None,
+    location: str | None = None,
+    experiment: str | None = None,
+    experiment_description: str | None = None,
+    experiment_tensorboard: Any = None,
+    staging_bucket: str | None = None,
+    credentials: Any = None,
+    encryption_spec_key_name: str | None = None,
+    network: str | None = None,
+    service_account: str | None = None,
+    api_endpoint: str | None = None,
+    api_key: str | None = None,
+    api_transport: str | None = None,
+    request_metadata: Sequence[tuple[str, str]] | None = None,
+    transport: str | None = None,
+    gcs_endpoint: str | None = None,
+    bigquery_endpoint: str | None = None,
+    bigquery_storage_endpoint: str | None = None,
+    tls_root_cert: str | None = None,
+    token: str | None = None,
+) -> Settings:
     """Set where calls go for this process; arguments left out keep their value (or environment/default).
 
-    ``bpj.init(project=, location=, api_endpoint=, transport="grpc"|"rest", credentials=, gcs_endpoint=,
-    bigquery_endpoint=, bigquery_storage_endpoint=, tls_root_cert=)``. Returns the resulting settings.
+    The official ``aiplatform.init``'s arguments come first, in its order (see the module docstring for
+    what each means here), then bpj's: ``transport`` ("grpc" or "rest"; ``api_transport`` is the same),
+    ``gcs_endpoint``, ``bigquery_endpoint``, ``bigquery_storage_endpoint``, ``tls_root_cert`` and ``token``.
+    Returns the resulting settings.
     """
-    unknown = set(kwargs) - {f for f in Settings.__dataclass_fields__}
-    if unknown:
+    if api_key is not None:
         raise errors.UsageError(
-            f"bpj.init() got unknown argument(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(Settings.__dataclass_fields__)}"
+            "bpj.init(api_key=): API keys (Vertex AI express mode) are not supported by bpj; pass credentials= "
+            "or use Application Default Credentials"
         )
+    if api_transport is not None and transport is not None and api_transport != transport:
+        raise errors.UsageError(
+            f"api_transport={api_transport!r} and transport={transport!r} disagree: give one of them"
+        )
+    given = {
+        "project": project,
+        "location": location,
+        "staging_bucket": staging_bucket,
+        "credentials": credentials,
+        "encryption_spec_key_name": encryption_spec_key_name,
+        "service_account": service_account,
+        "api_endpoint": api_endpoint,
+        "transport": transport if transport is not None else api_transport,
+        "request_metadata": None if request_metadata is None else _metadata(request_metadata),
+        "gcs_endpoint": gcs_endpoint,
+        "bigquery_endpoint": bigquery_endpoint,
+        "bigquery_storage_endpoint": bigquery_storage_endpoint,
+        "tls_root_cert": tls_root_cert,
+        "token": token,
+    }
+    ignored = {
+        "experiment": experiment,
+        "experiment_description": experiment_description,
+        "experiment_tensorboard": experiment_tensorboard,
+        "network": network,
+    }
+    for name, value in ignored.items():
+        if value is not None:
+            log.info(
+                "bpj.init(%s=...): accepted for compatibility; it has no effect on batch prediction", name
+            )
     with _lock:
-        candidate = {**_explicit, **{k: v for k, v in kwargs.items() if v is not None}}
+        candidate = {**_explicit, **{k: v for k, v in given.items() if v is not None}}
         settings = validate(Settings(**{**from_environment(), **candidate}))
         _explicit.clear()
         _explicit.update(candidate)
@@ -203,13 +314,13 @@ def transport_for(endpoint: str, s: Settings | None = None, *, kind: str | None 
         return registered
     s = s or settings()
     kind = kind or s.transport
-    key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.token)
+    key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.metadata)
     with _lock:
         t = _transports.get(key)
         if t is None:
             t = _make_transport(kind, endpoint, s)
-            if s.token:
-                t = WithMetadata(t, [("authorization", f"Bearer {s.token}")])
+            if s.metadata:
+                t = WithMetadata(t, s.metadata)
             _transports[key] = t
         return t
 

@@ -35,12 +35,18 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from bpj import clients, config, errors, rules, states, steps, validation
 from bpj.lro import wait_operation
 from bpj.states import JobCancelled, JobExpired, JobFailed, WaitTimeout
 from bpj.steps import REQUEST_ID_LABEL, messages
+
+if TYPE_CHECKING:
+    from bpj import types
+    from bpj._gen.services.job_service import JobServiceClient
+    from bpj.outputs.bigquery import BigQueryReader
+    from bpj.outputs.gcs import GcsReader
 
 __all__ = ["BatchPredictionJob", "JobCancelled", "JobExpired", "JobFailed", "WaitTimeout"]
 
@@ -82,6 +88,8 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
         raise validation.fail(", ".join(given), "model monitoring is a v1beta1 feature bpj does not speak")
     rules.flag(arguments["sync"], "sync")
     rules.timeout(arguments["create_request_timeout"], "create_request_timeout")
+    if arguments["job_display_name"] is None:
+        arguments = {**arguments, "job_display_name": default_display_name()}
     s = config.settings(
         project=arguments["project"], location=arguments["location"], credentials=arguments["credentials"]
     )
@@ -89,12 +97,16 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
     labels = arguments["labels"]
     user_key = labels.get(REQUEST_ID_LABEL) if isinstance(labels, Mapping) else None
     add_label = bool(arguments["request_id_label"]) and user_key is None
+    # Left out here, they default to bpj.init()'s, as in the official SDK.
+    defaults = {"encryption_spec_key_name": s.encryption_spec_key_name, "service_account": s.service_account}
+    values = {k: arguments[k] for k in validation.CREATE_ARGUMENTS}
+    values.update({k: v for k, v in defaults.items() if values[k] is None and v is not None})
     job = validation.build_job(
         project=s.project,
         location=s.location,
         reserved_labels=1 if add_label else 0,
         fields=arguments["fields"],
-        **{k: arguments[k] for k in validation.CREATE_ARGUMENTS},
+        **values,
     )
     request_id = user_key
     if add_label:
@@ -102,6 +114,11 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
         job.labels[REQUEST_ID_LABEL] = request_id
     request = messages().CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
     return CreatePlan(s, request, request_id, bool(user_key))
+
+
+def default_display_name() -> str:
+    """The name a job gets when none is given: the official SDK's, ``BatchPredictionJob <local time>``."""
+    return f"BatchPredictionJob {datetime.now().isoformat(sep=' ')}"
 
 
 def check_create(**arguments: Any) -> CreatePlan:
@@ -150,7 +167,7 @@ class BatchPredictionJob:
     @classmethod
     def create(
         cls,
-        job_display_name: str,
+        job_display_name: str | None,
         model_name: Any = None,
         instances_format: str = "jsonl",
         predictions_format: str = "jsonl",
@@ -212,13 +229,17 @@ class BatchPredictionJob:
 
     @classmethod
     def submit(cls, *args: Any, **kwargs: Any) -> BatchPredictionJob:
-        """``create(..., sync=False)``: the same parameters; returns as soon as the job exists."""
+        """``create(..., sync=False)``: the same parameters; returns as soon as the job exists. As in the
+        official SDK, ``job_display_name`` may be left out (``BatchPredictionJob <local time>``)."""
         if "sync" in kwargs or len(args) > 22:
             raise validation.fail("sync", "submit() never waits: call create(sync=True) to wait")
+        if not args:
+            kwargs.setdefault("job_display_name", None)
         kwargs["sync"] = False
         return cls.create(*args, **kwargs)
 
     # -- list ---------------------------------------------------------------------------------------
+    @overload
     @classmethod
     def list(
         cls,
@@ -228,8 +249,38 @@ class BatchPredictionJob:
         location: str | None = None,
         credentials: Any = None,
         page_size: int | None = None,
-    ) -> Iterator[BatchPredictionJob]:
-        """Jobs of a project and location, a lazy iterator that fetches a page at a time.
+        *,
+        lazy: Literal[False] = False,
+    ) -> builtins.list[BatchPredictionJob]: ...
+
+    @overload
+    @classmethod
+    def list(
+        cls,
+        filter: str | None = None,
+        order_by: str | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+        page_size: int | None = None,
+        *,
+        lazy: Literal[True],
+    ) -> Iterator[BatchPredictionJob]: ...
+
+    @classmethod
+    def list(
+        cls,
+        filter: str | None = None,
+        order_by: str | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+        page_size: int | None = None,
+        *,
+        lazy: bool = False,
+    ) -> builtins.list[BatchPredictionJob] | Iterator[BatchPredictionJob]:
+        """Jobs of a project and location: a list, as the official ``list`` returns; with ``lazy=True`` an
+        iterator that fetches a page at a time, as it is consumed.
 
         ``filter`` is Vertex AI's List filter (``state="JOB_STATE_SUCCEEDED" AND labels.team="vision"``).
         The v1 List call has no order_by: the server returns newest first, so ``order_by=None`` or
@@ -242,6 +293,7 @@ class BatchPredictionJob:
         keys = order_keys(order_by)
         if page_size is not None:
             rules.integer(page_size, "page_size")
+        rules.flag(lazy, "lazy")
         jobs = clients.job_service(project=s.project, location=s.location, credentials=credentials)
         request = messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
@@ -249,17 +301,41 @@ class BatchPredictionJob:
         listed = steps.iterate(list_jobs(request), steps.one(jobs))
         found = (cls.from_resource(r, credentials=credentials) for r in listed)
         if keys is None:
-            return found
+            return found if lazy else [*found]
         everything = [*found]
         for field, descending in reversed(keys):
             everything.sort(key=sort_key(field), reverse=descending)
-        return iter(everything)
+        return iter(everything) if lazy else everything
 
     # -- properties ---------------------------------------------------------------------------------
     @property
-    def gca_resource(self) -> Any:
-        """The ``bpj.types.BatchPredictionJob`` message as last fetched."""
+    def gca_resource(self) -> types.BatchPredictionJob:
+        """The ``bpj.types.BatchPredictionJob`` message as last fetched: the wire message itself, so its
+        ``state`` is the enum's number and its times are ``Timestamp`` messages (``ToDatetime()``); the
+        job's own ``state`` and ``create_time``... give the enum member and datetimes, as the official
+        properties do."""
         return self._resource
+
+    @property
+    def credentials(self) -> Any:
+        """The credentials this job's calls use: the ones given, else ``bpj.init``'s (None: Application
+        Default Credentials, or none for a local endpoint)."""
+        given = self._overrides["credentials"]
+        return given if given is not None else config.settings(**self._overrides).credentials
+
+    @property
+    def api_client(self) -> JobServiceClient:
+        """bpj's JobService client for this job's project and location (requests are ``bpj.types``
+        messages, where the official ``api_client`` is the GAPIC client)."""
+        return self._client()  # type: ignore[no-any-return]
+
+    @property
+    def preview(self) -> Any:
+        """The official SDK's v1beta1 face of the job; bpj speaks the v1 API only."""
+        raise NotImplementedError(
+            "BatchPredictionJob.preview is the v1beta1 (preview) API, which bpj does not speak: every v1 field "
+            "is settable through create(**fields)"
+        )
 
     @property
     def resource_name(self) -> str:
@@ -283,7 +359,7 @@ class BatchPredictionJob:
         return str(self._resource.display_name)
 
     @property
-    def state(self) -> int:
+    def state(self) -> states.JobState:
         """The job's state, refreshed with one Get unless it is terminal: a :class:`bpj.states.JobState`
         (an IntEnum: equal to the ``bpj.types.JobState`` numbers, with ``.name`` as the official enum has)."""
         if not states.is_terminal(self._resource.state):
@@ -333,7 +409,8 @@ class BatchPredictionJob:
 
     @property
     def encryption_spec(self) -> Any:
-        return self._resource.encryption_spec if self._resource.HasField("encryption_spec") else None
+        """The job's EncryptionSpec (an empty message when none was set, as the official property)."""
+        return self._resource.encryption_spec
 
     def to_dict(self) -> dict[str, Any]:
         """The resource as proto3 JSON (camelCase keys), as the official ``to_dict``."""
@@ -372,6 +449,13 @@ class BatchPredictionJob:
 
     wait_for_completion = wait
 
+    def wait_for_resource_creation(self) -> None:
+        """Return once the job exists on the server: at once, since bpj's ``create(sync=False)`` and
+        ``submit()`` return only after the job was made (the official SDK creates it in a background
+        thread this call waits for)."""
+        if not self.resource_name:
+            raise RuntimeError("the batch prediction job was not created")
+
     def _client_for(self, where: Any) -> Any:
         return self._client()
 
@@ -387,11 +471,17 @@ class BatchPredictionJob:
             steps.run(wait_steps(self, self, None), self._client_for)
         return self
 
-    def delete(self, timeout: float | None = None) -> None:
-        """Delete the job and wait for the deletion's long-running operation to finish."""
+    def delete(self, sync: bool = True, timeout: float | None = None) -> None:
+        """Delete the job; with ``sync=True`` (the default) wait for the deletion's long-running operation to
+        finish (``timeout`` seconds at most), with ``sync=False`` return once the service accepted it."""
+        rules.flag(sync, "sync")
+        rules.timeout(timeout, "timeout")
         op = self._client().delete_batch_prediction_job(
             messages().DeleteBatchPredictionJobRequest(name=self.resource_name)
         )
+        if not sync:
+            log.info("%s: deletion started (%s)", self.resource_name, op.name)
+            return
         wait_operation(
             clients.operations(**self._overrides),
             op,
@@ -436,7 +526,7 @@ class BatchPredictionJob:
             return client.list_rows(f"{dataset}.{info.bigquery_output_table}", max_results=bq_max_results)
         raise NotImplementedError(f"{self.resource_name} has no GCS or BigQuery output: {info}")
 
-    def outputs(self, **kwargs: Any) -> Any:
+    def outputs(self, **kwargs: Any) -> GcsReader | BigQueryReader:
         """The predictions through bpj's fast readers: ``bpj.outputs.read_gcs(gcs_output_directory,
         **kwargs)`` or ``bpj.outputs.read_bigquery("bq://project.dataset.table", **kwargs)``."""
         self._require_outputs()

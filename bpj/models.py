@@ -26,7 +26,7 @@ import builtins
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from bpj import rules, steps, validation
 from bpj.lro import wait_operation
@@ -95,8 +95,11 @@ def plan_upload(
 ) -> tuple[Any, Any]:
     """Check ``Model.upload``'s arguments and build the UploadModelRequest it sends: (settings, request).
     Pure: no RPC, no connection."""
-    from bpj import types
+    from bpj import config, types
 
+    settings = config.settings(project=project, location=location, credentials=credentials)
+    if encryption_spec_key_name is None:  # bpj.init()'s default, as in the official SDK
+        encryption_spec_key_name = settings.encryption_spec_key_name
     if display_name is None:
         display_name = f"Model {datetime.now().isoformat(sep=' ')}"
     model = types.Model(display_name=validation.display_name(display_name, "display_name"))
@@ -180,9 +183,6 @@ def plan_upload(
     if model_id is not None:
         rules.identifier(model_id, "model_id", "a model id")
 
-    from bpj import config
-
-    settings = config.settings(project=project, location=location, credentials=credentials)
     request = types.UploadModelRequest(parent=settings.parent, model=model, model_id=model_id or "")
     if parent_model:
         request.parent_model = _resolve(
@@ -305,17 +305,48 @@ class Model:
         log.info("Model.upload: created %s", self._gca_resource.name)
         return self
 
+    @overload
     @classmethod
     def list(
         cls,
         filter: str | None = None,
         order_by: str | None = None,
-        page_size: int | None = None,
         project: str | None = None,
         location: str | None = None,
         credentials: Any = None,
-    ) -> Iterator[Model]:
-        """Models of a location, lazily: one ListModels call per page, as they are consumed.
+        page_size: int | None = None,
+        *,
+        lazy: Literal[False] = False,
+    ) -> builtins.list[Model]: ...
+
+    @overload
+    @classmethod
+    def list(
+        cls,
+        filter: str | None = None,
+        order_by: str | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+        page_size: int | None = None,
+        *,
+        lazy: Literal[True],
+    ) -> Iterator[Model]: ...
+
+    @classmethod
+    def list(
+        cls,
+        filter: str | None = None,
+        order_by: str | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+        page_size: int | None = None,
+        *,
+        lazy: bool = False,
+    ) -> builtins.list[Model] | Iterator[Model]:
+        """Models of a location: a list, as the official ``list`` returns; with ``lazy=True`` an iterator
+        that makes one ListModels call per page, as it is consumed.
 
         ``filter`` is Vertex AI's (``display_name="iris"``, ``labels.team="vision"``...), ``order_by``
         is sent to the service (``display_name``, ``create_time``, ``update_time``, each optionally
@@ -333,8 +364,10 @@ class Model:
             parent=settings.parent, filter=filter or "", order_by=order_by or "", page_size=page_size or 0
         )
 
+        rules.flag(lazy, "lazy")
         listed = steps.iterate(steps.list_items("list_models", request, "models"), steps.one(models))
-        return (cls._from_resource(m, settings, models, operations, credentials) for m in listed)
+        found = (cls._from_resource(m, settings, models, operations, credentials) for m in listed)
+        return found if lazy else [*found]
 
     def delete(self, sync: bool = True, timeout: float | None = None) -> None:
         """Delete the model (DeleteModel) and, with ``sync`` (the default), wait for its operation."""

@@ -43,33 +43,57 @@ class StateRule(NamedTuple):
     outcome: Outcome
 
 
+class JobState(enum.IntEnum):
+    """The states as a Python IntEnum, as the official SDK's ``JobState``: ``state.name``, ``str(state)`` and
+    ``==`` with the ``bpj.types.JobState`` numbers behave as there. A number this table does not know (a
+    newer API) gets a member of its own, named ``JOB_STATE_<number>``, rather than an error."""
+
+    JOB_STATE_UNSPECIFIED = 0
+    JOB_STATE_QUEUED = 1
+    JOB_STATE_PENDING = 2
+    JOB_STATE_RUNNING = 3
+    JOB_STATE_SUCCEEDED = 4
+    JOB_STATE_FAILED = 5
+    JOB_STATE_CANCELLING = 6
+    JOB_STATE_CANCELLED = 7
+    JOB_STATE_PAUSED = 8
+    JOB_STATE_EXPIRED = 9
+    JOB_STATE_UPDATING = 10
+    JOB_STATE_PARTIALLY_SUCCEEDED = 11
+
+    @classmethod
+    def _missing_(cls, value: object) -> JobState | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"JOB_STATE_{value}"
+        member._value_ = value
+        return member
+
+
 _A = Outcome.ACTIVE
-# number: (name, terminal, success, cancellable, outcome)
-TABLE: dict[int, StateRule] = {
-    0: StateRule("JOB_STATE_UNSPECIFIED", False, False, False, _A),
-    1: StateRule("JOB_STATE_QUEUED", False, False, True, _A),
-    2: StateRule("JOB_STATE_PENDING", False, False, True, _A),
-    3: StateRule("JOB_STATE_RUNNING", False, False, True, _A),
-    4: StateRule("JOB_STATE_SUCCEEDED", True, True, False, Outcome.SUCCEEDED),
-    5: StateRule("JOB_STATE_FAILED", True, False, False, Outcome.FAILED),
-    6: StateRule("JOB_STATE_CANCELLING", False, False, False, _A),
-    7: StateRule("JOB_STATE_CANCELLED", True, False, False, Outcome.CANCELLED),
-    8: StateRule("JOB_STATE_PAUSED", False, False, True, _A),
-    9: StateRule("JOB_STATE_EXPIRED", True, False, False, Outcome.EXPIRED),
-    10: StateRule("JOB_STATE_UPDATING", False, False, True, _A),
-    11: StateRule("JOB_STATE_PARTIALLY_SUCCEEDED", True, True, False, Outcome.PARTIALLY_SUCCEEDED),
+_J = JobState
+# state: (terminal, success, cancellable, outcome)
+_FLAGS: dict[JobState, tuple[bool, bool, bool, Outcome]] = {
+    _J.JOB_STATE_UNSPECIFIED: (False, False, False, _A),
+    _J.JOB_STATE_QUEUED: (False, False, True, _A),
+    _J.JOB_STATE_PENDING: (False, False, True, _A),
+    _J.JOB_STATE_RUNNING: (False, False, True, _A),
+    _J.JOB_STATE_SUCCEEDED: (True, True, False, Outcome.SUCCEEDED),
+    _J.JOB_STATE_FAILED: (True, False, False, Outcome.FAILED),
+    _J.JOB_STATE_CANCELLING: (False, False, False, _A),
+    _J.JOB_STATE_CANCELLED: (True, False, False, Outcome.CANCELLED),
+    _J.JOB_STATE_PAUSED: (False, False, True, _A),
+    _J.JOB_STATE_EXPIRED: (True, False, False, Outcome.EXPIRED),
+    _J.JOB_STATE_UPDATING: (False, False, True, _A),
+    _J.JOB_STATE_PARTIALLY_SUCCEEDED: (True, True, False, Outcome.PARTIALLY_SUCCEEDED),
 }
-
-# The same numbers as a Python IntEnum, so ``job.state.name`` works as with the official SDK's enum.
-JobState = enum.IntEnum("JobState", {r.name: n for n, r in TABLE.items()})  # type: ignore[misc]
+TABLE: dict[int, StateRule] = {state: StateRule(state.name, *flags) for state, flags in _FLAGS.items()}
 
 
-def as_enum(state: int) -> int:
-    """``JobState(state)``, or the plain number for a state this table does not know."""
-    try:
-        return JobState(int(state))
-    except ValueError:
-        return int(state)
+def as_enum(state: int) -> JobState:
+    """``JobState(state)``, for a number this table knows or not."""
+    return JobState(int(state))
 
 
 TERMINAL = frozenset(n for n, r in TABLE.items() if r.terminal)

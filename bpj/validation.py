@@ -117,8 +117,10 @@ def labels(value: Any, field: str = "labels", *, reserved: int = 0) -> dict[str,
 
 def model_name(value: Any, project: str | None, location: str, field: str = "model_name") -> str:
     """A full model resource name from a full name, a bare ``id[@version]`` (with project and location
-    defaults), a publisher model name, or anything with a ``resource_name`` (a bpj or official Model)."""
-    value = getattr(value, "resource_name", value)
+    defaults), a publisher model name, or a Model object (bpj's or the official one): its
+    ``versioned_resource_name``, as the official SDK sends it, so the job runs the version the object is."""
+    if not isinstance(value, str):
+        value = getattr(value, "versioned_resource_name", None) or getattr(value, "resource_name", value)
     if not rules.text(value, field):
         raise fail(field, "must be a model resource name or id, got ''")
     m = MODEL_NAME.match(value)

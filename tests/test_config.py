@@ -53,7 +53,6 @@ def test_missing_project_says_how_to_set_it():
         ({"transport": "http"}, "transport must be one of grpc, rest"),
         ({"location": "US Central"}, "location: must look like"),
         ({"project": "Bad Project!"}, "project: must be"),
-        ({"colour": "red"}, "unknown argument(s) colour"),
         ({"tls_root_cert": "/nonexistent/ca.pem"}, "tls_root_cert must be a PEM file"),
     ],
 )
@@ -94,3 +93,75 @@ def test_local_endpoint_needs_no_credentials():
 @given(st.ip_addresses(v=4))
 def test_loopback_detection_matches_ipaddress(addr):
     assert config.is_loopback(str(addr)) == addr.is_loopback
+
+
+def test_an_unknown_init_argument_is_a_type_error_as_for_any_python_function():
+    with pytest.raises(TypeError, match="colour"):
+        config.init(colour="red")  # type: ignore[call-arg]
+
+
+def test_init_takes_the_official_arguments():
+    import inspect
+
+    from google.cloud import aiplatform
+
+    official = list(inspect.signature(aiplatform.init).parameters)
+    ours = list(inspect.signature(config.init).parameters)
+    assert ours[: len(official)] == official  # the official ones, in its order, then bpj's own
+
+
+def test_api_transport_is_transport_and_disagreeing_is_refused():
+    assert config.init(api_transport="rest").transport == "rest"
+    assert config.init(api_transport="grpc", transport="grpc").transport == "grpc"
+    with pytest.raises(errors.UsageError, match="disagree"):
+        config.init(api_transport="rest", transport="grpc")
+    with pytest.raises(errors.UsageError, match="transport must be one of"):
+        config.init(api_transport="carrier-pigeon")
+
+
+def test_api_keys_are_refused_and_the_arguments_of_no_meaning_accepted(caplog):
+    with pytest.raises(errors.UsageError, match="API keys"):
+        config.init(api_key="k")
+    caplog.set_level("INFO", logger="bpj")
+    s = config.init(experiment="e", experiment_description="d", network="projects/1/global/networks/n")
+    assert s.project is None or s.project  # nothing else changed
+    assert sum("no effect" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_staging_bucket_is_kept_and_checked():
+    assert config.init(staging_bucket="gs://staging").staging_bucket == "gs://staging"
+    assert config.settings().staging_bucket == "gs://staging"
+    with pytest.raises(errors.UsageError, match="staging_bucket must be a gs:// URI"):
+        config.init(staging_bucket="/tmp/staging")
+
+
+@pytest.mark.parametrize("bad", [["k"], [("k", 1)], [("", "v")], [("k", "v\n")], 5])
+def test_request_metadata_must_be_pairs_of_text(bad):
+    with pytest.raises(errors.UsageError, match="request_metadata"):
+        config.init(request_metadata=bad)
+
+
+@pytest.mark.parametrize("kind", ["grpc", "rest"])
+def test_request_metadata_and_the_token_reach_the_server(kind):
+    from bpj.local.servers.gateway import serve_rest
+    from bpj.local.servers.serve import serve_grpc
+    from tests.servicers import Jobs, job_name
+
+    jobs = Jobs()
+    server = serve_grpc(jobs) if kind == "grpc" else serve_rest(jobs)
+    try:
+        endpoint = server.endpoint if kind == "grpc" else server.url
+        config.init(
+            project="p",
+            api_endpoint=endpoint,
+            transport=kind,
+            token="t0k",
+            request_metadata=[("X-Team", "vision")],
+        )
+        from bpj import clients, types
+
+        clients.job_service().get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=job_name("m")))
+        sent = dict(jobs.metadata[-1])
+        assert sent["x-team"] == "vision" and sent["authorization"] == "Bearer t0k"
+    finally:
+        server.stop(None) if kind == "grpc" else server.stop()

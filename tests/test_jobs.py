@@ -264,11 +264,15 @@ def test_cancel_wait_returns_when_it_is_cancelled():
             config.reset()
 
 
-def test_list_is_lazy_by_pages_and_sorts_on_the_client_only_when_asked(fake):
+def test_list_returns_a_list_or_lazily_by_pages_and_sorts_on_the_client_only_when_asked(fake):
     for name in ["c", "a", "b", "e", "d"]:
         submit(job_display_name=name, labels={"batch": "one" if name in "abc" else "two"})
     fake.reset_calls()
-    listed = BatchPredictionJob.list(page_size=2)
+    everything = BatchPredictionJob.list(page_size=2)  # the official SDK's list: every page, then a list
+    assert isinstance(everything, list) and len(everything) == 5 and everything[0].display_name == "d"
+    assert fake.calls["ListBatchPredictionJobs"] == 3
+    fake.reset_calls()
+    listed = BatchPredictionJob.list(page_size=2, lazy=True)
     assert fake.calls["ListBatchPredictionJobs"] == 0
     assert next(listed).display_name == "d"  # newest first, the server's order
     assert fake.calls["ListBatchPredictionJobs"] == 1
@@ -280,6 +284,8 @@ def test_list_is_lazy_by_pages_and_sorts_on_the_client_only_when_asked(fake):
     assert [j.display_name for j in by_name] == ["c", "b", "a"]
     with pytest.raises(errors.UsageError, match="order_by"):
         BatchPredictionJob.list(order_by="colour")
+    with pytest.raises(errors.UsageError, match="lazy"):
+        BatchPredictionJob.list(lazy="yes")  # type: ignore[call-overload]
 
 
 # -- outputs ------------------------------------------------------------------------------------------
@@ -466,3 +472,85 @@ def test_create_keeps_the_official_parameter_order():
     for method in ("__init__", "list", "iter_outputs"):
         names = list(inspect.signature(getattr(Official, method)).parameters)
         assert list(inspect.signature(getattr(BatchPredictionJob, method)).parameters)[: len(names)] == names
+
+
+# -- the official SDK's surface ------------------------------------------------------------------------------
+
+
+def test_a_model_object_sends_its_versioned_name(fake):
+    # The official SDK sends Model.versioned_resource_name; the unversioned name would run the default
+    # version, whatever version the object stands for (a regression: bpj once sent resource_name).
+    from bpj.models import Model
+
+    first = Model.upload(display_name="iris", artifact_uri="gs://models/1", serving_container_image_uri="img")
+    second = Model.upload(
+        display_name="iris",
+        artifact_uri="gs://models/2",
+        serving_container_image_uri="img",
+        parent_model=first.resource_name,
+    )
+    assert second.version_id == "2" and first.resource_name == second.resource_name
+    for model, version in ((first, "1"), (second, "2")):
+        job = submit(model_name=model)
+        assert job.gca_resource.model == f"{model.resource_name}@{version}"
+    older = Model(first.resource_name, version="1")
+    assert submit(model_name=older).gca_resource.model == f"{first.resource_name}@1"
+
+
+def test_submit_names_the_job_when_no_name_is_given(mem):
+    job = BatchPredictionJob.submit(model_name="1", gcs_source=SRC, gcs_destination_prefix=OUT)
+    assert job.display_name.startswith("BatchPredictionJob 20")
+
+
+def test_state_is_an_enum_with_names_for_every_number(mem):
+    from bpj import states
+
+    job = submit()
+    assert job.state.name == "JOB_STATE_PENDING" and job.state == S.JOB_STATE_PENDING
+    assert str(job.state) == str(int(S.JOB_STATE_PENDING))  # as the official IntEnum prints
+    mem.finish(job.resource_name, S.JOB_STATE_SUCCEEDED)
+    assert job.state is states.JobState.JOB_STATE_SUCCEEDED
+    unknown = states.as_enum(42)
+    assert unknown == 42 and unknown.name == "JOB_STATE_42" and isinstance(unknown, states.JobState)
+    with pytest.raises(ValueError):
+        states.JobState("JOB_STATE_RUNNING")
+
+
+def test_credentials_api_client_encryption_spec_and_preview(mem):
+    job = submit()
+    assert job.credentials is None  # none given, none set by init: ADC for a real endpoint
+    assert (
+        job.api_client.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=job.resource_name))
+        == job.gca_resource
+    )
+    assert job.encryption_spec == types.EncryptionSpec()  # an empty message, as the official property
+    with pytest.raises(NotImplementedError, match="v1beta1"):
+        _ = job.preview
+    job.wait_for_resource_creation()  # it exists: returns at once, no call
+    assert mem.calls["GetBatchPredictionJob"] == 1  # the one api_client made
+
+
+def test_delete_with_or_without_waiting(fake):
+    a, b = submit(), submit()
+    for job in (a, b):
+        fake.finish(job.resource_name, S.JOB_STATE_SUCCEEDED)
+    a.delete(sync=False)
+    b.delete()
+    for job in (a, b):
+        with pytest.raises(errors.NotFound):
+            BatchPredictionJob(job.resource_name)
+    with pytest.raises(errors.UsageError, match="sync"):
+        submit().delete(sync="no")  # type: ignore[arg-type]
+
+
+def test_init_defaults_for_encryption_and_service_account_apply_to_create(mem):
+    key = f"projects/{mem.project}/locations/{mem.location}/keyRings/r/cryptoKeys/k"
+    config.init(encryption_spec_key_name=key, service_account="runner@p.iam.gserviceaccount.com")
+    job = submit()
+    assert job.gca_resource.encryption_spec.kms_key_name == key
+    assert job.gca_resource.service_account == "runner@p.iam.gserviceaccount.com"
+    given = submit(service_account="other@p.iam.gserviceaccount.com")
+    assert given.gca_resource.service_account == "other@p.iam.gserviceaccount.com"
+    config.init(encryption_spec_key_name="not a key")
+    with pytest.raises(errors.UsageError, match="encryption_spec_key_name"):
+        submit()

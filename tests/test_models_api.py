@@ -145,11 +145,15 @@ def test_model_in_another_project_and_location_goes_there(bpj_fake):
         Model("9", project="p2", location="asia-east1")
 
 
-def test_list_is_lazy_paged_and_ordered_by_the_server(bpj_fake):
+def test_list_is_a_list_or_lazy_paged_and_ordered_by_the_server(bpj_fake):
     for name in ["c", "a", "d", "b", "e"]:
         upload(display_name=name, labels={"kind": "vowel" if name in "ae" else "consonant"})
     bpj_fake.reset_calls()
-    models = Model.list(order_by="display_name desc", page_size=2)
+    everything = Model.list(order_by="display_name desc", page_size=2)  # the official list: all pages
+    assert isinstance(everything, list) and [m.display_name for m in everything] == ["e", "d", "c", "b", "a"]
+    assert bpj_fake.calls["ListModels"] == 3
+    bpj_fake.reset_calls()
+    models = Model.list(order_by="display_name desc", page_size=2, lazy=True)
     assert bpj_fake.calls["ListModels"] == 0
     assert next(models).display_name == "e"
     assert bpj_fake.calls["ListModels"] == 1
@@ -160,7 +164,7 @@ def test_list_is_lazy_paged_and_ordered_by_the_server(bpj_fake):
     with pytest.raises(errors.UsageError, match="page_size"):
         Model.list(page_size=0)
     with pytest.raises(errors.InvalidArgument, match="order_by"):
-        list(Model.list(order_by="artifact_uri"))
+        Model.list(order_by="artifact_uri")
 
 
 def test_refresh_and_delete_wait_for_the_operation(bpj_fake):

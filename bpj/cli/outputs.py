@@ -34,8 +34,8 @@ def reader_for(source: str, *, kind: str = "predictions", workers: int | None = 
     info = job.output_info
     if info.gcs_output_directory:
         require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
-        reader = job.outputs(max_workers=workers or None)
-        return reader.errors() if kind == "errors" else reader
+        reader = job.outputs(max_workers=workers or None)  # raises unless the job succeeded
+        return reader.errors() if kind == "errors" and isinstance(reader, outputs.GcsReader) else reader
     if info.bigquery_output_dataset:
         table = "errors" if kind == "errors" else info.bigquery_output_table
         return _bigquery(f"{info.bigquery_output_dataset}.{table}", workers)

@@ -73,7 +73,7 @@ def models_list(args: argparse.Namespace) -> int:
 
     _check_limit(args.limit)
     vertex_reachable()
-    found = itertools.islice(Model.list(filter=args.filter, order_by=args.order_by), args.limit)
+    found = itertools.islice(Model.list(filter=args.filter, order_by=args.order_by, lazy=True), args.limit)
     if args.json:
         print_json([m.to_dict() for m in found])
         return 0
@@ -298,7 +298,9 @@ def jobs_list(args: argparse.Namespace) -> int:
         rules.integer(args.page_size, "--page-size", "page_size")
     vertex_reachable()
     found = itertools.islice(
-        BatchPredictionJob.list(filter=args.filter, order_by=args.order_by, page_size=args.page_size),
+        BatchPredictionJob.list(
+            filter=args.filter, order_by=args.order_by, page_size=args.page_size, lazy=True
+        ),
         args.limit,
     )
     if args.json:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpj import bq_uri, errors, types
 from bpj.local.store import Store
+from bpj.local.vertex import find_model
 
 if TYPE_CHECKING:
     from bpj.local.predictor_process import PredictorProcess
@@ -333,11 +334,7 @@ class Run:
             return types.Model(
                 display_name="unmanaged", artifact_uri=u.artifact_uri, container_spec=u.container_spec
             )
-        base, _, version = job.model.partition("@")
-        model = self.ex.store.get("model", base, types.Model)
-        if model is None or version not in ("", model.version_id, *model.version_aliases):
-            raise errors.NotFound(f'The Model "{job.model}" does not exist.')
-        return model
+        return find_model(self.ex.store, job.model)
 
     def open_sink(self, model: Any) -> Any:
         from bpj.local.sinks import BigQuerySink, GcsSink

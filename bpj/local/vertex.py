@@ -7,8 +7,10 @@ Vertex AI returns. Jobs run in the executor; this module only records them and t
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -53,6 +55,21 @@ def now() -> types.Timestamp:
     t = types.Timestamp()
     t.FromNanoseconds(time.time_ns())
     return t
+
+
+def find_model(store: Store, name: str) -> Any:
+    """The Model a name stands for: ``models/{id}`` its default version, ``models/{id}@{version id or
+    alias}`` that version. The default version is stored as kind ``model`` (what Get and List see), every
+    other version as ``model_version`` under ``{name}@{version_id}``."""
+    base, _, version = name.partition("@")
+    default = store.get("model", base, types.Model)
+    if default is not None:
+        if version in ("", default.version_id, *default.version_aliases):
+            return default
+        for other in store.children("model_version", base, types.Model):
+            if version in (other.version_id, *other.version_aliases):
+                return other
+    raise errors.NotFound(f"The Model {name!r} does not exist.")
 
 
 def check_parent(parent: str, what: str = "parent") -> re.Match[str]:
@@ -151,6 +168,8 @@ class Vertex:
         self.store = store
         self.start = start
         self.stop = stop
+        # Model uploads and deletions read, then write, several records: one at a time.
+        self.lock = threading.Lock()
 
     def job(self, name: str) -> Any:
         job = self.store.get("job", name, types.BatchPredictionJob)
@@ -159,11 +178,7 @@ class Vertex:
         return job
 
     def model(self, name: str) -> Any:
-        base, _, version = name.partition("@")
-        model = self.store.get("model", base, types.Model)
-        if model is None or version not in ("", model.version_id, *model.version_aliases):
-            raise errors.NotFound(f"The Model {name!r} does not exist.")
-        return model
+        return find_model(self.store, name)
 
     def save_operation(self, op: Any, parent: str) -> Any:
         self.store.put("operation", op.name, parent, time.time_ns(), op)
@@ -267,9 +282,8 @@ class Jobs(JobServiceServicer):
         job.create_time.CopyFrom(now())
         job.update_time.CopyFrom(job.create_time)
         if job.model:
-            stored = self.v.store.get("model", job.model.partition("@")[0], types.Model)
-            if stored is not None:
-                job.model_version_id = stored.version_id
+            with contextlib.suppress(errors.NotFound):  # the job fails when it runs, as on Vertex AI
+                job.model_version_id = find_model(self.v.store, job.model).version_id
         self.v.store.insert("job", job.name, request.parent, job.create_time.ToNanoseconds(), job)
         self.v.start(job.name)
         return job
@@ -342,32 +356,77 @@ class Models(ModelServiceServicer):
                 "model_id",
                 "Must be up to 63 lowercase letters, digits and dashes, starting with a letter or digit.",
             )
-        if request.parent_model:
-            p.add("parent_model", "Uploading a new version of a model is not supported by the local stack.")
+        if request.parent_model and (
+            request.parent_model.rsplit("/models/", 1)[0] != parent or "@" in request.parent_model
+        ):
+            p.add("parent_model", f"Must be a model of {parent}, without a version.")
+        if request.parent_model and request.model_id:
+            p.add("model_id", "Cannot be set with parent_model: a new version keeps its model's id.")
         validate_labels(request.model.labels, "model.labels", p)
         check_stored(request.model, "model", p)
         p.raise_if_any()
         model = types.Model()
         model.CopyFrom(request.model)
-        model.name = f"{parent}/models/{request.model_id or new_id()}"
         t = now()
-        model.version_id = "1"
-        del model.version_aliases[:]
-        model.version_aliases.append("default")
-        for field in ("create_time", "update_time", "version_create_time", "version_update_time"):
+        for field in ("update_time", "version_create_time", "version_update_time"):
             getattr(model, field).CopyFrom(t)
         model.etag = base64.b64encode(secrets.token_bytes(9)).decode()
         del model.supported_input_storage_formats[:]
         model.supported_input_storage_formats.extend(INSTANCES_FORMATS)
         del model.supported_output_storage_formats[:]
         model.supported_output_storage_formats.extend(PREDICTIONS_FORMATS)
-        self.v.store.insert("model", model.name, parent, t.ToNanoseconds(), model)
+        with self.v.lock:
+            if request.parent_model:
+                self._add_version(model, request.parent_model)
+            else:
+                model.name = f"{parent}/models/{request.model_id or new_id()}"
+                model.version_id = "1"
+                model.create_time.CopyFrom(t)
+                aliases = [a for a in model.version_aliases if a != "default"]
+                del model.version_aliases[:]
+                model.version_aliases.extend(["default", *aliases])
+                self.v.store.insert("model", model.name, parent, t.ToNanoseconds(), model)
         op = operation(
             f"{model.name}/operations/{new_id()}",
             types.UploadModelOperationMetadata(generic_metadata=generic_metadata()),
             types.UploadModelResponse(model=model.name, model_version_id=model.version_id),
         )
         return self.v.save_operation(op, parent)
+
+    def _add_version(self, model: Any, base: str) -> None:
+        """Store ``model`` as the next version of ``base``; the default version when it asks for the
+        ``default`` alias (the previous default then keeps its other aliases)."""
+        default = self.v.store.get("model", base, types.Model)
+        if default is None:
+            raise errors.NotFound(f"The parent model {base!r} does not exist.")
+        others = self.v.store.children("model_version", base, types.Model)
+        taken = {a for m in (default, *others) for a in m.version_aliases if a != "default"}
+        clash = sorted(set(model.version_aliases) & taken)
+        if clash:
+            p = FieldErrors()
+            p.add(
+                "model.version_aliases", f"Alias {clash[0]!r} is already used by another version of {base}."
+            )
+            p.raise_if_any()
+        model.name = base
+        model.version_id = str(1 + max(int(m.version_id) for m in (default, *others)))
+        model.create_time.CopyFrom(default.create_time)
+        stamp = model.version_create_time.ToNanoseconds()
+        if "default" not in model.version_aliases:
+            self.v.store.insert("model_version", f"{base}@{model.version_id}", base, stamp, model)
+            return
+        aliases = [a for a in default.version_aliases if a != "default"]
+        del default.version_aliases[:]
+        default.version_aliases.extend(aliases)
+        self.v.store.insert(
+            "model_version",
+            f"{base}@{default.version_id}",
+            base,
+            default.version_create_time.ToNanoseconds(),
+            default,
+        )
+        parent = base.rsplit("/models/", 1)[0]
+        self.v.store.put("model", base, parent, model.create_time.ToNanoseconds(), model)
 
     def GetModel(self, request: Any, context: Any) -> Any:
         return self.v.model(request.name)
@@ -385,7 +444,21 @@ class Models(ModelServiceServicer):
 
     def DeleteModel(self, request: Any, context: Any) -> Any:
         model = self.v.model(request.name)
-        self.v.store.delete("model", model.name)
+        with self.v.lock:
+            others = self.v.store.children("model_version", model.name, types.Model)
+            if "@" not in request.name:  # the model: every version of it
+                for other in others:
+                    self.v.store.delete("model_version", f"{model.name}@{other.version_id}")
+                self.v.store.delete("model", model.name)
+            elif "default" in model.version_aliases:
+                if others:
+                    raise errors.FailedPrecondition(
+                        f"Version {model.version_id} is the default version of {model.name}: make another "
+                        "version the default first, or delete the model."
+                    )
+                self.v.store.delete("model", model.name)
+            else:
+                self.v.store.delete("model_version", f"{model.name}@{model.version_id}")
         parent = model.name.rsplit("/models/", 1)[0]
         op = operation(
             f"{parent}/operations/{new_id()}",

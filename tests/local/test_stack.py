@@ -83,6 +83,33 @@ def test_jsonl_job_predicts_what_the_model_predicts(stack, iris, clients, model_
     assert len(job.partial_failures) == 2
 
 
+def test_a_job_runs_the_version_it_names(stack, iris, clients, model_name):
+    from sklearn.dummy import DummyClassifier
+
+    model, rows = iris
+    always_two = DummyClassifier(strategy="constant", constant=2).fit(rows, model.predict(rows))
+    stack.gcs.write("gs://bpj-models/iris-v2/model.joblib", joblib_bytes(always_two))
+    m = types.Model(display_name="iris", artifact_uri="gs://bpj-models/iris-v2", version_aliases=["constant"])
+    m.container_spec.image_uri = SKLEARN_IMAGE
+    op = clients[1].upload_model(types.UploadModelRequest(parent=PARENT, model=m, parent_model=model_name))
+    version = types.UploadModelResponse()
+    op.response.Unpack(version)
+    stack.gcs.write("gs://bpj-in/versions.jsonl", "\n".join(json.dumps(r) for r in rows[:40]).encode())
+    expected = {
+        f"{model_name}@{version.model_version_id}": [2] * 40,
+        f"{model_name}@constant": [2] * 40,
+        model_name: model.predict(rows[:40]).tolist(),  # the default version is still the first
+    }
+    for name, want in expected.items():
+        job = run(clients, gcs_job(name, ["gs://bpj-in/versions.jsonl"], out="gs://bpj-out/versions"))
+        assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+        got = read_lines(stack, job.output_info.gcs_output_directory, "predictions")
+        assert sorted((tuple(p["instance"]), p["prediction"]) for p in got) == sorted(
+            (tuple(r), w) for r, w in zip(rows[:40], want, strict=True)
+        )
+    clients[1].delete_model(types.DeleteModelRequest(name=f"{model_name}@{version.model_version_id}"))
+
+
 def test_csv_and_key_field(stack, iris, clients, model_name):
     model, rows = iris
     header = "id,a,b,c,d"

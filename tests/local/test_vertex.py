@@ -206,6 +206,59 @@ def test_upload_get_list_delete_model(env):
         models.get_model(types.GetModelRequest(name=got.name))
 
 
+def upload(models, *, parent_model="", aliases=(), artifact="gs://models/iris"):
+    model = types.Model(display_name="iris", artifact_uri=artifact, version_aliases=list(aliases))
+    model.container_spec.image_uri = "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest"
+    op = models.upload_model(types.UploadModelRequest(parent=PARENT, model=model, parent_model=parent_model))
+    response = types.UploadModelResponse()
+    assert op.response.Unpack(response)
+    return response
+
+
+def test_versions_of_a_model(env):
+    jobs, models, _, _, _ = env
+    first = upload(models, artifact="gs://models/v1")
+    name = first.model
+    second = upload(models, parent_model=name, aliases=["candidate"], artifact="gs://models/v2")
+    third = upload(models, parent_model=name, aliases=["default", "best"], artifact="gs://models/v3")
+    assert (second.model, second.model_version_id, third.model_version_id) == (name, "2", "3")
+
+    def get(n):
+        return models.get_model(types.GetModelRequest(name=n))
+
+    # The name alone is the default version, now 3; the others by id or alias.
+    assert get(name).version_id == "3" and get(f"{name}@default").artifact_uri == "gs://models/v3"
+    assert get(f"{name}@best") == get(name)
+    assert get(f"{name}@candidate").artifact_uri == "gs://models/v2" and get(f"{name}@2").version_id == "2"
+    assert list(get(f"{name}@1").version_aliases) == [] and get(f"{name}@1").artifact_uri == "gs://models/v1"
+    assert get(f"{name}@1").create_time == get(name).create_time  # the model's, not the version's
+    with pytest.raises(errors.NotFound):
+        get(f"{name}@4")
+    listed = models.list_models(types.ListModelsRequest(parent=PARENT))
+    assert [(m.name, m.version_id) for m in listed.models] == [(name, "3")]
+    # A job on a version records it; one on the name runs the default.
+    assert create(jobs, job(model=f"{name}@candidate")).model_version_id == "2"
+    assert create(jobs, job(model=name)).model_version_id == "3"
+    # An alias belongs to one version; the parent must exist, in this location, without a version.
+    with pytest.raises(errors.InvalidArgument, match="already used"):
+        upload(models, parent_model=name, aliases=["candidate"])
+    with pytest.raises(errors.NotFound):
+        upload(models, parent_model=f"{PARENT}/models/404")
+    for bad in (f"{name}@1", "projects/p/locations/europe-west4/models/1"):
+        with pytest.raises(errors.InvalidArgument, match="parent_model"):
+            upload(models, parent_model=bad)
+    # The default version goes last; the model goes with all of its versions.
+    with pytest.raises(errors.FailedPrecondition, match="default version"):
+        models.delete_model(types.DeleteModelRequest(name=f"{name}@3"))
+    models.delete_model(types.DeleteModelRequest(name=f"{name}@candidate"))
+    with pytest.raises(errors.NotFound):
+        get(f"{name}@2")
+    models.delete_model(types.DeleteModelRequest(name=name))
+    for n in (name, f"{name}@1", f"{name}@3"):
+        with pytest.raises(errors.NotFound):
+            get(n)
+
+
 def test_upload_validation(env):
     with pytest.raises(errors.InvalidArgument) as info:
         env[1].upload_model(types.UploadModelRequest(parent=PARENT, model=types.Model()))
