@@ -7,17 +7,31 @@
     job = await aio.BatchPredictionJob.submit(job_display_name="nightly", model_name="123",
                                               gcs_source="gs://in/*.jsonl", gcs_destination_prefix="gs://out/")
     await job.wait(timeout=3600)                 # JobFailed / JobCancelled / JobExpired / WaitTimeout
-    job = await aio.BatchPredictionJob.retrieve("456")
+    job = await aio.BatchPredictionJob("456")    # one Get, as bpj.BatchPredictionJob("456")
+    table = await (await job.outputs()).to_arrow()
     async for job in aio.BatchPredictionJob.list(filter='labels.team="vision"'): ...
     await aio.wait_all(jobs)                     # one List per poll, whatever the number of jobs
 
-The surface, arguments, errors and rules are those of :mod:`bpj.jobs` and :mod:`bpj.many` (safe create with
-the ``bpj_request_id`` label, ``wait`` on every terminal state, one List per poll), with these differences:
+The job class has every public member of :class:`bpj.jobs.BatchPredictionJob`, with its arguments, checks,
+errors and rules (safe create with the ``bpj_request_id`` label, ``wait`` on every terminal state, one List
+per poll in :func:`wait_all` and :func:`as_completed`, as :mod:`bpj.many`); what does I/O is a coroutine.
+The control loops are the step machines of :mod:`bpj.steps`, run by ``steps.run_async``. The differences:
 
-- ``BatchPredictionJob(name)`` cannot fetch (``__init__`` cannot await): retrieve with
-  ``await BatchPredictionJob.retrieve(name)``. ``BatchPredictionJob(resource)`` wraps a message in hand.
+- ``BatchPredictionJob(name_or_id, project, location, credentials)`` checks the name and holds it without
+  I/O (``__init__`` cannot await). ``await`` the object to fetch it: ``job = await BatchPredictionJob(name)``
+  is one Get (``retrieve(name)`` is the same). Before a fetch, ``resource_name``, ``name``, ``project`` and
+  ``location`` are known, and ``refresh()``, ``wait()``, ``cancel()``, ``delete()`` and ``outputs()`` work;
+  a property that needs the resource raises ``bpj.errors.UsageError`` saying to await the job first.
+  ``BatchPredictionJob(resource)`` wraps a ``bpj.types.BatchPredictionJob`` message in hand; awaiting an
+  object that holds a resource does no I/O.
 - No property does I/O, ``state`` included: every property reads the resource as of the last create,
-  retrieve, List, ``refresh()``, ``wait()`` or ``cancel(wait=True)``. Call ``await job.refresh()`` for news.
+  fetch, List, ``refresh()``, ``wait()`` or ``cancel(wait=True)``. Call ``await job.refresh()`` for news.
+- ``list()`` is an async iterator (``async for``) that fetches a page at a time.
+- ``await job.outputs(**kwargs)`` gives an async reader (:mod:`bpj.outputs.aio`): ``await
+  reader.to_arrow()``, ``async for batch in reader.iter_batches()``, ``async for row in reader``, fed by the
+  sync reader from worker threads; ``await job.iter_outputs()`` gives what the sync ``iter_outputs`` gives
+  (Blobs or BigQuery rows) as an async iterator, its pages fetched in a worker thread. Both fetch the job
+  first unless it is terminal, as the sync methods do.
 - Transports come from the same settings (``bpj.init``, ``BPJ_*``): :func:`async_transport_for` keeps one
   async transport per event loop and endpoint, since a grpc.aio channel serves only the loop that opened it.
   ``await close_transports()`` closes those of the running loop (do it before the loop ends).
@@ -32,7 +46,7 @@ import builtins
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -44,8 +58,10 @@ from bpj.transport.base import AsyncTransport, Metadata, Method
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
+    from bpj import types
     from bpj._gen.services.job_service import AsyncJobServiceClient
     from bpj._gen.services.operations import AsyncOperationsClient
+    from bpj.outputs import aio as outputs_aio
     from bpj.transport.aio import AsyncResponseStream
 
 __all__ = [
@@ -184,41 +200,90 @@ def _operations(s: config.Settings) -> AsyncOperationsClient:
 
 class _Held(Generic[T]):
     """A read-only attribute of the job that is the sync object's attribute of the same name: read from the
-    resource it holds, never an RPC."""
+    resource it holds, never an RPC. ``needs_resource=False``: known from the name alone (no fetch needed)."""
 
-    def __init__(self, doc: str | None = None) -> None:
+    def __init__(self, doc: str | None = None, *, needs_resource: bool = True) -> None:
         self.__doc__ = doc
+        self.needs_resource = needs_resource
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, job: BatchPredictionJob, owner: type | None = None) -> T:
+    def __get__(self, job: BatchPredictionJob | None, owner: type | None = None) -> T:
+        if job is None:  # on the class: the descriptor (its docstring)
+            return self  # type: ignore[return-value]
+        if self.needs_resource:
+            job._require_fetched(self.name)
         return getattr(job._job, self.name)  # type: ignore[no-any-return]
 
 
 class BatchPredictionJob:
-    """A Vertex AI batch prediction job, async. Get one with ``await BatchPredictionJob.retrieve(name)``,
-    ``await BatchPredictionJob.create(...)`` or ``submit(...)``, or ``BatchPredictionJob.list(...)``;
+    """A Vertex AI batch prediction job, async.
+
+    ``job = await BatchPredictionJob(name_or_id)`` fetches a job (one Get), as ``BatchPredictionJob(name)``
+    does in the sync API; ``BatchPredictionJob(name_or_id)`` without ``await`` checks the name and holds it
+    without any I/O (see :meth:`__await__`). ``await BatchPredictionJob.create(...)``, ``submit(...)``,
+    ``retrieve(name)`` and ``BatchPredictionJob.list(...)`` give jobs already fetched, and
     ``BatchPredictionJob(resource)`` wraps a ``bpj.types.BatchPredictionJob`` message already in hand."""
 
     # Seconds between polls in wait(): the first, and the cap it grows to (x1.5 a poll, with jitter).
     poll_interval = bpj_jobs.BatchPredictionJob.poll_interval
     max_poll_interval = bpj_jobs.BatchPredictionJob.max_poll_interval
 
-    def __init__(self, resource: Any, *, credentials: Any = None) -> None:
-        if isinstance(resource, str):
-            raise errors.UsageError(
-                "bpj.aio.BatchPredictionJob(name) cannot fetch the job: use "
-                "`await BatchPredictionJob.retrieve(name)`"
-            )
+    def __init__(
+        self,
+        batch_prediction_job_name: Any,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+    ) -> None:
+        """``batch_prediction_job_name``: a resource name, or a job ID with ``project`` and ``location``
+        (defaults: ``bpj.init``), checked now; or a ``bpj.types.BatchPredictionJob`` message to wrap (its
+        name says the project and location). No I/O: ``await`` the object to fetch a named job."""
         self._credentials = credentials
+        self._placeholder: Any = None
+        if isinstance(batch_prediction_job_name, str):
+            s = config.settings(project=project, location=location, credentials=credentials)
+            name = validation.job_name(batch_prediction_job_name, s.project, s.location)
+            # Until the first fetch the sync object holds a message with the name alone (state
+            # JOB_STATE_UNSPECIFIED: not terminal, so wait() begins with a Get).
+            self._placeholder = resource = steps.messages().BatchPredictionJob(name=name)
+        else:
+            for given, value in (("project", project), ("location", location)):
+                if value is not None:
+                    raise validation.fail(given, "comes from the resource's name when a message is given")
+            resource = batch_prediction_job_name
         # The sync object holds the resource (no RPC): its properties are the ones shown here.
         self._job = bpj_jobs.BatchPredictionJob.from_resource(resource, credentials=credentials)
+
+    def __await__(self) -> Generator[Any, None, BatchPredictionJob]:
+        """``await job``: fetch the job (one Get) if this object has not fetched it yet, and return it. An
+        object that holds a resource (from a fetch, a create, a List or a message) returns at once, without
+        I/O: ``await job.refresh()`` fetches again."""
+        return self._fetched().__await__()
+
+    async def _fetched(self) -> BatchPredictionJob:
+        if not self._has_resource():
+            await self.refresh()
+        return self
+
+    def _has_resource(self) -> bool:
+        return self._placeholder is None or self._job.gca_resource is not self._placeholder
+
+    def _require_fetched(self, what: str) -> None:
+        if not self._has_resource():
+            raise errors.UsageError(
+                f"{what} needs the job, which this object has not fetched: "
+                f"`job = await bpj.aio.BatchPredictionJob({self.resource_name!r})` (or `await job.refresh()`) "
+                "first"
+            )
 
     @classmethod
     def from_resource(cls, resource: Any, *, credentials: Any = None) -> BatchPredictionJob:
         """A job object for a BatchPredictionJob message already in hand (no RPC); the same as
         ``BatchPredictionJob(resource)``."""
+        if isinstance(resource, str):
+            raise validation.fail("resource", "must be a BatchPredictionJob message, not a name")
         return cls(resource, credentials=credentials)
 
     @classmethod
@@ -229,29 +294,22 @@ class BatchPredictionJob:
         location: str | None = None,
         credentials: Any = None,
     ) -> BatchPredictionJob:
-        """Fetch a job by resource name or ID (one Get): the async form of ``bpj.BatchPredictionJob(name)``."""
-        s = config.settings(project=project, location=location, credentials=credentials)
-        name = validation.job_name(batch_prediction_job_name, s.project, s.location)
-        where = validation.JOB_NAME.match(name)
-        assert where is not None  # job_name() returns a full resource name
-        s = config.settings(project=where["project"], location=where["location"], credentials=credentials)
-        request = bpj_jobs.messages().GetBatchPredictionJobRequest(name=name)
-        resource = await _job_service(s).get_batch_prediction_job(request)
-        return cls(resource, credentials=credentials)
+        """Fetch a job by resource name or ID (one Get): ``await BatchPredictionJob(name, ...)``."""
+        return await cls(batch_prediction_job_name, project, location, credentials)
 
     def _settings(self) -> config.Settings:
         return config.settings(project=self.project, location=self.location, credentials=self._credentials)
 
     def to_sync(self) -> bpj_jobs.BatchPredictionJob:
-        """The sync :class:`bpj.jobs.BatchPredictionJob` for this job as last fetched (no RPC), e.g. for
-        ``iter_outputs()`` or ``outputs()`` (blocking: run them in a thread)."""
+        """The sync :class:`bpj.jobs.BatchPredictionJob` for this job as last fetched (no RPC)."""
+        self._require_fetched("to_sync()")
         return bpj_jobs.BatchPredictionJob.from_resource(self.gca_resource, credentials=self._credentials)
 
     # -- create -------------------------------------------------------------------------------------
     @classmethod
     async def create(
         cls,
-        job_display_name: str,
+        job_display_name: str | None,
         model_name: Any = None,
         instances_format: str = "jsonl",
         predictions_format: str = "jsonl",
@@ -305,9 +363,12 @@ class BatchPredictionJob:
 
     @classmethod
     async def submit(cls, *args: Any, **kwargs: Any) -> BatchPredictionJob:
-        """``await create(..., sync=False)``: the same parameters; returns as soon as the job exists."""
+        """``await create(..., sync=False)``: the same parameters; returns as soon as the job exists.
+        ``job_display_name`` may be left out, as in the sync ``submit``."""
         if "sync" in kwargs or len(args) > 22:
             raise validation.fail("sync", "submit() never waits: call create(sync=True) to wait")
+        if not args:
+            kwargs.setdefault("job_display_name", None)
         kwargs["sync"] = False
         return await cls.create(*args, **kwargs)
 
@@ -321,13 +382,18 @@ class BatchPredictionJob:
         location: str | None = None,
         credentials: Any = None,
         page_size: int | None = None,
+        *,
+        lazy: bool = False,
     ) -> AsyncIterator[BatchPredictionJob]:
-        """Jobs of a project and location, an async iterator (``async for``) that fetches a page at a time.
-        Arguments and ordering are :meth:`bpj.jobs.BatchPredictionJob.list`'s; they are checked now."""
+        """Jobs of a project and location, always an async iterator (``async for``) that fetches a page at a
+        time, whatever ``lazy`` says (the sync ``list`` returns a list unless ``lazy=True``; collect one
+        with ``[job async for job in BatchPredictionJob.list()]``). Arguments and ordering are
+        :meth:`bpj.jobs.BatchPredictionJob.list`'s; they are checked now."""
         s = config.settings(project=project, location=location, credentials=credentials)
         keys = bpj_jobs.order_keys(order_by)
         if page_size is not None:
             rules.integer(page_size, "page_size")
+        rules.flag(lazy, "lazy")
         request = bpj_jobs.messages().ListBatchPredictionJobsRequest(
             parent=s.parent, filter=filter or "", page_size=page_size or 0
         )
@@ -351,11 +417,21 @@ class BatchPredictionJob:
             yield job
 
     # -- properties: the resource as last fetched, never an RPC (the sync object's, but for state) -----
-    gca_resource = _Held[Any]("The ``bpj.types.BatchPredictionJob`` message as last fetched.")
-    resource_name = _Held[str]()
-    name = _Held[str]("The job id (the last part of the resource name), as the official class has it.")
-    project = _Held[str]()
-    location = _Held[str]()
+    gca_resource: _Held[types.BatchPredictionJob] = _Held(
+        "The ``bpj.types.BatchPredictionJob`` message as last fetched."
+    )
+    credentials = _Held[Any](
+        "The credentials this job's calls use: the ones given, else ``bpj.init``'s.", needs_resource=False
+    )
+    preview = _Held[Any](
+        "The official SDK's v1beta1 face: bpj speaks v1 only (NotImplementedError).", needs_resource=False
+    )
+    resource_name = _Held[str](needs_resource=False)
+    name = _Held[str](
+        "The job id (the last part of the resource name), as the official class has it.", needs_resource=False
+    )
+    project = _Held[str](needs_resource=False)
+    location = _Held[str](needs_resource=False)
     display_name = _Held[str]()
     output_info = _Held[Any]()
     completion_stats = _Held[Any]()
@@ -369,21 +445,34 @@ class BatchPredictionJob:
     encryption_spec = _Held[Any]()
 
     @property
-    def state(self) -> int:
+    def api_client(self) -> AsyncJobServiceClient:
+        """bpj's async JobService client for this job's project and location, on the running loop's
+        transport (the sync ``api_client`` is the blocking one)."""
+        return _job_service(self._settings())
+
+    @property
+    def state(self) -> states.JobState:
         """The state as last fetched, a :class:`bpj.states.JobState`. Unlike the sync ``state`` it never
         refreshes (a property cannot await): ``await job.refresh()`` first for the current one."""
-        return states.as_enum(self.gca_resource.state)
+        self._require_fetched("state")
+        return states.as_enum(self._job.gca_resource.state)
 
     def done(self) -> bool:
         """Whether the job was in a terminal state when last fetched (no RPC)."""
-        return states.is_terminal(self.gca_resource.state)
+        self._require_fetched("done()")
+        return states.is_terminal(self._job.gca_resource.state)
 
     def to_dict(self) -> dict[str, Any]:
         """The resource as proto3 JSON (camelCase keys), as the official ``to_dict``."""
+        self._require_fetched("to_dict()")
         return self._job.to_dict()
 
     def __repr__(self) -> str:
-        return f"<bpj.aio.BatchPredictionJob {self.resource_name} {states.name(self.gca_resource.state)}>"
+        if not self._has_resource():
+            return f"<bpj.aio.BatchPredictionJob {self.resource_name} (not fetched)>"
+        return (
+            f"<bpj.aio.BatchPredictionJob {self.resource_name} {states.name(self._job.gca_resource.state)}>"
+        )
 
     async def refresh(self, resource: Any = None) -> BatchPredictionJob:
         """Fetch the job again (one Get); or adopt ``resource``, a newer message of this job (no RPC)."""
@@ -404,6 +493,11 @@ class BatchPredictionJob:
 
     wait_for_completion = wait
 
+    async def wait_for_resource_creation(self) -> None:
+        """Return once the job exists on the server: at once for a job this object holds (created, listed,
+        fetched); for one held by name only, one Get (``bpj.errors.NotFound`` when there is none)."""
+        await self
+
     def _client_for(self, where: Any) -> AsyncJobServiceClient:
         return _job_service(self._settings())
 
@@ -418,13 +512,65 @@ class BatchPredictionJob:
             await steps.run_async(bpj_jobs.wait_steps(self._job, self, None), self._client_for)
         return self
 
-    async def delete(self, timeout: float | None = None) -> None:
-        """Delete the job and wait for the deletion's long-running operation to finish."""
+    async def delete(self, sync: bool = True, timeout: float | None = None) -> None:
+        """Delete the job; with ``sync=True`` (the default) wait for the deletion's long-running operation to
+        finish (``timeout`` seconds at most), with ``sync=False`` return once the service accepted it."""
+        rules.flag(sync, "sync")
+        rules.timeout(timeout, "timeout")
         s = self._settings()
         request = bpj_jobs.messages().DeleteBatchPredictionJobRequest(name=self.resource_name)
         op = await _job_service(s).delete_batch_prediction_job(request)
+        if not sync:
+            log.info("%s: deletion started (%s)", self.resource_name, op.name)
+            return
         await wait_operation(op, _operations(s), timeout, what="JobService.DeleteBatchPredictionJob")
         log.info("%s: deleted", self.resource_name)
+
+    # -- outputs ------------------------------------------------------------------------------------
+    async def outputs(self, **kwargs: Any) -> outputs_aio.AsyncReader:
+        """The predictions through bpj's fast readers, as an async reader (:mod:`bpj.outputs.aio`): the
+        sync ``outputs(**kwargs)`` reader (``read_gcs`` or ``read_bigquery``, same options), made in a
+        thread and wrapped; ``queue_size`` (async only): the items a stream holds for you (default 2).
+        Like the sync method it fetches the job first (one Get) unless it is terminal already, and raises
+        RuntimeError unless it succeeded."""
+        from bpj.outputs import aio as outputs_aio
+
+        queue_size = kwargs.pop("queue_size", outputs_aio.QUEUE_SIZE)
+        await self._require_outputs()
+        reader = await asyncio.to_thread(lambda: self._job.outputs(**kwargs))
+        return outputs_aio.wrap(reader, queue_size=queue_size)
+
+    async def iter_outputs(self, bq_max_results: int | None = 100) -> AsyncGenerator[Any, None]:
+        """What the sync ``iter_outputs`` gives (the google-cloud-storage Blobs of the output directory, or
+        at most ``bq_max_results`` rows of the BigQuery predictions table), as an async iterator:
+        ``async for blob in await job.iter_outputs()``. The clients are made in a thread and every page is
+        fetched in a worker thread. A Blob's own methods block (google-cloud-storage is sync): call them
+        with ``asyncio.to_thread``. Fetches the job first unless it is terminal, as :meth:`outputs`."""
+        await self._require_outputs()
+        from bpj.outputs import aio as outputs_aio
+
+        listed = await asyncio.to_thread(self._job.iter_outputs, bq_max_results)
+        return outputs_aio.each(outputs_aio.in_thread(lambda: _pages(listed), name="bpj-aio-iter-outputs"))
+
+    async def _require_outputs(self) -> None:
+        if not self._has_resource() or not states.is_terminal(self._job.gca_resource.state):
+            await self.refresh()
+        state = self._job.gca_resource.state
+        if not states.is_success(state):
+            raise RuntimeError(
+                f"cannot read the outputs of {self.resource_name} before it succeeds; it is {states.name(state)}"
+            )
+
+
+def _pages(listed: Any) -> Iterator[builtins.list[Any]]:
+    """The items of a google.api_core page iterator a page at a time (one item at a time for any other
+    iterable)."""
+    pages = getattr(listed, "pages", None)
+    if pages is None:
+        yield from ([item] for item in listed)
+        return
+    for page in pages:
+        yield builtins.list(page)
 
 
 async def wait_operation(op: Any, operations: Any, timeout: float | None = None, what: str = "") -> Any:

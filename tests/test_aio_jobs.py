@@ -10,15 +10,17 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 
-from bpj import aio, config, errors, jobs, many, types
+from bpj import aio, config, errors, jobs, many, states, types
 from bpj.aio import BatchPredictionJob, JobCancelled, JobExpired, JobFailed, WaitTimeout
+from bpj.outputs.aio import AsyncBigQueryReader, AsyncGcsReader, AsyncReader
 from bpj.testing.fake import ENDPOINT, FakeVertex
 from bpj.transport.aio import AsyncInMemoryTransport
+from tests.gate import Gate, open_when_reached
 from tests.local.conftest import SKLEARN_IMAGE, iris, joblib_bytes, stack  # noqa: F401 (fixtures)
 
 T = TypeVar("T")
@@ -135,6 +137,92 @@ def test_no_property_does_io_not_even_state(mem):
     run(main)
 
 
+NEEDS_THE_RESOURCE = (
+    "gca_resource",
+    "display_name",
+    "state",
+    "output_info",
+    "completion_stats",
+    "partial_failures",
+    "error",
+    "create_time",
+    "labels",
+    "encryption_spec",
+)
+
+
+def test_a_name_is_held_without_io_and_awaiting_the_object_fetches_it(fake):
+    async def main():
+        job = await submit()
+        fake.reset_calls()
+        held = BatchPredictionJob(job.name)
+        assert (held.resource_name, held.name) == (job.resource_name, job.name)
+        assert (held.project, held.location) == (fake.project, fake.location)
+        assert repr(held).endswith("(not fetched)>")
+        for prop in NEEDS_THE_RESOURCE:
+            with pytest.raises(
+                errors.UsageError, match=f"^{prop} needs the job.*await bpj.aio.BatchPredictionJob"
+            ):
+                getattr(held, prop)
+        for method in ("done", "to_dict", "to_sync"):
+            with pytest.raises(errors.UsageError, match=rf"^{method}\(\) needs the job"):
+                getattr(held, method)()
+        assert not fake.calls
+        assert await held is held and fake.calls[GET] == 1
+        assert held.gca_resource == job.gca_resource and held.state == S.JOB_STATE_PENDING
+        assert await held is held and fake.calls[GET] == 1  # it holds the resource: no second Get
+        fetched = await BatchPredictionJob(job.resource_name)
+        assert fetched.display_name == "nightly" and fake.calls[GET] == 2
+        wrapped = BatchPredictionJob(job.gca_resource)
+        assert await wrapped is wrapped and fake.calls[GET] == 2
+        elsewhere = BatchPredictionJob("7", project="other", location="europe-west4")
+        assert elsewhere.resource_name == "projects/other/locations/europe-west4/batchPredictionJobs/7"
+        assert fake.calls[GET] == 2
+        with pytest.raises(errors.NotFound):
+            await BatchPredictionJob("424242")
+
+    run(main)
+
+
+def test_an_unfetched_job_waits_cancels_deletes_and_is_watched(mem):
+    async def main():
+        ok, other, gone = [await submit(job_display_name=n) for n in ("ok", "other", "gone")]
+        mem.finish(ok.name, successful=2)
+        mem.reset_calls()
+        waited = BatchPredictionJob(ok.name)
+        assert await waited.wait() is waited and waited.completion_stats.successful_count == 2
+        assert mem.calls[GET] == 1
+        cancelled = BatchPredictionJob(other.name)
+        assert await cancelled.cancel() is cancelled and repr(cancelled).endswith("(not fetched)>")
+        assert mem.job(other.name).state == S.JOB_STATE_CANCELLED
+        await BatchPredictionJob(gone.name).delete()
+        assert [j.name for j in mem.jobs()] == [ok.resource_name, other.resource_name]
+        watched = [BatchPredictionJob(ok.name), BatchPredictionJob(other.name)]
+        assert await aio.wait_all(watched, raise_on_failure=False, poll=0.01) == watched
+        assert [j.state for j in watched] == [S.JOB_STATE_SUCCEEDED, S.JOB_STATE_CANCELLED]
+
+    run(main)
+
+
+def test_outputs_need_a_job_that_succeeded(mem):
+    async def main():
+        job = await submit()
+        with pytest.raises(RuntimeError, match="before it succeeds; it is JOB_STATE_PENDING"):
+            await job.outputs()
+        mem.finish(job.name, S.JOB_STATE_FAILED)
+        mem.reset_calls()
+        with pytest.raises(RuntimeError, match="JOB_STATE_FAILED"):
+            await job.iter_outputs()  # a Get first, as the sync state does while the job is not terminal
+        with pytest.raises(RuntimeError, match="JOB_STATE_FAILED"):
+            await BatchPredictionJob(job.name).outputs()
+        assert mem.calls[GET] == 2
+        with pytest.raises(RuntimeError, match="JOB_STATE_FAILED"):
+            await job.outputs()  # terminal already: no Get
+        assert mem.calls[GET] == 2
+
+    run(main)
+
+
 def test_bad_input_fails_before_any_call(mem):
     async def main():
         with pytest.raises(errors.UsageError, match="colour: not a field"):
@@ -145,8 +233,12 @@ def test_bad_input_fails_before_any_call(mem):
             await submit(sync=True)
         with pytest.raises(errors.UsageError, match="model monitoring"):
             await submit(model_monitoring_alert_config={"email": "x"})
-        with pytest.raises(errors.UsageError, match="retrieve"):
-            BatchPredictionJob("123")
+        with pytest.raises(errors.UsageError, match="neither"):
+            BatchPredictionJob("projects/p/jobs/1")
+        with pytest.raises(errors.UsageError, match="project: comes from the resource"):
+            BatchPredictionJob(types.BatchPredictionJob(name=f"{mem.parent}/batchPredictionJobs/1"), "p")
+        with pytest.raises(errors.UsageError, match="resource: must be a BatchPredictionJob message"):
+            BatchPredictionJob.from_resource("123")
         with pytest.raises(errors.UsageError, match="order_by"):
             BatchPredictionJob.list(order_by="colour")
 
@@ -168,13 +260,72 @@ def test_create_sync_waits_for_the_end():
     assert job.output_info.gcs_output_directory.startswith(f"{OUT}/prediction-1-")
 
 
-def test_the_signatures_are_the_sync_ones():
-    for method in ("create", "list"):
-        ours = inspect.signature(getattr(BatchPredictionJob, method)).parameters
-        theirs = inspect.signature(getattr(jobs.BatchPredictionJob, method)).parameters
-        assert list(ours) == list(theirs)
+# Members of the sync job that do I/O: coroutines here.
+AWAITED = {
+    "create",
+    "submit",
+    "refresh",
+    "wait",
+    "wait_for_completion",
+    "wait_for_resource_creation",
+    "cancel",
+    "delete",
+    "outputs",
+    "iter_outputs",
+}
+
+
+def test_every_public_member_of_the_sync_job_is_here_with_its_parameters():
+    theirs = jobs.BatchPredictionJob
+    public = sorted(n for n in dir(theirs) if not n.startswith("_"))
+    assert not [n for n in public if not hasattr(BatchPredictionJob, n)]
+    for name in [*public, "__init__"]:
+        sync_member = inspect.getattr_static(theirs, name)
+        member = getattr(BatchPredictionJob, name)
+        if isinstance(sync_member, property) or not callable(getattr(theirs, name)):
+            assert not callable(member) or isinstance(
+                inspect.getattr_static(BatchPredictionJob, name), property
+            )
+            continue
+        ours = list(inspect.signature(member).parameters)
+        assert ours == list(inspect.signature(getattr(theirs, name)).parameters), name
+        assert inspect.iscoroutinefunction(member) == (name in AWAITED), name
     retrieve = list(inspect.signature(BatchPredictionJob.retrieve).parameters)
     assert retrieve == list(inspect.signature(jobs.BatchPredictionJob.__init__).parameters)[1:]
+
+
+def test_the_members_the_sync_job_gained_for_the_official_sdk(mem):
+    async def main():
+        job = await submit(labels={"team": "vision"})
+        unnamed = await BatchPredictionJob.submit(model_name="1", gcs_source=SRC, gcs_destination_prefix=OUT)
+        assert unnamed.display_name.startswith("BatchPredictionJob ")
+        assert isinstance(job.state, states.JobState) and job.state.name == "JOB_STATE_PENDING"
+        assert job.encryption_spec == types.EncryptionSpec()
+        assert job.credentials is None and BatchPredictionJob(job.name, credentials="c").credentials == "c"
+        with pytest.raises(NotImplementedError, match="v1beta1"):
+            job.preview  # noqa: B018
+        mem.reset_calls()
+        got = await job.api_client.get_batch_prediction_job(
+            types.GetBatchPredictionJobRequest(name=job.resource_name)
+        )
+        assert got == job.gca_resource and mem.calls[GET] == 1
+        assert await job.wait_for_resource_creation() is None and mem.calls[GET] == 1
+        held = BatchPredictionJob(job.name)
+        await held.wait_for_resource_creation()
+        assert held.labels["team"] == "vision" and mem.calls[GET] == 2
+        with pytest.raises(errors.NotFound):
+            await BatchPredictionJob("424242").wait_for_resource_creation()
+        listed = BatchPredictionJob.list(lazy=False)
+        assert not isinstance(listed, list) and len([j async for j in listed]) == 2
+        with pytest.raises(errors.UsageError, match="lazy"):
+            BatchPredictionJob.list(lazy="yes")
+        with pytest.raises(errors.UsageError, match="sync"):
+            await job.delete(sync="no")
+        mem.reset_calls()
+        assert await unnamed.delete(sync=False) is None
+        assert mem.calls["DeleteBatchPredictionJob"] == 1 and not mem.calls["GetOperation"]
+
+    run(main)
     for name in ("wait_all", "as_completed"):
         ours = list(inspect.signature(getattr(aio, name)).parameters)
         assert ours == [p for p in inspect.signature(getattr(many, name)).parameters if p != "sleep"]
@@ -428,8 +579,9 @@ def on_stack(request, stack, iris_model):  # noqa: F811
     config.reset()
 
 
-def test_stack_create_list_retrieve_delete(on_stack):
+def test_stack_create_list_retrieve_outputs_delete(on_stack, iris):  # noqa: F811
     model, rows = on_stack
+    iris_rows = iris[1]
 
     async def main():
         job = await BatchPredictionJob.create(
@@ -438,6 +590,13 @@ def test_stack_create_list_retrieve_delete(on_stack):
         assert job.state == S.JOB_STATE_SUCCEEDED and job.completion_stats.successful_count == rows
         again = await BatchPredictionJob.retrieve(job.name)
         assert again.gca_resource == job.gca_resource
+        assert (await BatchPredictionJob(job.resource_name)).gca_resource == job.gca_resource
+        reader = await job.outputs(ordered=True, queue_size=1)
+        assert isinstance(reader, AsyncGcsReader) and reader.queue_size == 1 and reader.sync.ordered
+        assert (await reader.to_arrow()).num_rows == rows
+        assert [r["instance"] async for r in reader][:2] == iris_rows[:2]
+        names = [b.name.rsplit("/", 1)[-1] async for b in await job.iter_outputs()]
+        assert any(n.startswith("predictions_") for n in names)
         key = job.labels["bpj_request_id"]
         listed = [
             j.resource_name async for j in BatchPredictionJob.list(filter=f'labels.bpj_request_id="{key}"')
@@ -479,3 +638,55 @@ def test_stack_submit_wait_all_failure_and_cancel(on_stack, stack):  # noqa: F81
             await big.wait()
 
     run(main, limit=90)
+
+
+def test_stack_bigquery_outputs(on_stack, stack):  # noqa: F811
+    model, rows = on_stack
+
+    async def main():
+        job = await BatchPredictionJob.create(
+            "iris-bq-aio",
+            model,
+            gcs_source="gs://aio-in/iris.jsonl",
+            bigquery_destination_prefix=stack.project,
+        )
+        reader = await job.outputs(selected_fields=["prediction"])
+        assert isinstance(reader, AsyncBigQueryReader) and (await reader.schema()).names == ["prediction"]
+        assert (await reader.to_arrow()).num_rows == rows
+        assert len([row async for row in await job.iter_outputs()]) == 100
+        assert len([row async for row in await job.iter_outputs(bq_max_results=1000)]) == rows
+
+    run(main, limit=60)
+
+
+def test_stack_outputs_leave_the_event_loop_free(on_stack, stack):  # noqa: F811
+    model, rows = on_stack
+
+    async def main():
+        job = await BatchPredictionJob.create(
+            "iris-gated", model, gcs_source="gs://aio-in/iris.jsonl", gcs_destination_prefix="gs://aio-out/g"
+        )
+        for read in (
+            lambda: _collect(job.iter_outputs()),
+            lambda: _table(job.outputs()),
+        ):
+            gate = Gate(stack.gcs_endpoint)
+            config.init(gcs_endpoint=f"http://{gate.address}")
+            try:
+                task = asyncio.ensure_future(read())
+                await open_when_reached(gate, task)
+                await task
+            finally:
+                gate.close()
+            assert not gate.forced
+        return task.result()
+
+    assert run(main, limit=60).num_rows == rows
+
+
+async def _collect(listed: Awaitable[AsyncIterator[Any]]) -> list[Any]:
+    return [item async for item in await listed]
+
+
+async def _table(reader: Awaitable[AsyncReader]) -> Any:
+    return await (await reader).to_arrow()

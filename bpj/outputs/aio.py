@@ -53,6 +53,7 @@ __all__ = [
     "AsyncBigQueryReader",
     "AsyncGcsReader",
     "AsyncReader",
+    "each",
     "in_thread",
     "read_bigquery",
     "read_gcs",
@@ -154,6 +155,17 @@ def _finish(ended: asyncio.Future[None]) -> None:
         ended.set_result(None)
 
 
+async def each(chunks: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
+    """The items of every list ``chunks`` yields (e.g. ``in_thread`` over pages or batches); closing it
+    closes ``chunks``."""
+    try:
+        async for chunk in chunks:
+            for item in chunk:
+                yield item
+    finally:
+        await chunks.aclose()
+
+
 def _rows(batches: Iterator[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]:
     """Each batch as a list of dicts (converted in the worker thread, not in the loop)."""
     try:
@@ -189,15 +201,9 @@ class AsyncReader:
         """The rows as Arrow record batches, read by the sync ``iter_batches()`` in a worker thread."""
         return in_thread(self.sync.iter_batches, queue_size=self.queue_size)
 
-    async def records(self) -> AsyncGenerator[dict[str, Any], None]:
+    def records(self) -> AsyncGenerator[dict[str, Any], None]:
         """The rows as dicts (each batch converted in the worker thread)."""
-        rows = in_thread(lambda: _rows(self.sync.iter_batches()), queue_size=self.queue_size)
-        try:
-            async for chunk in rows:
-                for row in chunk:
-                    yield row
-        finally:
-            await rows.aclose()
+        return each(in_thread(lambda: _rows(self.sync.iter_batches()), queue_size=self.queue_size))
 
     def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         return self.records()
