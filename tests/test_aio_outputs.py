@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bpj import errors, outputs
 from bpj.outputs import aio
@@ -153,6 +155,38 @@ def test_an_error_of_the_read_is_raised_in_the_consumer():
         return reader_threads()
 
     assert run(main) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 25),
+    queue_size=st.integers(1, 4),
+    stop_after=st.none() | st.integers(0, 25),
+    fail_at=st.none() | st.integers(0, 25),
+)
+def test_a_stream_gives_the_rows_in_order_then_stops_or_fails_and_leaves_nothing_running(
+    n, queue_size, stop_after, fail_at
+):
+    async def main():
+        numbers = Numbers(n, fail_at=fail_at)
+        got: list[int] = []
+        failure = None
+        async with contextlib.aclosing(aio.wrap(numbers, queue_size=queue_size).records()) as rows:
+            try:
+                async for row in rows:
+                    if len(got) == stop_after:
+                        break
+                    got.append(row["i"])
+            except errors.DataCorruption as e:
+                failure = e
+        return got, failure, numbers, reader_threads()
+
+    got, failure, numbers, left = run(main)
+    end = min(x for x in (n, stop_after, fail_at) if x is not None)
+    assert got == list(range(end)) and left == [] and numbers.closed.is_set()
+    # The break comes with row ``stop_after``; the failure instead of row ``fail_at``.
+    fails = fail_at is not None and fail_at < n and (stop_after is None or fail_at <= stop_after)
+    assert (failure is not None) == fails
 
 
 def test_bad_arguments_fail_before_any_thread():

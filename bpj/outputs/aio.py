@@ -114,7 +114,7 @@ async def _pump(produce: Callable[[], Iterable[T]], queue_size: int, name: str) 
             try:
                 for item in it:
                     while not slots.acquire(timeout=_POLL):
-                        if stop.is_set():
+                        if stop.is_set() or loop.is_closed():  # a loop closed without closing the stream
                             return
                     if stop.is_set():
                         return
