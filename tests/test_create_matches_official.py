@@ -31,6 +31,13 @@ of the property test by :func:`deliberate_difference` and each asserted exactly 
 - ``batch_size`` without ``machine_type``: bpj sends it; the official SDK drops it without a word.
 - ``accelerator_type`` without ``accelerator_count``: bpj sends a count of 1; the official SDK sends none.
 - A one-character model id (``"a"``, valid for Vertex AI): bpj takes it; the official SDK refuses it.
+
+``model_name`` is also drawn in every form users give it (``test_model_name_forms_match_the_official_sdk``):
+an id or a full name, with or without ``@version``, names both refuse, and Model objects, bpj's and the
+official one, each given as the same object to both libraries. The official SDK sends a Model object's
+``versioned_resource_name`` (it reads nothing else of it), so the job runs the version the object stands
+for, not the model's default one. The objects are real: the recording server also serves GetModel for
+models with three versions, the default being neither the first nor the last.
 """
 
 from __future__ import annotations
@@ -39,17 +46,20 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform
 from google.cloud.aiplatform import initializer
 from google.protobuf import text_format
-from hypothesis import given, settings
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from bpj import types
+import bpj
+from bpj import config, errors, types
 from bpj._gen.services.job_service import JobServiceServicer
+from bpj._gen.services.model_service import ModelServiceServicer
 from bpj.jobs import REQUEST_ID_LABEL, check_create
 from bpj.local.servers.gateway import serve_rest
 from bpj.testing.configs import JobConfig, valid_configs
@@ -83,11 +93,34 @@ class Recorder(JobServiceServicer):
         return out
 
 
+# Models the recording server knows, each with these versions: version id -> aliases. The default version is
+# the second one, so neither "the first" nor "the latest" passes for it.
+MODEL_IDS = ("123", "iris_v2-x")
+VERSIONS = {"1": ("stable",), "2": ("default",), "3": ("canary", "next")}
+
+
+class Registry(ModelServiceServicer):
+    """GetModel as Vertex AI answers it for the models of MODEL_IDS: ``models/{id}`` is the default version,
+    ``models/{id}@{version id or alias}`` that version; the returned name carries no version."""
+
+    def GetModel(self, request, context):
+        base, _, asked = request.name.partition("@")
+        parent, _, model_id = base.rpartition("/models/")
+        if parent == f"projects/{PROJECT}/locations/{LOCATION}" and model_id in MODEL_IDS:
+            for version, aliases in VERSIONS.items():
+                if asked in (version, *aliases) or (not asked and "default" in aliases):
+                    return types.Model(
+                        name=base, display_name=model_id, version_id=version, version_aliases=aliases
+                    )
+        raise errors.NotFound(f"The Model {request.name!r} does not exist.")
+
+
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[Recorder]:
-    """The recording server, and the official SDK pointed at it; its global config is reset afterwards."""
+    """The recording server, and the official SDK and bpj pointed at it; their global configs are reset
+    afterwards."""
     rec = Recorder()
-    with serve_rest(rec) as server:
+    with serve_rest(rec, Registry()) as server:
         aiplatform.init(
             project=PROJECT,
             location=LOCATION,
@@ -95,10 +128,12 @@ def recorder() -> Iterator[Recorder]:
             api_transport="rest",
             credentials=AnonymousCredentials(),
         )
+        config.init(project=PROJECT, location=LOCATION, api_endpoint=server.url, transport="rest")
         try:
             yield rec
         finally:
             initializer.global_config.__init__()  # type: ignore[misc]  # back to its defaults
+            config.reset()
 
 
 def comparable_configs() -> Any:
@@ -253,3 +288,74 @@ def test_deliberate_difference_one_character_model_id(recorder):
 )
 def test_former_differences_now_match(recorder, kwargs):
     assert_same_request(recorder, {"job_display_name": "d", "model_name": "123", **GCS, **kwargs})
+
+
+# -- model_name: ids, full names, versions and Model objects ---------------------------------------------
+
+_ids = st.from_regex(r"[A-Za-z0-9_-]{2,24}", fullmatch=True)
+_versions = st.one_of(st.just(""), st.from_regex(r"@[A-Za-z0-9_-]{1,12}", fullmatch=True))
+# Both refuse these (a ValueError before any call).
+REFUSED_NAMES = ("", "ab@", "ab@@1", "ab@1@2", "ab cd", "models/123", "projects/p/models/123")
+
+
+class ModelObject(NamedTuple):
+    """A Model object to make once the server is up: ``library`` "bpj" or "official", made with
+    ``Model(name)`` or ``Model(name, version=version)``."""
+
+    library: str
+    name: str
+    version: str | None
+
+    def make(self) -> Any:
+        cls = bpj.Model if self.library == "bpj" else aiplatform.Model
+        return cls(self.name) if self.version is None else cls(self.name, version=self.version)
+
+
+@st.composite
+def model_names(draw: Any) -> str | ModelObject:
+    """A ``model_name`` as users give it: an id or a full name, with or without ``@version``, a name both
+    libraries refuse, or a bpj or official Model object of a model with versions."""
+    kind = draw(st.sampled_from(["id", "full name", "refused", "bpj", "official"]))
+    event(f"model_name: {kind}")
+    if kind == "id":
+        return draw(_ids) + draw(_versions)
+    if kind == "full name":
+        project = draw(st.sampled_from([PROJECT, "another-project", "123456789"]))
+        return f"projects/{project}/locations/{LOCATION}/models/{draw(_ids)}{draw(_versions)}"
+    if kind == "refused":
+        return draw(st.sampled_from(REFUSED_NAMES))
+    model_id = draw(st.sampled_from(MODEL_IDS))
+    name = draw(st.sampled_from([model_id, f"projects/{PROJECT}/locations/{LOCATION}/models/{model_id}"]))
+    version = draw(st.sampled_from([None, *VERSIONS, *(a for aliases in VERSIONS.values() for a in aliases)]))
+    if version is not None and draw(st.booleans()):
+        name, version = f"{name}@{version}", None
+    return ModelObject(kind, name, version)
+
+
+@settings(max_examples=100, deadline=None)
+@given(comparable_configs(), model_names())
+def test_model_name_forms_match_the_official_sdk(recorder, job, model_name):
+    """Whatever form ``model_name`` takes, bpj sends the official SDK's request (a Model object: the same
+    object to both), or both refuse it."""
+    if isinstance(model_name, ModelObject):
+        model_name = model_name.make()
+    assert_same_request(recorder, {**job.kwargs, "model_name": model_name})
+
+
+@pytest.mark.parametrize("library", ["bpj", "official"])
+@pytest.mark.parametrize(
+    ("name", "version", "sent"),
+    [
+        pytest.param("123", None, "2", id="default"),
+        pytest.param("123", "canary", "3", id="alias"),
+        pytest.param(f"{MODEL}@1", None, "1", id="versioned-name"),
+    ],
+)
+def test_a_model_object_sends_its_version(recorder, library, name, version, sent):
+    """The regression: a Model object names the version it stands for, never the bare model (which would
+    run the default version)."""
+    model = ModelObject(library, name, version).make()
+    assert model.versioned_resource_name == f"{MODEL}@{sent}"
+    kwargs = {"job_display_name": "d", "model_name": model, **GCS}
+    assert_same_request(recorder, kwargs)
+    assert bpj_request(both_arguments(kwargs)[0]).batch_prediction_job.model == f"{MODEL}@{sent}"
