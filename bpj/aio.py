@@ -123,14 +123,14 @@ def async_transport_for(
         raise errors.UsageError("bpj.aio calls run inside a coroutine (no event loop is running)") from None
     s = s or config.settings()
     kind = kind or s.transport
-    key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.token)
+    key = (kind, endpoint, s.tls_root_cert, id(s.credentials), s.metadata)
     with _lock:
         mine = _by_loop.setdefault(loop, {})
         t = mine.get(key)
         if t is None:
             t = _open(kind, endpoint, s)
-            if s.token:
-                t = AsyncWithMetadata(t, [("authorization", f"Bearer {s.token}")])
+            if s.metadata:  # the token and bpj.init(request_metadata=)
+                t = AsyncWithMetadata(t, s.metadata)
             mine[key] = t
         return t
 

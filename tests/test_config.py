@@ -163,5 +163,18 @@ def test_request_metadata_and_the_token_reach_the_server(kind):
         clients.job_service().get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=job_name("m")))
         sent = dict(jobs.metadata[-1])
         assert sent["x-team"] == "vision" and sent["authorization"] == "Bearer t0k"
+
+        async def get_async() -> None:
+            from bpj import aio
+
+            request = types.GetBatchPredictionJobRequest(name=job_name("a"))
+            await aio._job_service(config.settings()).get_batch_prediction_job(request)
+            await aio.close_transports()
+
+        import asyncio
+
+        asyncio.run(get_async())
+        sent = dict(jobs.metadata[-1])
+        assert sent["x-team"] == "vision" and sent["authorization"] == "Bearer t0k"
     finally:
         server.stop(None) if kind == "grpc" else server.stop()

@@ -288,7 +288,6 @@ def _long(n: int) -> str:
 INVALID: list[tuple[str, Any, str]] = [
     ("job_display_name", "", "job_display_name"),
     ("job_display_name", _long(129), "job_display_name"),
-    ("job_display_name", None, "job_display_name"),
     ("job_display_name", 12, "job_display_name"),
     ("model_name", "no spaces allowed", "model_name"),
     ("model_name", "projects/p/locations/europe-west4/models/1", "model_name"),
