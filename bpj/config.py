@@ -11,7 +11,8 @@ started with the local stack's environment (``bpj local start`` prints it) needs
     api_endpoint                BPJ_API_ENDPOINT                  {location}-aiplatform.googleapis.com
     transport                   BPJ_TRANSPORT                     grpc
     gcs_endpoint                BPJ_GCS_ENDPOINT, STORAGE_EMULATOR_HOST   https://storage.googleapis.com
-    bigquery_endpoint           BPJ_BIGQUERY_ENDPOINT             https://bigquery.googleapis.com
+    bigquery_endpoint           BPJ_BIGQUERY_ENDPOINT,            https://bigquery.googleapis.com
+                                BIGQUERY_EMULATOR_HOST
     bigquery_storage_endpoint   BPJ_BIGQUERY_STORAGE_ENDPOINT     bigquerystorage.googleapis.com:443
     tls_root_cert               BPJ_TLS_ROOT_CERT (a PEM path)    the system's roots
     token                       BPJ_TOKEN                         none (a bearer token for every call)
@@ -102,7 +103,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "api_endpoint": ("BPJ_API_ENDPOINT",),
     "transport": ("BPJ_TRANSPORT",),
     "gcs_endpoint": ("BPJ_GCS_ENDPOINT", "STORAGE_EMULATOR_HOST"),
-    "bigquery_endpoint": ("BPJ_BIGQUERY_ENDPOINT",),
+    "bigquery_endpoint": ("BPJ_BIGQUERY_ENDPOINT", "BIGQUERY_EMULATOR_HOST"),
     "bigquery_storage_endpoint": ("BPJ_BIGQUERY_STORAGE_ENDPOINT",),
     "tls_root_cert": ("BPJ_TLS_ROOT_CERT",),
     "token": ("BPJ_TOKEN",),

@@ -85,7 +85,7 @@ def plan_create(arguments: Mapping[str, Any]) -> CreatePlan:
     )
     given = [k for k in monitoring if arguments.get(k) is not None]
     if given:
-        raise validation.fail(", ".join(given), "model monitoring is a v1beta1 feature bpj does not speak")
+        raise validation.fail(tuple(given), "model monitoring is a v1beta1 feature bpj does not speak")
     rules.flag(arguments["sync"], "sync")
     rules.timeout(arguments["create_request_timeout"], "create_request_timeout")
     if arguments["job_display_name"] is None:
