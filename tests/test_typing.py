@@ -80,3 +80,49 @@ def test_bpj_types_are_the_generated_classes_for_mypy(tmp_path):
     assert "Incompatible types in assignment" in errors[0] and "[assignment]" in errors[0]
     assert 'Module has no attribute "NoSuchMessage"' in errors[1]
     assert '"BatchPredictionJob" has no attribute "no_such_field"' in errors[2]
+
+
+FACES = """
+import bpj
+
+bpj.init(project="p", location="us-central1", api_transport="rest")
+job = bpj.BatchPredictionJob("123")
+reveal_type(job.state)
+reveal_type(job.state.name)
+reveal_type(job.gca_resource)
+reveal_type(job.create_time)
+reveal_type(job.outputs())
+reveal_type(bpj.BatchPredictionJob.list())
+reveal_type(bpj.BatchPredictionJob.list(lazy=True))
+reveal_type(bpj.Model.list(filter='display_name="iris"'))
+reveal_type(bpj.init)
+
+bpj.init(projekt="p")
+job.state.nmae
+"""
+
+FACES_REVEALED = [
+    "bpj.states.JobState",
+    "str",
+    f"{AIPLATFORM}.batch_prediction_job_pb2.BatchPredictionJob",
+    "Union[datetime.datetime, None]",
+    "Union[bpj.outputs.gcs.GcsReader, bpj.outputs.bigquery.BigQueryReader]",
+    "list[bpj.jobs.BatchPredictionJob]",
+    "typing.Iterator[bpj.jobs.BatchPredictionJob]",
+    "list[bpj.models.Model]",
+]
+
+
+def test_the_job_faces_are_typed_for_mypy(tmp_path):
+    lines = run_mypy(tmp_path, FACES)
+    revealed = [m[1] for line in lines if (m := re.search(r'note: Revealed type is "(.*)"', line))]
+    normal = [
+        re.sub(r"\bbuiltins\.", "", r).replace("datetime.datetime | None", "Union[datetime.datetime, None]")
+        for r in revealed
+    ]
+    normal = [re.sub(r"^(\S+) \| (\S+)$", r"Union[\1, \2]", r) for r in normal]
+    assert normal[: len(FACES_REVEALED)] == FACES_REVEALED, lines
+    assert "project: str | None" in revealed[-1] or "project: Union[str, None]" in revealed[-1], revealed[-1]
+    assert not any(r == "Any" for r in revealed), revealed
+    errors = [line for line in lines if ": error: " in line]
+    assert len(errors) == 2 and "projekt" in errors[0] and "nmae" in errors[1], lines
