@@ -20,7 +20,7 @@
         ├── Unavailable                UNAVAILABLE          HTTP 503    ServiceUnavailable
         │   └── Unreachable            no connection to an endpoint this client never reached
         ├── DataLoss                   DATA_LOSS            HTTP 500    DataLoss
-        │   └── DataCorruption         downloaded bytes that fail their checksum (never returned)
+        │   └── DataCorruption         bytes that fail their crc32c (downloaded, or stored by an upload)
         └── Unauthenticated            UNAUTHENTICATED      HTTP 401    Unauthenticated
 
 The same server error gives the same class and the same message over gRPC, REST and in-memory. Every
@@ -333,7 +333,9 @@ class DataLoss(ApiError):
 
 
 class DataCorruption(DataLoss):
-    """Downloaded bytes do not match their checksum (crc32c); the bytes were not handed out."""
+    """Bytes do not match their crc32c: a download (the readers and ``Gcs.read`` hand none of its bytes
+    out; ``Gcs.open`` finds it at the end of the stream, after handing them out), or an upload whose stored
+    checksum differs from what was sent."""
 
 
 class Unauthenticated(ApiError):

@@ -9,7 +9,7 @@ Modules (server side; nothing here is imported by ``import bpj``):
     executor.py   runs jobs in a bounded pool: read instances, predict, write outputs, keep state
     predictor_process.py   each running job's predictor in a process of its own, stopped on cancel
     models.py     scikit-learn, XGBoost and custom-prediction-routine predictors
-    gcs.py        GcsServer (the guard and fake-gcs-server), and a small GCS client the executor uses
+    gcs.py        GcsServer: fake-gcs-server behind the guard (the client is bpj/gcs.py, shared with the readers)
     gcs_guard.py  the GCS port: token, Host, Origin and name checks in front of fake-gcs-server
     gcs_routes.py the JSON API routes the guard forwards, rebuilt from the names it checked
     gcs_media.py  downloads the guard sends from the engine's files (sendfile)
