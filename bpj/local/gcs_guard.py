@@ -31,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -238,6 +239,11 @@ class Connection:
         return value if isinstance(value, dict) else None
 
     def engine(self) -> socket.socket:
+        """The connection to the engine: the one kept from the last request unless the engine closed it or
+        wrote past its answer meanwhile (an idle connection with something to read is of no more use)."""
+        if self.upstream is not None and select.select([self.upstream], [], [], 0)[0]:
+            self.upstream.close()
+            self.upstream = None
         if self.upstream is None:
             self.upstream = self.proxy.connect()
         return self.upstream

@@ -123,3 +123,30 @@ def test_ranges_are_single_and_inside_the_object_or_left_to_the_engine(size, hea
         first, last = span
         assert 0 <= first <= last < size
     assert parse_range(None, size) is None
+
+
+def test_one_connection_goes_on_after_every_kind_of_answer(servers):
+    # A client reuses its connection after any answer that did not say close: an unsatisfiable range
+    # (the engine's 416), a miss, a served file, metadata. Each next request on it gets its answer.
+    guarded, _, clients = servers
+    clients[0].write(f"gs://{BUCKET}/keep.bin", b"0123456789")
+    media = f"/download/storage/v1/b/{BUCKET}/o/keep.bin?alt=media"
+    asks = [
+        (media, {"Range": "bytes=50-60"}, 416),
+        (media, {}, 200),
+        (f"/storage/v1/b/{BUCKET}/o/missing.bin?alt=media", {}, 404),
+        (media, {"Range": "bytes=2-3"}, 206),
+        (f"/storage/v1/b/{BUCKET}/o/keep.bin", {}, 200),
+        (media, {"Range": "bytes=99-"}, 416),
+        (media, {"Range": "bytes=0-0"}, 206),
+    ]
+    conn = http.client.HTTPConnection("127.0.0.1", guarded.port, timeout=30)
+    try:
+        for target, headers, status in asks * 2:
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == status, (target, headers)
+            assert not resp.will_close, "the guard said close"
+    finally:
+        conn.close()
