@@ -8,10 +8,11 @@ itself after ``Gate.HOLD`` seconds, and ``forced`` says so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from typing import Any
+
+from tests.gcs_faults import pipe
 
 
 class Gate:
@@ -56,21 +57,8 @@ class Gate:
             self.forced = True
         upstream = socket.create_connection(self.upstream)
         upstream.sendall(first)
-        threading.Thread(target=_pipe, args=(upstream, client), name="gate", daemon=True).start()
-        _pipe(client, upstream)
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        threading.Thread(target=pipe, args=(upstream, client), name="gate", daemon=True).start()
+        pipe(client, upstream)
 
 
 async def open_when_reached(gate: Gate, read: asyncio.Future[Any]) -> None:

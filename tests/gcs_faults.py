@@ -3,11 +3,26 @@ bodies or flips a byte, and a scripted HTTP server that answers what a test tell
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
 import threading
 from dataclasses import dataclass, field
+
+
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until either side ends, then end both (the test relays' one loop)."""
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
 
 class Proxy:
@@ -43,16 +58,7 @@ class Proxy:
             self._spawn(self._pump, client, upstream)
             self._spawn(self._responses, upstream, client)
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                s.close()
+    _pump = staticmethod(pipe)
 
     def _take_cut(self) -> bool:
         with self._lock:
