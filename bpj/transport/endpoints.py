@@ -38,7 +38,8 @@ class Endpoint(NamedTuple):
         return is_loopback(self.host)
 
     def tls(self, root_certificates: object = None) -> bool:
-        """Whether to use TLS: the scheme's word, else a root certificate, else not on loopback."""
+        """Whether to use TLS: yes for ``https://`` and whenever a root certificate is given (it asks for
+        TLS whatever the scheme says), else no for ``http://`` and loopback addresses, yes elsewhere."""
         if self.scheme_tls is not None:
             return self.scheme_tls or root_certificates is not None
         return root_certificates is not None or not self.is_loopback
