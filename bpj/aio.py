@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from bpj import clients, config, errors, many, rules, states, steps, validation
 from bpj import jobs as bpj_jobs
+from bpj._log import logger
 from bpj.jobs import JobCancelled, JobExpired, JobFailed, WaitTimeout, plan_create
 from bpj.transport.base import AsyncTransport, Metadata, Method
 
@@ -78,7 +78,7 @@ __all__ = [
     "wait_operation",
 ]
 
-log = logging.getLogger("bpj")
+log = logger()
 T = TypeVar("T")
 
 

@@ -34,7 +34,6 @@ are resolved only when the first call to a real endpoint is made.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -43,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from bpj import errors, rules
+from bpj._log import logger
 from bpj.transport.base import Transport, WithMetadata
 from bpj.transport.endpoints import is_loopback, parse_endpoint  # noqa: F401  (re-exported)
 
-log = logging.getLogger("bpj")
+log = logger()
 
 TRANSPORTS = ("grpc", "rest")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

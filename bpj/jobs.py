@@ -29,7 +29,6 @@ What differs from the official class, on purpose:
 from __future__ import annotations
 
 import builtins
-import logging
 import re
 import sys
 import uuid
@@ -38,6 +37,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from bpj import clients, config, errors, rules, states, steps, validation
+from bpj._log import logger
 from bpj.lro import wait_operation
 from bpj.states import JobCancelled, JobExpired, JobFailed, WaitTimeout
 from bpj.steps import REQUEST_ID_LABEL, messages
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchPredictionJob", "JobCancelled", "JobExpired", "JobFailed", "WaitTimeout"]
 
-log = logging.getLogger("bpj")
+log = logger()
 
 # The server's own order for ListBatchPredictionJobs (the v1 request has no order_by field).
 SERVER_ORDER = "create_time desc"

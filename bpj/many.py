@@ -24,7 +24,6 @@ deleted one raises NotFound.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import uuid
@@ -33,10 +32,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bpj import clients, errors, rules, states, steps, validation
+from bpj._log import logger
 from bpj.jobs import BatchPredictionJob, JobFailed
 from bpj.steps import Pacer
 
-log = logging.getLogger("bpj")
+log = logger()
 
 __all__ = ["JobsFailed", "NotDone", "SubmitFailed", "as_completed", "submit_many", "wait_all"]
 

@@ -23,18 +23,18 @@ Cloud Storage first).
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from bpj import rules, steps, validation
+from bpj._log import logger
 from bpj.lro import wait_operation
 
 if TYPE_CHECKING:
     from bpj.jobs import BatchPredictionJob
 
-log = logging.getLogger("bpj")
+log = logger()
 
 __all__ = ["Model", "wait_operation"]  # wait_operation: re-exported from bpj.lro
 

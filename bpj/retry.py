@@ -9,17 +9,17 @@ sleep the way their world sleeps.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from bpj import errors
+from bpj._log import logger
 from bpj.transport.base import Method, RetryPolicy
 
 T = TypeVar("T")
-log = logging.getLogger("bpj")
+log = logger()
 
 
 def delays(policy: RetryPolicy, rng: Callable[[], float] = random.random) -> Iterator[float]:

@@ -19,7 +19,6 @@ The machines here: :func:`wait_job`, :func:`create_job` (with the request-id loo
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
@@ -27,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, Union
 
 from bpj import errors, states
+from bpj._log import logger
 
-log = logging.getLogger("bpj")
+log = logger()
 T = TypeVar("T")
 
 REQUEST_ID_LABEL = "bpj_request_id"

@@ -618,3 +618,69 @@ def test_python_m_bpj_cli(stack, job):
     one_line_failure(done.returncode, done.stderr)
     done = _python_m(stack.env(), "jobs", "describe", "424242")
     assert done.returncode == 1 and "NOT_FOUND" in one_line_failure(done.returncode, done.stderr)
+
+
+# -- exit statuses, --version, errors under --json, logging -------------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys):
+    import bpj
+
+    assert run(capsys, "--version")[:2] == (0, f"bpj {bpj.__version__}\n")
+
+
+def test_a_wait_that_runs_out_exits_3_and_a_failed_job_1(env, capsys, job):
+    _, model = job
+    out = ok(
+        capsys,
+        "jobs",
+        "create",
+        "--display-name",
+        "cli-timeout",
+        "--model",
+        model["name"],
+        "--gcs-source",
+        "gs://cli-in/big.jsonl",
+        "--gcs-destination-prefix",
+        "gs://cli-out/timeout",
+        "--instance-type",
+        "array",
+        "--no-sync",
+    )
+    name = out.split()[0]
+    code, _, err = run(capsys, "jobs", "wait", name, "--timeout", "0.01", "--json")
+    if code != 0:  # 0: it ended within 10 ms
+        failure = json.loads(err)["error"]
+        assert (code, failure["exit"], failure["status"]) == (3, 3, "DEADLINE_EXCEEDED")
+        assert name in failure["message"]
+    run(capsys, "jobs", "cancel", name, "--wait")
+    code, _, err = run(capsys, "jobs", "wait", name)
+    if code != 0:  # CANCELLED (it did not end first): a job that did not succeed exits 1
+        assert code == 1 and "JOB_STATE_CANCELLED" in one_line_failure(code, err)
+
+
+def test_errors_are_one_json_object_under_json(env, capsys):
+    code, out, err = run(capsys, "jobs", "describe", "424242", "--json")
+    failure = json.loads(err)["error"]
+    assert code == 1 and out == "" and failure["status"] == "NOT_FOUND" and failure["exit"] == 1
+    assert "424242" in failure["message"]
+    code, _, err = run(
+        capsys, "jobs", "create", "--display-name", "x", "--model", "1", "--json", "--labels", "team"
+    )
+    failure = json.loads(err)["error"]
+    assert code == 2 and failure["status"] == "INVALID_ARGUMENT" and "--labels" in failure["message"]
+    code, _, err = run(capsys, "jobs", "create", "--display-name", "x", "--json")
+    failure = json.loads(err)["error"]
+    assert code == 2 and "--model" in failure["message"]
+
+
+def test_the_library_prints_no_log_unless_the_application_asks():
+    script = (
+        "import logging, sys\n"
+        "from bpj import retry\n"
+        "retry.log.warning('quiet')\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(name)s %(message)s')\n"
+        "retry.log.warning('shown')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "bpj shown\n"
