@@ -14,7 +14,6 @@ from bpj.models import Model, wait_operation
 from bpj.transport.memory import InMemoryTransport
 from tests.local.conftest import SKLEARN_IMAGE, joblib_bytes
 
-pytest_plugins = ["bpj.testing.plugin"]
 S = types.JobState
 
 

@@ -1,6 +1,5 @@
-"""A pytest plugin with bpj fixtures. Enable it in a ``conftest.py``::
-
-    pytest_plugins = ["bpj.testing.plugin"]
+"""A pytest plugin with bpj fixtures. pytest loads it by itself wherever bpj is installed (the ``pytest11``
+entry point ``bpj``); ``-p no:bpj`` turns it off.
 
 Fixtures:
 
@@ -11,6 +10,10 @@ Fixtures:
 - ``bpj_local_stack``: the local stack (:class:`bpj.local.LocalStack`: the Vertex emulator running real
   models, GCS, BigQuery), started once per session, with ``bpj.init`` pointed at it (gRPC) for each test that
   uses it and reset after. Call ``bpj_local_stack.init(transport="rest")`` in a test to use REST.
+
+Under hypothesis's ``@given`` a fixture is made once for all the examples of a test, so a fake that keeps
+jobs from one example to the next would make examples depend on each other: there, make a fresh fake per
+example with ``with bpj.testing.fake_vertex() as fake:`` inside the test.
 
 The plugin imports nothing heavy until a fixture is used.
 """
@@ -30,15 +33,10 @@ if TYPE_CHECKING:
 @pytest.fixture
 def bpj_fake() -> Iterator[FakeVertex]:
     """A FakeVertex that bpj's calls reach, for one test."""
-    from bpj import config
-    from bpj.testing.fake import FakeVertex
+    from bpj.testing import fake_vertex
 
-    with FakeVertex() as fake:
-        fake.init()
-        try:
-            yield fake
-        finally:
-            config.reset()
+    with fake_vertex() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

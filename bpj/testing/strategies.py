@@ -25,7 +25,13 @@ from typing import Any
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as e:  # pragma: no cover (the test venv has it; tests/test_packaging.py checks)
+    raise ModuleNotFoundError(
+        "bpj.testing.strategies needs hypothesis: pip install 'bpj[testing]'", name=e.name
+    ) from None
 
 from bpj.transport.http_rules import is_repeated
 
