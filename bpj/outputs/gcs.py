@@ -156,9 +156,15 @@ class GcsPartition:
 class GcsReader(Reader):
     """Predictions (or errors) under a gs:// output directory, prefix, or wildcard pattern.
 
-    ``uri``: ``gs://bucket/dir`` (the ``predictions_*`` files under it, or ``errors_*`` for kind="errors"),
+    ``uri``: ``gs://bucket/dir`` (the ``predictions_*`` and ``predictions.*`` files under it, as custom
+    models and publisher models such as Gemini write them; ``errors_*``/``errors.*`` for kind="errors"),
     ``gs://bucket/dir/predictions_0001.jsonl`` (that object), or a pattern (``*`` within a level, ``**``
     across levels, ``?``): every object it matches. Objects come in name order (numbers compared as numbers).
+
+    A URI that matches no object at all (no such object, nothing under the directory, a pattern matching
+    nothing) raises ``bpj.errors.NotFound`` naming it at the first read. A directory that exists (any object
+    under it, a ``dir/`` placeholder included) but holds no file of this kind, or only empty ones, is an
+    empty output: no rows.
     """
 
     def __init__(
@@ -220,7 +226,8 @@ class GcsReader(Reader):
     # -- listing --
 
     def _list(self, prefix: str) -> list[GcsObject]:
-        return [o for o in self._client.objects(self.bucket, prefix) if not o.name.endswith("/")]
+        """Every object under ``prefix``, directory placeholders (``dir/``) included."""
+        return list(self._client.objects(self.bucket, prefix))
 
     def objects(self) -> list[GcsObject]:
         """The objects this reader reads, in file order (listed once, then remembered)."""
@@ -233,17 +240,28 @@ class GcsReader(Reader):
         m = gcs_uri.WILDCARD.search(name)
         if m:
             regex = gcs_uri.glob_regex(name)
-            return [o for o in self._list(name[: m.start()]) if regex.fullmatch(o.name)]
+            matched = [o for o in self._list(name[: m.start()]) if regex.fullmatch(o.name)]
+            files = [o for o in matched if not o.name.endswith("/")]
+            if not files:
+                raise _not_found("no object matches this pattern", self.uri)
+            return files
         found = self._list(name)
-        exact = [o for o in found if o.name == name]
+        exact = [o for o in found if o.name == name and not name.endswith("/")]
         if exact:
             return exact
         directory = name.rstrip("/") + "/" if name else ""
         inside = [o for o in found if o.name.startswith(directory)]
-        if inside:  # gs://b/dir names the directory, not gs://b/dir-other/...
-            found = inside
-        stem = self.kind + "_"
-        return [o for o in found if o.name.rpartition("/")[2].startswith(stem)]
+        # gs://b/dir names the directory (which exists when anything is under it), not gs://b/dir-other/...
+        exists = bool(inside) or not name
+        kind = _kind_regex(self.kind)
+        selected = [
+            o
+            for o in (inside or found)
+            if not o.name.endswith("/") and kind.fullmatch(o.name.rpartition("/")[2])
+        ]
+        if not selected and not exists:
+            raise _not_found("no object or directory has this name", self.uri)
+        return selected
 
     # -- reading --
 
@@ -423,6 +441,19 @@ class _Budget:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _not_found(what: str, uri: str) -> errors.NotFound:
+    """NotFound naming ``uri`` (its message reads ``NOT_FOUND on <uri>: <what> ...``)."""
+    return errors.NotFound(
+        f"{what}; a job's output directory is its output_info.gcs_output_directory", resource=uri
+    )
+
+
+def _kind_regex(kind: str) -> re.Pattern[str]:
+    """File names of one kind of output: ``predictions_0001.jsonl`` (custom models), ``predictions.jsonl``
+    (publisher models such as Gemini), ``errors_0001.jsonl``..."""
+    return re.compile(re.escape(kind) + r"(?:_.*|\..+)", re.DOTALL)
 
 
 def _natural(name: str) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpj.errors import DataCorruption
+from bpj.errors import DataCorruption, NotFound
 from bpj.gcs import Gcs
 from bpj.local.gcs import GcsServer
 from bpj.outputs import read_gcs
@@ -140,7 +140,9 @@ def test_prefix_glob_and_single_object(server, gcs):
     one = read_gcs(directory + "/predictions_0001.jsonl", endpoint=ep)
     assert one.to_arrow().to_pylist() == [{"instance": 1, "prediction": 2}]
     assert one.errors().to_arrow().column("instance").to_pylist() == [5]
-    assert read_gcs(fresh_dir(), endpoint=ep).to_arrow().num_rows == 0
+    missing = fresh_dir()
+    with pytest.raises(NotFound, match=f"NOT_FOUND on {missing}: no object or directory"):
+        read_gcs(missing, endpoint=ep).to_arrow()
 
 
 def test_csv_outputs(server, gcs):
