@@ -229,6 +229,7 @@ class Run:
             workdir.mkdir(parents=True, exist_ok=True)
             child = ex.spawn(job.name, _describe(job, model), self.cancel)
             child.load(model, workdir, fetch=ex.gcs.read, list_dir=ex.gcs.list)
+            self.prepare_explanations(child, model)
             parameters = _python(job.model_parameters) if job.HasField("model_parameters") else None
             batch_size = job.manual_batch_tuning_parameters.batch_size or DEFAULT_BATCH_SIZE
             batches = read_instances(
@@ -260,6 +261,18 @@ class Run:
             if child is not None:
                 ex.release(job.name, child)
         self.succeed(sink)
+
+    def prepare_explanations(self, child: PredictorProcess, model: Any) -> None:
+        """With generate_explanation, send the child the spec (the job's over the model's; bpj.local.explain)."""
+        if not self.job.generate_explanation:
+            return
+        from bpj.local.explain import check_spec, effective_spec, no_spec_message
+
+        spec = effective_spec(self.job, model)
+        if spec is None:
+            raise errors.InvalidArgument(no_spec_message(self.job))
+        check_spec(spec)
+        child.explain(spec)
 
     def predict(self, child: PredictorProcess, batches: Any, parameters: Any, sink: Any) -> None:
         """Send batches to the predictor process a few messages ahead, and write each answer as it comes."""

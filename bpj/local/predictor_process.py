@@ -104,6 +104,18 @@ class PredictorProcess:
             else:
                 raise PredictorDied(f"the predictor process for {self.what} sent {kind!r} while loading")
 
+    def explain(self, spec: Any) -> None:
+        """Make every following prediction an :class:`bpj.local.explain.Explained` with the attributions
+        ``spec`` (an ExplanationSpec) asks for. Raises the ApiError the spec raised, or PredictorDied."""
+        from bpj import errors
+
+        self._send(("explain", spec.SerializeToString()))
+        message = self._receive("while preparing explanations")
+        if message[0] == "failed":
+            raise errors.ApiError(message[2], code=errors.Code[message[1]])
+        if message[0] != "explaining":
+            raise PredictorDied(f"the predictor process for {self.what} sent {message[0]!r} while preparing")
+
     def send_batches(self, parameters: Any, batches: list[list[Any]]) -> None:
         """Send batches of payloads; their results come back, in order, from :meth:`results`."""
         self._send(("predict", parameters, batches))
@@ -248,6 +260,18 @@ class _Child:
         self.send(("loaded", repr(predictor)))
         return predictor
 
+    def explainer(self, spec_bytes: bytes) -> Any:
+        from bpj import errors, types
+        from bpj.local.explain import Explainer
+
+        try:
+            explainer = Explainer(types.ExplanationSpec.FromString(spec_bytes))
+        except errors.ApiError as e:
+            self.send(("failed", e.code.name, e.message))
+            return None
+        self.send(("explaining",))
+        return explainer
+
     def serve(self) -> None:
         from bpj.local.models import predict_isolating_errors
 
@@ -255,17 +279,37 @@ class _Child:
         predictor = self.load(message[1], message[2])
         if predictor is None:
             return
+        explainer = None
         while True:
-            _, parameters, batches = self.receive()
+            message = self.receive()
+            if message[0] == "explain":
+                explainer = self.explainer(message[1])
+                continue
+            _, parameters, batches = message
             results = [
                 predict_isolating_errors(predictor, payloads, parameters) if payloads else []
                 for payloads in batches
             ]
+            if explainer is not None:
+                results = _explained(explainer, predictor, batches, results)
             try:
                 data = _dumps(("done", results))
             except Exception:
                 data = _dumps(("done", [[_sendable(r) for r in rs] for rs in results]))
             self.conn.send_bytes(data)
+
+
+def _explained(explainer: Any, predictor: Any, batches: list[Any], results: list[Any]) -> list[Any]:
+    """``results`` with each prediction explained (in one pass over every batch), or failed when its
+    explanation failed."""
+    from bpj.local.explain import Explained
+
+    spots = [(b, i) for b, rs in enumerate(results) for i, (ok, _) in enumerate(rs) if ok]
+    explained = explainer.explain(predictor, [batches[b][i] for b, i in spots])
+    out = [list(rs) for rs in results]
+    for (b, i), (ok, value) in zip(spots, explained, strict=True):
+        out[b][i] = (True, Explained(out[b][i][1], value)) if ok else (False, value)
+    return out
 
 
 def _dumps(message: Any) -> bytes:

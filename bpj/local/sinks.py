@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpj import bq_uri, errors
 from bpj.gcs import split_uri
+from bpj.local.explain import Explained
 from bpj.local.inputs import Instance
 
 if TYPE_CHECKING:
@@ -233,11 +234,16 @@ class GcsSink:
         if self.predictions_format == "jsonl":
             lines = []
             for inst, prediction in rows:
-                if _is_keyed(self.keyed, inst):
+                if isinstance(prediction, Explained):
+                    lines.append(_explained_line(self.keyed, inst, prediction))
+                elif _is_keyed(self.keyed, inst):
                     lines.append(_dumps({"key": inst.key, "prediction": prediction}) + "\n")
                 else:
                     lines.append(_dumps({"instance": inst.raw, "prediction": prediction}) + "\n")
             self._predictions.add(lines)
+        elif isinstance(rows[0][1], Explained):
+            explained = [(i, list(p) if isinstance(p, Explained) else [p, None]) for i, p in rows]
+            self._predictions.add(*self._csv(rows[0][0], explained, ("prediction", "explanation")))
         else:
             self._predictions.add(*self._csv(rows[0][0], [(i, p) for i, p in rows], "prediction"))
 
@@ -259,7 +265,9 @@ class GcsSink:
             cells = [(inst, {"status": code, "message": message}) for inst, code, message in rows]
             self._errors.add(*self._csv(rows[0][0], cells, "error"))
 
-    def _csv(self, first: Instance, rows: list[tuple[Instance, Any]], last: str) -> tuple[list[str], str]:
+    def _csv(
+        self, first: Instance, rows: list[tuple[Instance, Any]], last: str | tuple[str, ...]
+    ) -> tuple[list[str], str]:
         if self._columns is None:
             self._columns = ["key"] if _is_keyed(self.keyed, first) else _instance_columns(first)
         columns = self._columns
@@ -267,14 +275,15 @@ class GcsSink:
         writer = csv.writer(out, lineterminator="\n")
         keyed = columns == ["key"]
         writer.writerows(
-            [_cell(v) for v in ([inst.key] if keyed else _instance_values(inst, columns))] + [_cell(value)]
+            [_cell(v) for v in ([inst.key] if keyed else _instance_values(inst, columns))]
+            + _cells(value, last)
             for inst, value in rows
         )
         header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow([*columns, last])
+        csv.writer(header, lineterminator="\n").writerow([*columns, *_names(last)])
         lines = out.getvalue().splitlines(keepends=True) if len(rows) > 1 else [out.getvalue()]
         if len(lines) != len(rows):  # a cell held a newline: keep each record whole
-            lines = _csv_records(rows, columns, keyed)
+            lines = _csv_records(rows, columns, keyed, last)
         return lines, header.getvalue()
 
     def close(self) -> list[str]:
@@ -308,6 +317,21 @@ class GcsSink:
             self.abort()
 
 
+def _names(last: str | tuple[str, ...]) -> list[str]:
+    return [last] if isinstance(last, str) else list(last)
+
+
+def _cells(value: Any, last: str | tuple[str, ...]) -> list[Any]:
+    """The last cells of a CSV row: one value, or one per name in ``last`` (prediction, explanation)."""
+    return [_cell(value)] if isinstance(last, str) else [_cell(v) for v in value]
+
+
+def _explained_line(keyed: bool | None, inst: Instance, value: Explained) -> str:
+    """A JSONL line with the explanation beside the prediction (bpj.local.explain)."""
+    head = {"key": inst.key} if _is_keyed(keyed, inst) else {"instance": inst.raw}
+    return _dumps({**head, "prediction": value.prediction, "explanation": value.explanation}) + "\n"
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -316,12 +340,14 @@ def _cell(value: Any) -> Any:
     return _dumps(value)
 
 
-def _csv_records(rows: list[tuple[Instance, Any]], columns: list[str], keyed: bool) -> list[str]:
+def _csv_records(
+    rows: list[tuple[Instance, Any]], columns: list[str], keyed: bool, last: str | tuple[str, ...] = ""
+) -> list[str]:
     out = []
     for inst, value in rows:
         buf = io.StringIO()
         values = [inst.key] if keyed else _instance_values(inst, columns)
-        csv.writer(buf, lineterminator="\n").writerow([_cell(v) for v in values] + [_cell(value)])
+        csv.writer(buf, lineterminator="\n").writerow([_cell(v) for v in values] + _cells(value, last))
         out.append(buf.getvalue())
     return out
 
@@ -390,6 +416,7 @@ class BigQuerySink:
         self._schemas: dict[str, pa.Schema] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {self.predictions_table: [], self.errors_table: []}
         self._closed = False
+        self._explained = False  # an ``explanation`` column follows ``prediction`` (bpj.local.explain)
 
     @property
     def dataset(self) -> str:
@@ -401,6 +428,10 @@ class BigQuerySink:
         pending = self._pending[self.predictions_table]
         for inst, prediction in rows:
             row = self._instance_row(inst)
+            if isinstance(prediction, Explained):
+                self._explained = True
+                row["explanation"] = _dumps(prediction.explanation)
+                prediction = prediction.prediction
             row["prediction"] = _dumps(prediction)
             pending.append(row)
         if len(pending) >= self.rows_per_append:
@@ -479,7 +510,7 @@ class BigQuerySink:
             else pa.field("errors", pa.struct([("code", pa.int64()), ("message", pa.string())]))
         )
         fields = self._instance_fields(rows)
-        schema = pa.schema([*fields, last])
+        schema = pa.schema([*fields, last, *self._explanation_field(name)])
         self.tables.create_table(self.project, self.dataset_id, name, schema, exists_ok=True)
         # Both tables share the instance columns: the second one takes the first one's.
         other = self.errors_table if name == self.predictions_table else self.predictions_table
@@ -488,6 +519,12 @@ class BigQuerySink:
         self._schemas[name] = schema
         return schema
 
+    def _explanation_field(self, name: str) -> list[pa.Field]:
+        import pyarrow as pa
+
+        explained = self._explained and name == self.predictions_table
+        return [pa.field("explanation", pa.string())] if explained else []
+
     def _instance_fields(self, rows: list[dict[str, Any]]) -> list[pa.Field]:
         import pyarrow as pa
 
@@ -495,7 +532,7 @@ class BigQuerySink:
         names: list[str] = []
         for r in rows:
             for k in r:
-                if k not in ("prediction", "errors") and k not in names:
+                if k not in ("prediction", "errors", "explanation") and k not in names:
                     names.append(k)
         if known is not None:
             fields = [f for f in known if f.name in names or not rows]

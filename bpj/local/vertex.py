@@ -258,6 +258,31 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
     p.raise_if_any()
 
 
+def check_explanations(store: Store, job: Any) -> None:
+    """generate_explanation and explanation_spec as the job would run them (bpj.local.explain)."""
+    if not job.generate_explanation and not job.HasField("explanation_spec"):
+        return
+    from bpj.local.explain import job_problems
+
+    model = None
+    if job.model:
+        with contextlib.suppress(errors.ApiError):  # no such model: the job fails when it runs
+            model = find_model(store, job.model)
+    p = FieldErrors()
+    for field, message in job_problems(job, model):
+        p.add(field, message)
+    p.raise_if_any()
+
+
+def check_explanation_spec(model: Any, p: FieldErrors) -> None:
+    """The ranges of an uploaded model's explanation_spec (bpj.local.explain)."""
+    if model.HasField("explanation_spec"):
+        from bpj.local.explain import spec_problems
+
+        for field, message in spec_problems(model.explanation_spec, "model.explanation_spec", running=False):
+            p.add(field, message)
+
+
 def check_stored(message: Any, field: str, problems: FieldErrors) -> None:
     """Every URI field of what is about to be stored, every Value in it, and that REST can serve it back."""
     check_uris(message, field, problems)
@@ -277,6 +302,7 @@ class Jobs(JobServiceServicer):
         for field in OUTPUT_ONLY:
             job.ClearField(field)
         validate_job(job, parent)
+        check_explanations(self.v.store, job)
         job.name = f"{request.parent}/batchPredictionJobs/{new_id()}"
         job.state = S.JOB_STATE_PENDING
         job.create_time.CopyFrom(now())
@@ -363,6 +389,7 @@ class Models(ModelServiceServicer):
         if request.parent_model and request.model_id:
             p.add("model_id", "Cannot be set with parent_model: a new version keeps its model's id.")
         validate_labels(request.model.labels, "model.labels", p)
+        check_explanation_spec(request.model, p)
         check_stored(request.model, "model", p)
         p.raise_if_any()
         model = types.Model()
