@@ -131,6 +131,8 @@ def validate(s: Settings) -> Settings:
         rules.text(s.transport, "transport")
         raise errors.UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     rules.location(s.location)
+    if s.api_endpoint is None:  # the endpoint comes from the location: it must name a region
+        rules.known_region(s.location, os.environ.get("BPJ_EXTRA_LOCATIONS", ""))
     if s.project is not None:
         rules.project(s.project)
     for name in _TEXT:

@@ -174,6 +174,75 @@ def project(value: Any, field: str = "project") -> str:
     return value
 
 
+# The regions Vertex AI serves, as https://cloud.google.com/vertex-ai/docs/general/locations and the
+# generative-AI locations page list them (checked against google-cloud-aiplatform's own list by a test).
+# Used only where bpj derives an endpoint from the location: a region newer than this list goes through
+# BPJ_EXTRA_LOCATIONS (comma-separated) or an explicit api_endpoint.
+REGIONS = frozenset(
+    [
+        "africa-south1",
+        "asia-east1",
+        "asia-east2",
+        "asia-northeast1",
+        "asia-northeast2",
+        "asia-northeast3",
+        "asia-south1",
+        "asia-south2",
+        "asia-southeast1",
+        "asia-southeast2",
+        "australia-southeast1",
+        "australia-southeast2",
+        "europe-central2",
+        "europe-north1",
+        "europe-north2",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west12",
+        "europe-west2",
+        "europe-west3",
+        "europe-west4",
+        "europe-west6",
+        "europe-west8",
+        "europe-west9",
+        "global",
+        "me-central1",
+        "me-central2",
+        "me-west1",
+        "northamerica-northeast1",
+        "northamerica-northeast2",
+        "southamerica-east1",
+        "southamerica-west1",
+        "us-central1",
+        "us-east1",
+        "us-east4",
+        "us-east5",
+        "us-east7",
+        "us-south1",
+        "us-west1",
+        "us-west2",
+        "us-west3",
+        "us-west4",
+        "us-west8",
+    ]
+)
+
+
+def known_region(value: str, extra: str = "", field: str = "location") -> str:
+    """``value`` when Vertex AI serves it (or ``extra``, a comma-separated list, names it); else a
+    UsageError with the nearest known names."""
+    if value in REGIONS or value in {x.strip() for x in extra.split(",")}:
+        return value
+    import difflib
+
+    near = difflib.get_close_matches(value, sorted(REGIONS), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    raise fail(
+        field,
+        f"{errors.shown(value)} is not a Vertex AI region{hint} (a region newer than bpj's list: set "
+        "BPJ_EXTRA_LOCATIONS=name, or give api_endpoint)",
+    )
+
+
 def location(value: Any, field: str = "location") -> str:
     text(value, field)
     if not LOCATION.fullmatch(value):

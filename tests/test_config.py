@@ -178,3 +178,22 @@ def test_request_metadata_and_the_token_reach_the_server(kind):
         assert sent["x-team"] == "vision" and sent["authorization"] == "Bearer t0k"
     finally:
         server.stop(None) if kind == "grpc" else server.stop()
+
+
+def test_a_location_must_be_a_region_when_the_endpoint_comes_from_it(monkeypatch):
+    with pytest.raises(errors.UsageError, match="not a Vertex AI region; did you mean 'us-central1'"):
+        config.init(location="us-central-1")
+    assert config.settings().location == "us-central1"  # the refused init changed nothing
+    # With an endpoint of its own (the local stack, a proxy) any well-formed location goes.
+    assert config.init(location="on-prem1", api_endpoint="127.0.0.1:1").location == "on-prem1"
+    config.reset()
+    monkeypatch.setenv("BPJ_EXTRA_LOCATIONS", "mars-north1, moon-south1")
+    assert config.init(location="moon-south1").vertex_endpoint == "moon-south1-aiplatform.googleapis.com"
+
+
+def test_the_region_list_holds_every_region_the_official_sdk_knows():
+    from google.cloud.aiplatform.constants import base
+
+    from bpj import rules
+
+    assert set(base.SUPPORTED_REGIONS) <= rules.REGIONS

@@ -20,7 +20,6 @@ from bpj.local import checks
 from bpj.testing.configs import INVALID, JobConfig, gcs_uris, job_configs
 from bpj.testing.fake import FakeVertex
 
-pytest_plugins = ["bpj.testing.plugin"]
 PROJECT, LOCATION = "bpj-test", "us-central1"
 # What the service fills in on create; everything else must be what the request asked for.
 SERVICE_SET = {"name", "state", "createTime", "updateTime", "modelVersionId"}

@@ -23,7 +23,6 @@ from bpj.many import (
     wait_all,
 )
 
-pytest_plugins = ["bpj.testing.plugin"]
 S = types.JobState
 LIST = "ListBatchPredictionJobs"
 GET = "GetBatchPredictionJob"
