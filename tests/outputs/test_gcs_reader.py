@@ -304,3 +304,11 @@ def test_worker_error_stops_every_worker(server, gcs):
     with pytest.raises(Exception, match="predictions_0005"):
         read_gcs(directory, endpoint=server.endpoint).to_arrow()
     assert not gcs_threads()
+
+
+def test_lists_that_start_with_null_read_as_written(server, gcs):
+    # pyarrow's JSON reader alone reads these two rows as [1, 2] and [0].
+    directory = fresh_dir()
+    rows = [{"instance": 1, "prediction": [None, 1]}, {"instance": 2, "prediction": [2]}]
+    write_jsonl(gcs, directory, [rows])
+    assert read_gcs(directory, endpoint=server.endpoint).to_arrow().to_pylist() == rows
