@@ -227,6 +227,34 @@ class AsyncReader:
         table = await self.to_arrow()
         return await asyncio.to_thread(table.to_pandas, **kwargs)
 
+    async def texts(self, *, keep: Sequence[str] = ()) -> pa.Table:
+        """The sync ``texts(keep=)`` (Gemini outputs: text, reasons, token counts, status), each batch
+        converted in the worker thread. Cancelling stops the read."""
+        from bpj.outputs.publisher import gemini_text
+        from bpj.outputs.reader import _combine
+
+        parts = await self._each_batch(lambda b: gemini_text(b, keep=keep))
+        return await asyncio.to_thread(_combine, parts, gemini_text)
+
+    async def embeddings(self, *, keep: Sequence[str] = (), dtype: str = "float32") -> pa.Table:
+        """The sync ``embeddings(keep=, dtype=)`` (vectors as a fixed-size list column), each batch converted
+        in the worker thread. Cancelling stops the read."""
+        from bpj.outputs.publisher import embeddings
+        from bpj.outputs.reader import _combine, _same_size
+
+        def one(batch: Any) -> pa.Table:
+            return embeddings(batch, keep=keep, dtype=dtype)
+
+        parts = await self._each_batch(one)
+        return await asyncio.to_thread(lambda: _combine(_same_size(parts), one))
+
+    async def _each_batch(self, convert: Callable[[Any], pa.Table]) -> list[pa.Table]:
+        stream = in_thread(lambda: (convert(b) for b in self.sync.iter_batches()), queue_size=self.queue_size)
+        try:
+            return [t async for t in stream]
+        finally:
+            await stream.aclose()
+
     async def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> int:
         """The sync ``export(path, format=)`` in a thread: the rows written. Once started it runs to its end,
         even if the awaiting task is cancelled."""

@@ -11,6 +11,13 @@ threads. Each response is read from its wire bytes (:mod:`bpj.outputs.wire`) and
 against the session's schema without a copy (the batch's buffers point into the bytes as received), then
 handed to the consumer through a queue bounded in bytes.
 
+Columns of BigQuery's JSON type come from the server as JSON text; the reader parses them into nested Arrow
+values (structs, lists) in the worker threads, and so the ``request``, ``response`` and ``predictions``
+columns of a publisher model's output table (one with ``status``; Gemini, embeddings) when they are JSON text
+in STRING columns. So the rows have the shape the same output has in Cloud Storage. ``parse_json=False``
+keeps the text, ``parse_json=["col", ...]`` parses just those columns. ``schema`` stays the session's
+schema, with the JSON columns as strings.
+
 A stream broken by UNAVAILABLE, UNKNOWN, RST_STREAM (INTERNAL) or RESOURCE_EXHAUSTED with a RetryInfo is
 opened again at the row offset that follows the rows already handed over, so no row is lost or repeated.
 When the consumer stops early, the workers see a done flag (they never wait longer than a short timeout
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from bpj import bq_uri, errors
+from bpj.outputs.json_columns import parse_columns
 from bpj.outputs.reader import Partition, Progress, Reader, cores
 from bpj.outputs.wire import READ_ROWS_WIRE, ReadRowsChunk, decode_response, lz4_available
 
@@ -312,6 +320,7 @@ class BigQueryReader(Reader):
         client: BigQueryReadClient | None = None,
         endpoint: str | None = None,
         stream_buffer: int = STREAM_BUFFER,
+        parse_json: bool | Sequence[str] = True,
     ) -> None:
         self.project, self.dataset, self.table_id = parse_table(table)
         if isinstance(selected_fields, str):
@@ -340,6 +349,13 @@ class BigQueryReader(Reader):
         if not isinstance(stream_buffer, int) or stream_buffer < 1:
             raise errors.UsageError(f"stream_buffer must be a positive int, got {stream_buffer!r}")
         self.stream_buffer = stream_buffer
+        if isinstance(parse_json, str) or not (
+            isinstance(parse_json, bool) or all(isinstance(c, str) and c for c in parse_json)
+        ):
+            raise errors.UsageError(
+                f"parse_json must be True, False or a list of column names, got {parse_json!r}"
+            )
+        self.parse_json = parse_json if isinstance(parse_json, bool) else list(parse_json)
         self.ordered = ordered
         self.progress = progress
         self.endpoint = endpoint
@@ -407,6 +423,17 @@ class BigQueryReader(Reader):
         return self._schema
 
     @property
+    def json_columns(self) -> list[str]:
+        """The columns whose JSON text the reader parses into nested values (see ``parse_json``)."""
+        from bpj.outputs.json_columns import json_fields, publisher_json_fields
+
+        if self.parse_json is False:
+            return []
+        if self.parse_json is True:
+            return json_fields(self.schema) + publisher_json_fields(self.schema)
+        return [c for c in self.parse_json if c in self.schema.names]
+
+    @property
     def streams(self) -> list[str]:
         return [s.name for s in self.session.streams]
 
@@ -429,6 +456,7 @@ class BigQueryReader(Reader):
                 stream=s.name,
                 schema=schema_bytes,
                 endpoint=self.endpoint,
+                json_columns=tuple(self.json_columns),
             )
             for i, s in enumerate(session.streams)
         ]
@@ -440,6 +468,7 @@ class BigQueryReader(Reader):
         """
         streams = self.streams
         schema = self.schema
+        json_columns = self.json_columns
         progress = Progress(self.progress, label=f"bq://{self.project}.{self.dataset}.{self.table_id}")
         if not streams:
             progress.close()
@@ -454,7 +483,7 @@ class BigQueryReader(Reader):
         threads = [
             threading.Thread(
                 target=_work,
-                args=(flow, client, streams, schema),
+                args=(flow, client, streams, schema, json_columns),
                 name=f"{_THREAD_PREFIX}-{i}",
                 daemon=True,
             )
@@ -479,13 +508,24 @@ class BigQueryReader(Reader):
 
     def to_arrow(self) -> pa.Table:
         """Every row in one Arrow table with the session's schema (its chunks are the batches as received,
-        not copied)."""
+        not copied); with JSON columns parsed, their types as the values make them (batches unified)."""
         import pyarrow as pa
 
+        from bpj.outputs.reader import unify
+
+        if self.json_columns:
+            batches = list(self.iter_batches())
+            return unify(batches) if batches else pa.Table.from_batches([], schema=self.schema)
         return pa.Table.from_batches(list(self.iter_batches()), schema=self.schema)
 
 
-def _work(flow: _Flow, client: BigQueryReadClient, streams: list[str], schema: pa.Schema) -> None:
+def _work(
+    flow: _Flow,
+    client: BigQueryReadClient,
+    streams: list[str],
+    schema: pa.Schema,
+    json_columns: Sequence[str] = (),
+) -> None:
     try:
         while True:
             index = flow.take_stream()
@@ -501,6 +541,9 @@ def _work(flow: _Flow, client: BigQueryReadClient, streams: list[str], schema: p
             )
             with contextlib.closing(batches):
                 for batch, _, size in batches:
+                    if json_columns:
+                        batch = parse_columns(batch, json_columns)
+                        size = max(size, batch.nbytes)
                     if not flow.put(index, batch, size):
                         return
             if flow.done:
@@ -515,7 +558,8 @@ class BigQueryPartition:
     """One Storage Read stream of a session: a plain, picklable task that reads in any process.
 
     ``read()`` connects to ``endpoint`` (or the ``bigquery_storage_endpoint`` of bpj's settings there, when
-    None) and returns the stream's rows from ``offset`` on as an Arrow table.
+    None) and returns the stream's rows from ``offset`` on as an Arrow table, the JSON text of
+    ``json_columns`` parsed into nested values.
     """
 
     index: int
@@ -524,6 +568,7 @@ class BigQueryPartition:
     schema: bytes = field(repr=False)  # the session's Arrow schema, serialized
     endpoint: str | None = None
     offset: int = 0
+    json_columns: tuple[str, ...] = ()
 
     def arrow_schema(self) -> pa.Schema:
         import pyarrow as pa
@@ -537,12 +582,17 @@ class BigQueryPartition:
             client = clients.bigquery_read(bigquery_storage_endpoint=self.endpoint)
         schema = self.arrow_schema()
         for batch, _, _ in stream_batches(client, self.stream, schema, self.offset):
-            yield batch
+            yield parse_columns(batch, self.json_columns) if self.json_columns else batch
 
     def read(self, client: BigQueryReadClient | None = None) -> pa.Table:
         import pyarrow as pa
 
-        return pa.Table.from_batches(list(self.iter_batches(client)), schema=self.arrow_schema())
+        from bpj.outputs.reader import unify
+
+        batches = list(self.iter_batches(client))
+        if self.json_columns and batches:
+            return unify(batches)
+        return pa.Table.from_batches(batches, schema=self.arrow_schema())
 
 
 def read_bigquery(
@@ -556,6 +606,7 @@ def read_bigquery(
     ordered: bool = False,
     progress: bool | None = None,
     client: BigQueryReadClient | None = None,
+    parse_json: bool | Sequence[str] = True,
 ) -> BigQueryReader:
     """A reader of the BigQuery table ``uri`` (``bq://project.dataset.table`` or
     ``projects/p/datasets/d/tables/t``) over the Storage Read API.
@@ -569,6 +620,10 @@ def read_bigquery(
     table the server splits in order).
     ``progress``: rows, bytes and rate on stderr (default: when stderr is a terminal). ``client``: a
     BigQueryReadClient to use instead of one for ``bpj.init``'s ``bigquery_storage_endpoint``.
+    ``parse_json``: True parses the columns of BigQuery's JSON type, and the ``request``/``response``/
+    ``predictions`` STRING columns of a publisher model's output table, into nested Arrow values (structs,
+    lists; a column whose values are of different kinds stays JSON text), False keeps them as JSON text,
+    a list of names parses those columns (STRING columns holding JSON text too).
     Nothing is sent before the first read.
     """
     return BigQueryReader(
@@ -581,4 +636,5 @@ def read_bigquery(
         ordered=ordered,
         progress=progress,
         client=client,
+        parse_json=parse_json,
     )

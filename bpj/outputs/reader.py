@@ -62,6 +62,24 @@ class Reader(abc.ABC):
         """``to_arrow().to_pandas(**kwargs)``."""
         return self.to_arrow().to_pandas(**kwargs)
 
+    def texts(self, *, keep: Sequence[str] = ()) -> pa.Table:
+        """The rows of a Gemini (publisher model) output as text and token counts, one table:
+        :func:`bpj.outputs.gemini_text` over each batch as it is read (memory: the result and the
+        batches in flight)."""
+        from bpj.outputs.publisher import gemini_text
+
+        return _combine((gemini_text(b, keep=keep) for b in self.iter_batches()), gemini_text)
+
+    def embeddings(self, *, keep: Sequence[str] = (), dtype: str = "float32") -> pa.Table:
+        """The rows of a text-embedding output as vectors (a fixed-size list column) and token counts:
+        :func:`bpj.outputs.embeddings` over each batch as it is read."""
+        from bpj.outputs.publisher import embeddings
+
+        def one(batch: Any) -> pa.Table:
+            return embeddings(batch, keep=keep, dtype=dtype)
+
+        return _combine(_same_size(one(b) for b in self.iter_batches()), one)
+
     def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> int:
         """Write the rows to a local file: ``.jsonl``/``.json`` (one JSON object a line), ``.csv`` (nested
         values as JSON text) or ``.parquet``, by ``format`` or the extension. Returns the rows written."""
@@ -78,6 +96,37 @@ class Reader(abc.ABC):
         if fmt == "csv":
             return _write_csv(self.iter_batches(), path)
         return _write_parquet(self.iter_batches(), path)
+
+
+def _combine(tables: Iterable[pa.Table], empty: Any) -> pa.Table:
+    """The per-batch results in one table; ``empty(an empty table)`` when there was no batch."""
+    import pyarrow as pa
+
+    parts = [t for t in tables]
+    if not parts:
+        return empty(pa.table({}))
+    return unify(parts)
+
+
+def _same_size(tables: Iterable[pa.Table]) -> list[pa.Table]:
+    """Per-batch embeddings with one vector size: a batch without vectors takes the others' size; two
+    sizes raise InvalidArgument."""
+    import pyarrow as pa
+
+    tables = list(tables)
+    sizes = {
+        t.schema.field("values").type.list_size for t in tables if t.column("values").null_count < len(t)
+    }
+    if len(sizes) > 1:
+        raise errors.InvalidArgument(f"embeddings of different lengths ({sorted(sizes)}) in one output")
+    if not sizes:
+        return tables
+    field = tables[0].schema.field("values")
+    vtype = pa.list_(field.type.value_type, sizes.pop())
+    return [
+        t if t.schema.field("values").type == vtype else t.set_column(0, "values", pa.nulls(len(t), vtype))
+        for t in tables
+    ]
 
 
 def cores() -> int:
