@@ -373,15 +373,27 @@ def settable_fields() -> list[str]:
     return [f.name for f in types.BatchPredictionJob.DESCRIPTOR.fields if f.name not in OUTPUT_ONLY]
 
 
+def _unknown_argument(name: str) -> str:
+    """What to say about an argument create() does not take: the nearest argument or field, if one is near
+    (a misspelling), else every settable field."""
+    import difflib
+
+    arguments = [*CREATE_ARGUMENTS, "project", "location", "credentials", "sync", "create_request_timeout"]
+    near_argument = difflib.get_close_matches(name, arguments, n=1, cutoff=0.6)
+    if near_argument:
+        return f"not an argument of create(); did you mean {rules.name_of(near_argument[0])}?"
+    near_field = difflib.get_close_matches(name, settable_fields(), n=1, cutoff=0.6)
+    if near_field:
+        return f"not a field of BatchPredictionJob; did you mean {near_field[0]}?"
+    return f"not an argument of create() nor a field of BatchPredictionJob; settable fields: {', '.join(settable_fields())}"
+
+
 def set_fields(job: Any, fields: Mapping[str, Any], taken: Iterable[str]) -> None:
     """Set extra v1 BatchPredictionJob fields given by name (``**fields`` of create)."""
     known = {f.name: f for f in job.DESCRIPTOR.fields}
     unknown = sorted(k for k in fields if k not in known)
     if unknown:
-        raise fail(
-            ", ".join(unknown),
-            f"not a field of BatchPredictionJob; settable ones: {', '.join(settable_fields())}",
-        )
+        raise fail(tuple(unknown), _unknown_argument(unknown[0]))
     output_only = sorted(k for k in fields if k in OUTPUT_ONLY)
     if output_only:
         raise fail(tuple(output_only), "output only: the service sets it, a create cannot")

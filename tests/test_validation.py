@@ -273,7 +273,15 @@ def build(**overrides):
         ({"model_name": None}, "model_name: a model is required"),
         ({"unmanaged_container_model": {"artifact_uri": "gs://b/m"}}, "model_name/unmanaged_container_model"),
         ({"explanation_metadata": {}}, "only apply together with generate_explanation"),
-        ({"fields": {"colour": 1, "flavour": 2}}, "colour, flavour: not a field of BatchPredictionJob"),
+        (
+            {"fields": {"colour": 1, "flavour": 2}},
+            "colour/flavour: not an argument of create() nor a field",
+        ),
+        (
+            {"fields": {"gcs_destination": "gs://b/o"}},
+            "gcs_destination: .*did you mean gcs_destination_prefix\\?",
+        ),
+        ({"fields": {"dedicated_resource": {}}}, "dedicated_resource: .*did you mean dedicated_resources\\?"),
         ({"fields": {"state": 4}}, "state: output only"),
         ({"fields": {"display_name": "x"}}, "display_name: also set by an argument"),
         ({"fields": {"input_config": {}}}, "input_config: also set"),
