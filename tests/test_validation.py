@@ -275,7 +275,7 @@ def build(**overrides):
         ({"explanation_metadata": {}}, "only apply together with generate_explanation"),
         (
             {"fields": {"colour": 1, "flavour": 2}},
-            "colour/flavour: not an argument of create() nor a field",
+            "colour/flavour: not an argument of create",
         ),
         (
             {"fields": {"gcs_destination": "gs://b/o"}},
