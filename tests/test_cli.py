@@ -684,3 +684,68 @@ def test_the_library_prints_no_log_unless_the_application_asks():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "bpj shown\n"
+
+
+# -- gcs and bq ---------------------------------------------------------------------------------------------
+
+
+def test_gcs_mb_ls_cp_both_ways(env, capsys, tmp_path):
+    tree = tmp_path / "data"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"alpha")
+    (tree / "sub" / "b.bin").write_bytes(bytes(range(256)) * 100)
+    assert ok(capsys, "gcs", "mb", "gs://cli-copies").strip() == "gs://cli-copies"
+    ok(capsys, "gcs", "cp", "-r", str(tree), "gs://cli-copies/up")
+    ok(capsys, "gcs", "cp", str(tree / "a.txt"), "gs://cli-copies/one/renamed.txt")
+    listed = json.loads(ok(capsys, "gcs", "ls", "gs://cli-copies", "--json"))
+    assert sorted(o["uri"] for o in listed) == [
+        "gs://cli-copies/one/renamed.txt",
+        "gs://cli-copies/up/data/a.txt",
+        "gs://cli-copies/up/data/sub/b.bin",
+    ]
+    back = tmp_path / "back"
+    ok(capsys, "gcs", "cp", "-r", "gs://cli-copies/up/", str(back))
+    assert (back / "data" / "a.txt").read_bytes() == b"alpha"
+    assert (back / "data" / "sub" / "b.bin").read_bytes() == bytes(range(256)) * 100
+    ok(capsys, "gcs", "cp", "gs://cli-copies/one/renamed.txt", str(tmp_path / "single.txt"))
+    assert (tmp_path / "single.txt").read_bytes() == b"alpha"
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["gcs", "cp", "a", "b"], "one side must be each"),
+        (["gcs", "cp", "gs://cli-x/a", "gs://cli-x/b"], "one side must be each"),
+        (["gcs", "cp", "gs://cli-x/a", "/tmp/x/", "nope.txt"], "not both"),
+        (["gcs", "cp", "no-such-file.txt", "gs://cli-x/"], "no such file"),
+        (["gcs", "cp", ".", "gs://cli-x/"], "is a directory: add -r"),
+        (["gcs", "cp", "gs://cli-x/dir/", "."], "is a prefix: add -r"),
+        (["gcs", "cp", "only-one"], "at least two paths"),
+        (["gcs", "mb", "gs://cli-x/not/a/bucket"], "a bucket alone"),
+        (["gcs", "mb", "gs://UPPER"], "BUCKET"),
+        (["bq", "load", "bq://p.d", "x.jsonl"], "TABLE"),
+        (["bq", "load", "bq://p.d.t", "x.txt"], "cannot tell the format"),
+        (["bq", "load", "bq://p.d.t", "missing.jsonl"], "no such file"),
+    ],
+)
+def test_gcs_and_bq_refuse_bad_arguments_before_connecting(capsys, argv, says, monkeypatch):
+    monkeypatch.setenv("BPJ_GCS_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    assert says in one_line_failure(code, err)
+
+
+def test_bq_load_makes_the_table_and_appends(env, capsys, tmp_path):
+    rows = [{"a": 1.5, "b": "x", "c": [1, 2]}, {"a": 2.5, "b": "y", "c": []}]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    project = env["BPJ_PROJECT"]
+    assert ok(capsys, "bq", "load", f"bq://{project}.cli_loads.rows", str(src)).strip().startswith("2 rows")
+    assert (
+        json.loads(ok(capsys, "bq", "load", f"bq://{project}.cli_loads.rows", str(src), "--json"))["rows"]
+        == 2
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    code, _, err = run(capsys, "bq", "load", f"bq://{project}.cli_loads.rows", str(bad))
+    assert code == 2 and "not valid JSONL" in one_line_failure(code, err)

@@ -2,7 +2,9 @@
 
     bpj [--project P] [--location L] [--endpoint HOST:PORT] [--transport grpc|rest] COMMAND ...
 
-    bpj local start|status                      run the local stack; see which endpoints answer
+    bpj local start|status|example              run the local stack; see which endpoints answer; demo data
+    bpj gcs mb|ls|cp                            Cloud Storage: a bucket, its objects, copies in and out
+    bpj bq load                                 BigQuery: a JSONL, CSV or Parquet file into a table
     bpj models upload|list|describe|delete      models
     bpj jobs create|describe|list|wait|cancel|delete
     bpj outputs read|export                     a job's predictions, through the fast readers
@@ -37,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     from bpj.cli.local import add_local
     from bpj.cli.outputs import add_outputs
     from bpj.cli.resources import add_jobs, add_models
+    from bpj.cli.storage import add_storage
 
     ap = Parser(prog="bpj", description="Vertex AI batch prediction jobs, fast; and a local stack.")
     ap.add_argument("--version", action="version", version=f"bpj {__version__}")
@@ -47,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     add_models(sub, parent)
     add_jobs(sub, parent)
     add_outputs(sub, parent)
+    add_storage(sub, parent)
     add_bench(sub, parent)
     return ap
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bpj import errors
-from bpj.cli.common import Unreachable, add_json, connect, print_json, print_table
+from bpj.cli.common import Unreachable, add_json, connect, dumps, print_json, print_table
 
 STOP_DEADLINE = 8.0
 """Seconds a stop may take before ``bpj local start`` exits anyway (the stack must be gone within 10 s)."""
@@ -28,6 +28,21 @@ def start(args: argparse.Namespace) -> int:
         args.data_dir, host=args.host, token=args.token, gcs_endpoint=args.gcs_endpoint, workers=args.workers
     )
     with stack:
+        if args.json:  # one object, then nothing until it stops
+            print(
+                dumps(
+                    {
+                        "env": stack.env(),
+                        "rest": stack.rest_endpoint,
+                        "grpc_tls": stack.grpc_tls_endpoint,
+                        "tls_cert": str(stack.tls_cert_path),
+                        "data": str(stack.root),
+                    }
+                ),
+                flush=True,
+            )
+            stop.wait()
+            return 0
         print("# bpj local stack is running; Ctrl-C stops it. A client process needs:", flush=True)
         for key, value in stack.env().items():
             print(f"export {key}={value}")
@@ -44,6 +59,36 @@ def start(args: argparse.Namespace) -> int:
             )
         stop.wait()
         print("# stopping", file=sys.stderr, flush=True)
+    return 0
+
+
+def example(args: argparse.Namespace) -> int:
+    """A LogisticRegression trained on scikit-learn's bundled iris data (model.joblib) and instances for it:
+    instances.jsonl (one list of 4 floats a line) and instances.csv (the same rows, with a header), the iris
+    rows again and again."""
+    import json
+    from pathlib import Path
+
+    if not 1 <= args.instances <= 10_000_000:
+        raise errors.UsageError(f"--instances must be from 1 to 10000000, got {args.instances}")
+    try:
+        import joblib
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+    except ModuleNotFoundError as e:
+        raise errors.UsageError(
+            f"bpj local example needs scikit-learn: pip install 'bpj[local]' ({e})"
+        ) from None
+    out = Path(args.directory)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), out / "model.joblib")
+    rows = [x[i % len(x)].tolist() for i in range(args.instances)]
+    (out / "instances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    header = "sepal_length,sepal_width,petal_length,petal_width\n"  # the model's features, in its order
+    (out / "instances.csv").write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    for name in ("model.joblib", "instances.jsonl", "instances.csv"):
+        print(out / name)
     return 0
 
 
@@ -188,7 +233,16 @@ def add_local(sub: Any, parent: argparse.ArgumentParser) -> None:
         "--gcs-endpoint", help="use this GCS-compatible server instead of starting fake-gcs-server"
     )
     p.add_argument("--workers", type=int, default=2, help="jobs run at once (default 2)")
+    p.add_argument("--json", action="store_true", help="print the environment as one JSON object")
     p.set_defaults(run=start)
+
+    p = local_sub.add_parser(
+        "example",
+        help="write a small scikit-learn model (iris) and instances for it to a directory, to try a job",
+    )
+    p.add_argument("directory", metavar="DIR", help="where to write model.joblib, instances.jsonl and instances.csv")
+    p.add_argument("--instances", type=int, default=150, help="instances to write (default 150)")
+    p.set_defaults(run=example)
 
     p = local_sub.add_parser(
         "status",
