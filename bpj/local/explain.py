@@ -8,12 +8,14 @@ What Vertex AI documents, and what the local stack does with it:
   :func:`effective_spec` merges them; :func:`spec_problems` says what the local stack refuses.
 - The method. Sampled Shapley (``sampled_shapley_attribution.path_count``, valid range [1, 50], "the number
   of feature permutations to consider"; SampledShapleyAttribution reference,
-  https://cloud.google.com/java/docs/reference/google-cloud-aiplatform/latest/com.google.cloud.aiplatform.v1.SampledShapleyAttributionOrBuilder).
+  https://cloud.google.com/vertex-ai/docs/reference/rest/v1beta1/ExplanationSpec).
   Integrated gradients and XRAI take "advantage of the model's fully differentiable structure"
-  (ExplanationParameters reference, https://cloud.google.com/vertex-ai/docs/reference/rest/v1beta1/ExplanationSpec);
+  (ExplanationParameters, same page);
   scikit-learn, XGBoost and custom routines give no gradients, so they are refused, as example-based
   explanations are ("only feature-based batch explanations are supported",
-  https://cloud.google.com/vertex-ai/docs/explainable-ai/getting-explanations).
+  https://cloud.google.com/vertex-ai/docs/explainable-ai/getting-explanations). Vertex's own wording for
+  these refusals, and for generate_explanation without any spec, is not published; the messages here are
+  the local stack's and name the fields.
 - The inputs. For frameworks other than TensorFlow an input's metadata may only use ``input_baselines``,
   ``modality``, ``group_name``, ``encoding`` and ``index_feature_mapping`` (Vertex's own validation error,
   quoted in https://github.com/googleapis/python-aiplatform/issues/5811). An instance that is a list is one
@@ -35,7 +37,8 @@ What Vertex AI documents, and what the local stack does with it:
   the REST Attribution reference spells them: ``baselineOutputValue``, ``instanceOutputValue``,
   ``featureAttributions``, ``outputIndex``, ``outputDisplayName``, ``approximationError``, ``outputName``;
   https://cloud.google.com/vertex-ai/docs/reference/rest/v1/ModelExplanation). The sinks write it as
-  ``"explanation"`` beside ``"instance"`` and ``"prediction"`` (an ``explanation`` column in BigQuery and CSV).
+  ``"explanation"`` beside ``"instance"`` and ``"prediction"`` (an ``explanation`` column in BigQuery and
+  CSV).
 
 The estimator (:func:`sampled_shapley`) walks ``path_count`` random feature permutations from the baseline to
 the instance, turning one feature on at a time, and credits each feature with the change of the output it
@@ -46,9 +49,10 @@ permutations (24 for 4 features) every permutation is walked once and the values
 values. ``approximationError`` is the sampling error of the mean (the standard error across paths, with the
 finite-population correction, so 0 when every permutation is walked), as a fraction of the attributions'
 total size: sqrt(sum of squared standard errors) / sum(|attribution|). Vertex suggests reconsidering a
-configuration above 0.05 (https://cloud.google.com/vertex-ai/docs/explainable-ai/improving-explanations). With
-one path there is no spread to measure and the error reported is 1.0. Permutations come from a fixed seed, so
-a job explains the same way every time it runs.
+configuration above 0.05 (https://cloud.google.com/vertex-ai/docs/explainable-ai/improving-explanations).
+It is an estimate from the paths themselves: against brute-force Shapley values it is calibrated from about
+8 paths (``tests/test_explain.py``), loose below; with one path there is no spread to measure and it is 1.0.
+Permutations come from a fixed seed, so a job explains the same way every time it runs.
 
 Speed: the rows of every (instance, baseline, path, step) of a whole message of batches go to the model in
 one ``predict_proba``/``predict`` call (at most :data:`MAX_ROWS` rows each), about ``n × path_count ×
@@ -87,7 +91,7 @@ _NEEDS_GRADIENTS = (
 
 
 class Explained(NamedTuple):
-    """A prediction with its explanation (``{"attributions": [...]}``), as the predictor process returns it."""
+    """A prediction and its explanation (``{"attributions": [...]}``), from the predictor process."""
 
     prediction: Any
     explanation: Any
@@ -378,8 +382,8 @@ class Explainer:
             names = list(meta.index_feature_mapping)
             if names and len(names) != d:
                 raise _Refused(
-                    f"input {name!r} maps {len(names)} indices to names (index_feature_mapping), and the instance "
-                    f"has {d} values"
+                    f"input {name!r} maps {len(names)} indices to names (index_feature_mapping), and the "
+                    f"instance has {d} values"
                 )
             base_rows = [self._list_baseline(name, v, d) for v in _baselines(meta)] or [[0.0] * d]
             if d == 0:

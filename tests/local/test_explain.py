@@ -115,7 +115,7 @@ def test_job_spec_overrides_the_models(setup):
     m = upload(explanation_metadata=META, explanation_parameters=PARAMS)
     job = create(
         m,
-        "job-spec",  # 24 paths walk all 4! orders: exact Shapley values, error 0; every class explained (top_k -1).
+        "job-spec",  # 24 paths walk all 4! orders: exact Shapley values, error 0; top_k -1: every class
         explanation_parameters={"sampled_shapley_attribution": {"path_count": 24}, "top_k": -1},
     )
     assert job.state == S.JOB_STATE_SUCCEEDED, job.error
@@ -329,3 +329,50 @@ def test_generated_clients_refuse_a_spec_without_generate_explanation(setup, cli
             _gcs_output(f"gs://{BUCKET}/out/flag"),
             explanation_spec=_spec(),
         )
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob"])
+def test_an_xgboost_booster_is_explained(setup, tmp_path, objective):
+    """model.bst under the XGBoost image: a binary booster's probability is one scalar output (no
+    outputIndex), a softprob booster's classes are explained as a classifier's."""
+    import warnings
+
+    import xgboost
+
+    import bpj
+
+    stack, (_, rows) = setup
+    x = np.array(rows)
+    labels = np.repeat([0, 1, 2], 50)
+    params = {"objective": objective, "max_depth": 3, "nthread": 1}
+    if objective == "binary:logistic":
+        labels = (labels == 2).astype(int)
+    else:
+        params["num_class"] = 3
+    booster = xgboost.train(params, xgboost.DMatrix(x, label=labels), num_boost_round=5)
+    with warnings.catch_warnings():  # .bst gets xgboost's default format
+        warnings.simplefilter("ignore", UserWarning)
+        booster.save_model(str(tmp_path / "model.bst"))
+    directory = f"gs://{BUCKET}/xgb-{objective.split(':')[0]}"
+    stack.gcs.write(f"{directory}/model.bst", (tmp_path / "model.bst").read_bytes())
+    m = bpj.Model.upload(
+        display_name="iris-xgb",
+        artifact_uri=directory,
+        serving_container_image_uri="us-docker.pkg.dev/vertex-ai/prediction/xgboost-cpu.2-1:latest",
+        explanation_metadata={"inputs": {"features": {}}, "outputs": {"score": {}}},
+        explanation_parameters={"sampled_shapley_attribution": {"path_count": 24}},
+    )
+    job = create(m, f"xgb-{objective.split(':')[0]}")
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    lines = gcs_lines(stack, job.output_info.gcs_output_directory)
+    assert len(lines) == len(rows)
+    outputs = booster.predict(xgboost.DMatrix(np.array([line["instance"] for line in lines])))
+    for line, out in zip(lines, outputs, strict=True):
+        [a] = line["explanation"]["attributions"]
+        if objective == "binary:logistic":
+            assert "outputIndex" not in a
+            assert a["instanceOutputValue"] == pytest.approx(float(out))
+        else:
+            assert a["outputIndex"] == [int(np.argmax(out))]
+        assert a["approximationError"] == 0  # 24 paths: every order of 4 features
+        check_attribution(a, features=["features"])
