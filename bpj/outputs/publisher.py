@@ -67,12 +67,12 @@ def gemini_text(data: pa.Table | pa.RecordBatch, *, keep: Sequence[str] = ()) ->
     if response is not None and not pa.types.is_struct(response.type) and not pa.types.is_null(response.type):
         # Values of different kinds (kept as JSON text): the same, one row at a time.
         return _with_keep(_gemini_rows(response.to_pylist(), _status(table)), table, keep)
-    first = _first(_child(response, "candidates"))
-    parts = _child(_child(first, "content"), "parts")
+    first = _First.of(_child(response, "candidates"))
+    parts = first.get("content", "parts")
     usage = _child(response, "usageMetadata")
     columns = {
-        "text": _joined_text(parts, first, n),
-        "finish_reason": _child(first, "finishReason"),
+        "text": _joined_text(parts, first.valid(), n),
+        "finish_reason": first.get("finishReason"),
         "block_reason": _child(_child(response, "promptFeedback"), "blockReason"),
         "prompt_token_count": _child(usage, "promptTokenCount"),
         "candidates_token_count": _child(usage, "candidatesTokenCount"),
@@ -107,9 +107,10 @@ def embeddings(
         raise errors.InvalidArgument(
             "the predictions column holds values of different kinds; read its JSON text"
         )
-    embedding = _child(_first(predictions), "embeddings")
-    vectors = _child(embedding, "values")
-    statistics = _child(embedding, "statistics")
+    first = _First.of(predictions)
+    vectors = first.get("embeddings", "values")
+    token_count = first.get("embeddings", "statistics", "token_count")
+    truncated = first.get("embeddings", "statistics", "truncated")
     dim = 0
     if vectors is not None and pa.types.is_list(vectors.type):
         lengths = pc.list_value_length(vectors)
@@ -132,8 +133,6 @@ def embeddings(
         )
     else:
         values = pa.nulls(n, pa.list_(value_type, max(dim, 1)))
-    token_count = _child(statistics, "token_count")
-    truncated = _child(statistics, "truncated")
     out = pa.table(
         {
             "values": values,
@@ -183,20 +182,46 @@ def _child(values: pa.Array | None, name: str) -> pa.Array | None:
     return pc.struct_field(values, [values.type.get_field_index(name)])
 
 
-def _first(lists: pa.Array | None) -> pa.Array | None:
-    """The first item of each list (null for a null or empty one), None when ``lists`` is no list array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+class _First:
+    """The first item of each row's list (null for a null or empty list), read field by field: only the
+    fields asked for are gathered, not the whole items."""
 
-    if lists is None or not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)):
-        return None
-    has = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
-    starts = lists.offsets.slice(0, len(lists))
-    return pc.take(lists.values, pc.if_else(has, starts, pa.scalar(None, starts.type)))
+    def __init__(self, items: pa.Array | None, index: pa.Array | None) -> None:
+        self.items = items  # every list's items, one after the other
+        self.index = index  # per row, the position of its first item in ``items`` (null: none)
+
+    @classmethod
+    def of(cls, lists: pa.Array | None) -> _First:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if lists is None or not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)):
+            return cls(None, None)
+        has = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
+        starts = lists.offsets.slice(0, len(lists))
+        return cls(lists.values, pc.if_else(has, starts, pa.scalar(None, starts.type)))
+
+    def get(self, *path: str) -> pa.Array | None:
+        """Per row, the field at ``path`` of its first item (None when the items have no such field)."""
+        import pyarrow.compute as pc
+
+        values = self.items
+        for name in path:
+            values = _child(values, name)
+        return None if values is None or self.index is None else pc.take(values, self.index)
+
+    def valid(self) -> pa.Array | None:
+        """Per row, whether it has a first item (None when there are no items at all)."""
+        import pyarrow.compute as pc
+
+        if self.items is None or self.index is None:
+            return None
+        return pc.fill_null(pc.take(pc.is_valid(self.items), self.index), False)
 
 
 def _joined_text(parts: pa.Array | None, first: pa.Array | None, n: int) -> pa.Array | None:
-    """Per row, the ``text`` of its parts joined ("" when none has text); null where ``first`` is null."""
+    """Per row, the ``text`` of its parts joined ("" when none has text); null where ``first`` (whether the
+    row has a first candidate) is false."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -213,7 +238,7 @@ def _joined_text(parts: pa.Array | None, first: pa.Array | None, n: int) -> pa.A
         lengths = pc.fill_null(pc.list_value_length(parts), 0).cast(pa.int64())
         offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(lengths)])
         text = pc.binary_join(pa.LargeListArray.from_arrays(offsets, texts), pa.scalar("", pa.large_string()))
-    return pc.if_else(pc.is_valid(first), text, pa.scalar(None, pa.large_string()))
+    return pc.if_else(first, text, pa.scalar(None, pa.large_string()))
 
 
 def _status(table: pa.Table) -> pa.Array:
