@@ -376,3 +376,41 @@ def test_an_xgboost_booster_is_explained(setup, tmp_path, objective):
             assert a["outputIndex"] == [int(np.argmax(out))]
         assert a["approximationError"] == 0  # 24 paths: every order of 4 features
         check_attribution(a, features=["features"])
+
+
+def test_bigquery_in_and_out(setup):
+    """A BigQuery source reaches the model as arrays in column order: index_feature_mapping names the
+    columns, and the output rows keep the source's columns, then prediction and explanation."""
+    import pyarrow as pa
+
+    stack, (model, rows) = setup
+    schema = pa.schema([(c, pa.float64()) for c in FEATURES])
+    stack.tables.create_dataset(stack.project, "explain_src", exists_ok=True)
+    stack.tables.create_table(stack.project, "explain_src", "iris", schema, exists_ok=True)
+    stack.tables.append(
+        stack.project,
+        "explain_src",
+        "iris",
+        pa.Table.from_pylist([dict(zip(FEATURES, r, strict=True)) for r in rows], schema),
+    )
+    import bpj
+
+    m = upload(explanation_metadata=META, explanation_parameters=PARAMS)
+    job = bpj.BatchPredictionJob.create(
+        job_display_name="explain-bq-in",
+        model_name=m.resource_name,
+        instances_format="bigquery",
+        predictions_format="bigquery",
+        bigquery_source=f"bq://{stack.project}.explain_src.iris",
+        bigquery_destination_prefix=f"bq://{stack.project}",
+        generate_explanation=True,
+    )
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    dataset = job.output_info.bigquery_output_dataset.removeprefix(f"bq://{stack.project}.")
+    table = stack.tables.read(stack.project, dataset, "predictions")
+    assert table.column_names == [*FEATURES, "prediction", "explanation"]
+    assert table.schema.field("sepal_length").type == pa.float64()
+    for row in table.to_pylist()[::15]:
+        [a] = json.loads(row["explanation"])["attributions"]
+        assert a["outputIndex"] == [json.loads(row["prediction"])]
+        check_attribution(a)
