@@ -749,3 +749,44 @@ def test_bq_load_makes_the_table_and_appends(env, capsys, tmp_path):
     bad.write_text("{not json\n")
     code, _, err = run(capsys, "bq", "load", f"bq://{project}.cli_loads.rows", str(bad))
     assert code == 2 and "not valid JSONL" in one_line_failure(code, err)
+
+
+@pytest.mark.parametrize("fmt", [None, "csv", "parquet"])
+def test_outputs_export_to_stdout_is_the_file_export(env, capsys, job, tmp_path, fmt):
+    resource, _ = job
+    ext = fmt or "jsonl"
+    path = tmp_path / f"file.{ext}"
+    ok(capsys, "outputs", "export", resource["name"], str(path), *(["--format", fmt] if fmt else []))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bpj.cli",
+            "outputs",
+            "export",
+            resource["name"],
+            "-",
+            *(["--format", fmt] if fmt else []),
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stderr.decode() == f"{N_ROWS} rows -> stdout\n", done.stderr
+    if ext == "parquet":
+        import io
+
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(io.BytesIO(done.stdout)).to_pylist() == pq.read_table(path).to_pylist()
+    elif ext == "csv":
+        assert done.stdout == path.read_bytes()
+    else:
+        assert [json.loads(x) for x in done.stdout.splitlines()] == [
+            json.loads(x) for x in path.read_bytes().splitlines()
+        ]
+
+
+def test_export_to_stdout_refuses_json_output(capsys):
+    code, _, err = run(capsys, "outputs", "export", "gs://bucket-x/dir", "-", "--json")
+    assert code == 2 and "--json and -" in json.loads(err)["error"]["message"]

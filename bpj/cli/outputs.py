@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 from typing import Any
 
 from bpj import errors
-from bpj.cli.common import add_json, dumps, print_json, require_reachable, vertex_reachable
+from bpj.cli.common import add_json, dumps, print_json, require_reachable, stderr, vertex_reachable
 
 
 def reader_for(source: str, *, kind: str = "predictions", workers: int | None = None) -> Any:
@@ -103,19 +104,59 @@ def read(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    to_stdout = args.path == "-"
     extension = os.path.splitext(args.path)[1].lstrip(".").lower()
-    if args.format is None and extension not in ("jsonl", "json", "ndjson", "csv", "parquet"):
+    if (
+        not to_stdout
+        and args.format is None
+        and extension not in ("jsonl", "json", "ndjson", "csv", "parquet")
+    ):
         raise errors.UsageError(
-            f"cannot tell the format of {args.path!r}: use .jsonl, .csv or .parquet, or --format"
+            f"cannot tell the format of {args.path!r}: use .jsonl, .csv or .parquet, or --format (- is stdout)"
+        )
+    if to_stdout and args.json:
+        raise errors.UsageError(
+            "--json and - (stdout) both write to stdout: give a file, or leave out --json"
         )
     check_common(args)
     reader = reader_for(args.source, kind=args.kind, workers=args.workers)
+    if to_stdout:
+        rows = _to_stdout(reader, args.format or "jsonl")
+        stderr(f"{rows} rows -> stdout")
+        return 0
     rows = reader.export(args.path, format=args.format)
     if args.json:
         print_json({"rows": rows, "path": args.path})
     else:
         print(f"{rows} rows -> {args.path}")
     return 0
+
+
+def _to_stdout(reader: Any, fmt: str) -> int:
+    """Every record on stdout: JSON lines as they arrive; CSV or Parquet written whole to a temporary file
+    first (their writers need a file), then copied."""
+    import shutil
+    import tempfile
+
+    if fmt == "jsonl":
+        rows = 0
+        records = reader.records()
+        try:
+            for record in records:
+                sys.stdout.write(dumps(record) + "\n")
+                rows += 1
+        finally:
+            records.close()
+        sys.stdout.flush()
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"out.{fmt}")
+        rows = int(reader.export(path, format=fmt))
+        sys.stdout.flush()
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    return rows
 
 
 def add_outputs(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -147,7 +188,9 @@ def add_outputs(sub: Any, parent: argparse.ArgumentParser) -> None:
         "export", parents=[parent], help="write every record to a .jsonl, .csv or .parquet file"
     )
     common(p)
-    p.add_argument("path", help="where to write; the extension picks the format")
+    p.add_argument(
+        "path", help="where to write; the extension picks the format; - writes to stdout (JSON lines)"
+    )
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="override the extension")
     add_json(p)
     p.set_defaults(run=export)
