@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -790,3 +791,35 @@ def test_outputs_export_to_stdout_is_the_file_export(env, capsys, job, tmp_path,
 def test_export_to_stdout_refuses_json_output(capsys):
     code, _, err = run(capsys, "outputs", "export", "gs://bucket-x/dir", "-", "--json")
     assert code == 2 and "--json and -" in json.loads(err)["error"]["message"]
+
+
+COMPLETE = """
+eval "$(bpj completion {shell})"
+complete_words() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _bpj_complete; echo "${{COMPREPLY[*]}}"; }}
+complete_words bpj jo
+complete_words bpj --project p jobs c
+complete_words bpj jobs create --dis
+complete_words bpj outputs export --
+"""
+
+
+def test_shell_completion_comes_from_the_parser():
+    from bpj.cli import parser
+    from bpj.cli.completion import words
+
+    table = words(parser())
+    assert "jobs create" in table and "--display-name" in table["jobs create"]
+    assert set(table[""]) >= {"jobs", "models", "outputs", "local", "gcs", "bq", "bench", "--version"}
+    done = subprocess.run(
+        ["bash", "-c", COMPLETE.format(shell="bash")],
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "jobs"
+    assert lines[1] == "cancel create"  # --project's value is not taken for a command
+    assert lines[2] == "--disable-container-logging --display-name"
+    assert set(lines[3].split()) == set(table["outputs export"])

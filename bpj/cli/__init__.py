@@ -9,6 +9,7 @@
     bpj jobs create|describe|list|wait|cancel|delete
     bpj outputs read|export                     a job's predictions, through the fast readers
     bpj bench                                   one real job of N instances, timed phase by phase
+    bpj completion bash|zsh                     a shell completion script
 
 The global options also come from BPJ_PROJECT, BPJ_LOCATION, BPJ_API_ENDPOINT and BPJ_TRANSPORT (and the
 other variables ``bpj.config`` reads), and may be given before or after the command. Vertex AI calls use
@@ -36,6 +37,7 @@ from bpj.cli.common import Parser, UsageFailure, add_globals, dumps, globals_par
 def parser() -> argparse.ArgumentParser:
     from bpj._version import __version__
     from bpj.cli.bench import add_bench
+    from bpj.cli.completion import add_completion
     from bpj.cli.local import add_local
     from bpj.cli.outputs import add_outputs
     from bpj.cli.resources import add_jobs, add_models
@@ -52,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     add_outputs(sub, parent)
     add_storage(sub, parent)
     add_bench(sub, parent)
+    add_completion(sub)
     return ap
 
 
