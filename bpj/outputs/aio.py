@@ -230,26 +230,29 @@ class AsyncReader:
     async def texts(self, *, keep: Sequence[str] = ()) -> pa.Table:
         """The sync ``texts(keep=)`` (Gemini outputs: text, reasons, token counts, status), each batch
         converted in the worker thread. Cancelling stops the read."""
-        from bpj.outputs.publisher import gemini_text
+        from bpj.outputs.publisher import TEXT_COLUMNS, gemini_text
         from bpj.outputs.reader import _combine
 
-        parts = await self._each_batch(lambda b: gemini_text(b, keep=keep))
+        parts = await self._each_batch([*TEXT_COLUMNS, *keep], lambda b: gemini_text(b, keep=keep))
         return await asyncio.to_thread(_combine, parts, gemini_text)
 
     async def embeddings(self, *, keep: Sequence[str] = (), dtype: str = "float32") -> pa.Table:
         """The sync ``embeddings(keep=, dtype=)`` (vectors as a fixed-size list column), each batch converted
         in the worker thread. Cancelling stops the read."""
-        from bpj.outputs.publisher import embeddings
+        from bpj.outputs.publisher import EMBEDDING_COLUMNS, embeddings
         from bpj.outputs.reader import _combine, _same_size
 
         def one(batch: Any) -> pa.Table:
             return embeddings(batch, keep=keep, dtype=dtype)
 
-        parts = await self._each_batch(one)
+        parts = await self._each_batch([*EMBEDDING_COLUMNS, *keep], one)
         return await asyncio.to_thread(lambda: _combine(_same_size(parts), one))
 
-    async def _each_batch(self, convert: Callable[[Any], pa.Table]) -> list[pa.Table]:
-        stream = in_thread(lambda: (convert(b) for b in self.sync.iter_batches()), queue_size=self.queue_size)
+    async def _each_batch(self, columns: list[str], convert: Callable[[Any], pa.Table]) -> list[pa.Table]:
+        """``convert`` over each batch of the read of ``columns`` (as the sync ``only``), in the worker."""
+        stream = in_thread(
+            lambda: (convert(b) for b in self.sync.only(columns).iter_batches()), queue_size=self.queue_size
+        )
         try:
             return [t async for t in stream]
         finally:

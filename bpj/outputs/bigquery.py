@@ -518,6 +518,28 @@ class BigQueryReader(Reader):
             return unify(batches) if batches else pa.Table.from_batches([], schema=self.schema)
         return pa.Table.from_batches(list(self.iter_batches()), schema=self.schema)
 
+    def only(self, columns: Sequence[str]) -> BigQueryReader:
+        """This read narrowed to those of ``columns`` the table has, as selected fields of a new session
+        (itself when that is all of them, or none)."""
+        names = [c for c in dict.fromkeys(columns) if c in self.schema.names]
+        if not names or set(names) == set(self.schema.names):
+            return self
+        parse_json = self.parse_json
+        return BigQueryReader(
+            self.table_path,
+            selected_fields=names,
+            row_restriction=self.row_restriction or None,
+            max_stream_count=self.max_stream_count,
+            max_workers=self.max_workers,
+            max_bytes_in_flight=self.max_bytes_in_flight,
+            ordered=self.ordered,
+            progress=self.progress,
+            client=self._client,
+            endpoint=self.endpoint,
+            stream_buffer=self.stream_buffer,
+            parse_json=parse_json if isinstance(parse_json, bool) else [c for c in parse_json if c in names],
+        )
+
 
 def _work(
     flow: _Flow,

@@ -31,7 +31,11 @@ from bpj import errors
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["embeddings", "gemini_text", "gemini_text_schema"]
+__all__ = ["EMBEDDING_COLUMNS", "TEXT_COLUMNS", "embeddings", "gemini_text", "gemini_text_schema"]
+
+# The columns each function reads.
+TEXT_COLUMNS = ("response", "status")
+EMBEDDING_COLUMNS = ("predictions", "status")
 
 
 def gemini_text_schema() -> pa.Schema:

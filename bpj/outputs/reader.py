@@ -62,23 +62,30 @@ class Reader(abc.ABC):
         """``to_arrow().to_pandas(**kwargs)``."""
         return self.to_arrow().to_pandas(**kwargs)
 
+    def only(self, columns: Sequence[str]) -> Reader:
+        """The same read limited to ``columns`` where the source can leave the others out (BigQuery's
+        selected fields), else this reader."""
+        return self
+
     def texts(self, *, keep: Sequence[str] = ()) -> pa.Table:
         """The rows of a Gemini (publisher model) output as text and token counts, one table:
         :func:`bpj.outputs.gemini_text` over each batch as it is read (memory: the result and the
-        batches in flight)."""
-        from bpj.outputs.publisher import gemini_text
+        batches in flight). Reads only ``response``, ``status`` and ``keep`` where the source allows."""
+        from bpj.outputs.publisher import TEXT_COLUMNS, gemini_text
 
-        return _combine((gemini_text(b, keep=keep) for b in self.iter_batches()), gemini_text)
+        source = self.only([*TEXT_COLUMNS, *keep])
+        return _combine((gemini_text(b, keep=keep) for b in source.iter_batches()), gemini_text)
 
     def embeddings(self, *, keep: Sequence[str] = (), dtype: str = "float32") -> pa.Table:
         """The rows of a text-embedding output as vectors (a fixed-size list column) and token counts:
         :func:`bpj.outputs.embeddings` over each batch as it is read."""
-        from bpj.outputs.publisher import embeddings
+        from bpj.outputs.publisher import EMBEDDING_COLUMNS, embeddings
 
         def one(batch: Any) -> pa.Table:
             return embeddings(batch, keep=keep, dtype=dtype)
 
-        return _combine(_same_size(one(b) for b in self.iter_batches()), one)
+        source = self.only([*EMBEDDING_COLUMNS, *keep])
+        return _combine(_same_size(one(b) for b in source.iter_batches()), one)
 
     def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> int:
         """Write the rows to a local file: ``.jsonl``/``.json`` (one JSON object a line), ``.csv`` (nested

@@ -278,6 +278,13 @@ def test_the_same_output_reads_alike_from_gcs_and_bigquery(stack):
         assert response.type.field("candidates").type.value_type.field("content").type.field(
             "parts"
         ).type == pa.list_(pa.struct([("text", pa.string())]))
+    # texts() on BigQuery reads only the columns it needs.
+    assert sorted(from_bq.only(["response", "status", "id", "nope"]).schema.names) == [
+        "id",
+        "response",
+        "status",
+    ]
+    assert from_gcs.only(["response"]) is from_gcs
     # The function works on a table already read, and on a record batch.
     assert gemini_text(from_gcs.to_arrow(), keep=["id"]).to_pylist() == texts.to_pylist()
     batch = from_gcs.to_arrow().combine_chunks().to_batches()[0]
@@ -286,22 +293,30 @@ def test_the_same_output_reads_alike_from_gcs_and_bigquery(stack):
         gemini_text(batch, keep=["nope"])
 
 
-def test_async_texts(stack):
+def test_async_texts_and_embeddings(stack):
     rows = [
         {
+            "id": 7,
             "status": "",
-            "processed_time": "t",
-            "request": {},
+            "processed_time": "2026-12-01T00:00:00.000+00:00",
+            "request": {"contents": []},
             "response": {"candidates": [{"content": {"parts": [{"text": "x"}]}}]},
         }
     ]
     directory = write_predictions(stack, rows)
+    table = gemini_table(stack, rows, json_type=False)
+    vectors = write_predictions(stack, embedding_rows(3, 2))
 
     async def main():
-        reader = await aio.read_gcs(directory, endpoint=stack.gcs_endpoint, progress=False)
-        return await reader.texts()
+        from_gcs = await aio.read_gcs(directory, endpoint=stack.gcs_endpoint, progress=False)
+        from_bq = aio.AsyncBigQueryReader(bigquery(stack, table))
+        embedded = await aio.read_gcs(vectors, endpoint=stack.gcs_endpoint, progress=False)
+        return await from_gcs.texts(), await from_bq.texts(keep=["id"]), await embedded.embeddings()
 
-    assert asyncio.run(main()).column("text").to_pylist() == ["x"]
+    texts, bq_texts, vectors_read = asyncio.run(main())
+    assert texts.column("text").to_pylist() == ["x"]
+    assert bq_texts.select(["text", "id"]).to_pylist() == [{"text": "x", "id": 7}]
+    assert vectors_read.column("values").to_pylist() == expected_vectors(embedding_rows(3, 2))
 
 
 def test_responses_of_different_kinds_still_give_texts(stack):
