@@ -554,3 +554,41 @@ def test_init_defaults_for_encryption_and_service_account_apply_to_create(mem):
     config.init(encryption_spec_key_name="not a key")
     with pytest.raises(errors.UsageError, match="encryption_spec_key_name"):
         submit()
+
+
+# -- progress ----------------------------------------------------------------------------------------------
+
+
+def test_wait_progress_shows_counts_rate_share_and_time_left(mem):
+    from bpj.jobs import WaitProgress
+
+    job = submit()
+    out = io.StringIO()
+    progress = WaitProgress(job, live=False, every=10.0, stream=out)
+    progress.show(0.0)
+    mem.run(job.resource_name, successful=100, failed=0)
+    job.refresh()
+    progress.show(5.0)  # a state change: shown at once
+    mem.run(job.resource_name, successful=300, failed=100, incomplete=600)
+    job.refresh()
+    progress.show(9.0)  # same state, under `every` since the last line: not shown
+    progress.show(15.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("PENDING: 0 ok, 0 failed [00:00]")
+    assert "RUNNING: 100 ok, 0 failed 20/s [00:05]" in lines[1]
+    # 400 done of 1000 at 400/15 s: 40%, 600 left at ~26.7/s: about 22 s
+    assert "300 ok, 100 failed 27/s 40% of 1000 ~00:22 left [00:15]" in lines[2]
+
+
+def test_progress_is_asked_for_off_a_terminal(mem, monkeypatch):
+    from bpj.jobs import WaitProgress
+
+    job = submit()
+    monkeypatch.delenv("BPJ_PROGRESS", raising=False)
+    assert WaitProgress.wanted(job) is None  # pytest's stderr is not a terminal
+    monkeypatch.setenv("BPJ_PROGRESS", "1")
+    shown = WaitProgress.wanted(job)
+    assert shown is not None and not shown.live
+    monkeypatch.setenv("BPJ_PROGRESS", "0")
+    assert WaitProgress.wanted(job) is None
