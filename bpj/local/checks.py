@@ -27,6 +27,7 @@ from bpj.local.bigquery.store import dataset_problem, project_problem, table_pro
 from bpj.transport.http_rules import is_repeated
 
 __all__ = [
+    "PUBLISHER_URI_RULES",
     "URI_RULES",
     "FieldErrors",
     "bq_problem",
@@ -49,6 +50,8 @@ URI_RULES: dict[tuple[str, str], str | None] = {
     (_V1 + "UnmanagedContainerModel", "artifact_uri"): "prefix",
     (_V1 + "ModelContainerSpec", "image_uri"): None,
 }
+# A job on a publisher model (Gemini, embeddings) may name its output table too (bpj.local.publisher_job).
+PUBLISHER_URI_RULES = {**URI_RULES, (_V1 + "BigQueryDestination", "output_uri"): "bq-dataset-or-table"}
 _URI_FIELD = re.compile(r"(?:^|_)uri(?:s|_prefix)?$")
 # Where Vertex AI's own schemata live (gs://google-cloud-aiplatform/schema/...): a name Cloud Storage keeps
 # for Google, so bucket_problem refuses it, but a schema URI may point there.
@@ -100,11 +103,15 @@ def _decoded_problem(name: str) -> str | None:
     return None
 
 
-def bq_problem(uri: str, *, table: bool) -> str | None:
-    """What is wrong with ``uri`` as ``bq://project.dataset.table`` (``table``) or ``bq://project[.dataset]``."""
+def bq_problem(uri: str, *, table: bool | None) -> str | None:
+    """What is wrong with ``uri`` as ``bq://project.dataset.table`` (``table``) or ``bq://project[.dataset]``
+    (not ``table``), or either (``table`` None)."""
     names = bq_uri.parse(uri)
-    if names is None or (names.table is not None) != table:
-        return f"Must be {bq_uri.TABLE_SHAPE if table else bq_uri.DATASET_SHAPE}, got {errors.shown(uri)}."
+    if names is None or (table is not None and (names.table is not None) != table):
+        shape = bq_uri.TABLE_SHAPE if table else bq_uri.DATASET_SHAPE
+        if table is None:
+            shape = f"{bq_uri.DATASET_SHAPE} or {bq_uri.TABLE_SHAPE}"
+        return f"Must be {shape}, got {errors.shown(uri)}."
     problem = project_problem(names.project)
     if problem is None and names.dataset is not None:
         problem = dataset_problem(names.dataset)
@@ -113,8 +120,10 @@ def bq_problem(uri: str, *, table: bool) -> str | None:
     return None if problem is None else f"{errors.shown(uri)}: {problem}"
 
 
-def check_uris(message: Any, path: str, problems: FieldErrors) -> None:
-    """Add a problem for every URI field under ``message`` that its rule refuses."""
+def check_uris(
+    message: Any, path: str, problems: FieldErrors, rules: dict[Any, str | None] = URI_RULES
+) -> None:
+    """Add a problem for every URI field under ``message`` that its rule (in ``rules``) refuses."""
     for fd, value in message.ListFields():
         here = f"{path}.{fd.name}"
         if fd.message_type is not None:
@@ -122,16 +131,18 @@ def check_uris(message: Any, path: str, problems: FieldErrors) -> None:
                 continue
             for where, item in _items(fd, value, here):
                 if hasattr(item, "ListFields"):
-                    check_uris(item, where, problems)
+                    check_uris(item, where, problems, rules)
             continue
         if fd.type != fd.TYPE_STRING:
             continue
         key = (message.DESCRIPTOR.full_name, fd.name)
-        kind = URI_RULES[key] if key in URI_RULES else ("schema" if _URI_FIELD.search(fd.name) else None)
+        kind = rules[key] if key in rules else ("schema" if _URI_FIELD.search(fd.name) else None)
         if kind is None:
             continue
         for where, uri in _items(fd, value, here):
-            if kind == "bq-table" or kind == "bq-dataset":
+            if kind == "bq-dataset-or-table":
+                problem = bq_problem(uri, table=None)
+            elif kind == "bq-table" or kind == "bq-dataset":
                 problem = bq_problem(uri, table=kind == "bq-table")
             else:
                 problem = gcs_problem(uri, kind=kind)

@@ -83,6 +83,9 @@ class Executor:
         self._spare: Future[PredictorProcess] | None = self._spawner.submit(_new_process)
         self._lock = threading.Lock()
         self.stopping = threading.Event()
+        # ``module:Class`` answering publisher-model jobs (bpj.local.publisher); None: BPJ_PUBLISHER_MODEL or
+        # the stand-in.
+        self.publisher_model: str | None = None
 
     # -- what the JobService calls ---------------------------------------------------------------------
     def start(self, name: str) -> None:
@@ -166,7 +169,7 @@ class Executor:
             if self.stopping.is_set():
                 return  # stays PENDING: the next start of the stack runs it
             job = self.update(name, _running)
-            Run(self, job, cancel).execute()
+            _run_class(job)(self, job, cancel).execute()
         except Exception:  # never let a worker die silently
             log.exception("job %s: unexpected failure", name)
             self.finish(name, S.JOB_STATE_FAILED, error=(errors.Code.INTERNAL, "the local executor failed"))
@@ -404,6 +407,15 @@ class Run:
                 job.update_time.CopyFrom(_now())
 
             self.ex.update(self.job.name, progress)
+
+
+def _run_class(job: Any) -> type[Run]:
+    """Run, or for a publisher model (Gemini, embeddings) Run with bpj.local.publisher_job's steps."""
+    from bpj.local.publisher_job import PublisherSteps, is_publisher_job
+
+    if not is_publisher_job(job):
+        return Run
+    return type("PublisherRun", (PublisherSteps, Run), {})
 
 
 def _new_process() -> PredictorProcess:

@@ -250,7 +250,8 @@ class _Child:
         fetch: Callable[[str], bytes] = lambda uri: self.ask("fetch", uri)  # noqa: E731
         list_dir: Callable[[str], list[str]] = lambda prefix: self.ask("list", prefix)  # noqa: E731
         try:
-            predictor = load_predictor(model, fetch=fetch, list_dir=list_dir, workdir=Path(workdir))
+            load = _publisher_loader(model) or load_predictor
+            predictor = load(model, fetch=fetch, list_dir=list_dir, workdir=Path(workdir))
         except errors.ApiError as e:
             self.send(("failed", e.code.name, e.message))
             return None
@@ -297,6 +298,13 @@ class _Child:
             except Exception:
                 data = _dumps(("done", [[_sendable(r) for r in rs] for rs in results]))
             self.conn.send_bytes(data)
+
+
+def _publisher_loader(model: Any) -> Any:
+    """bpj.local.publisher's loader when ``model`` names a publisher model (Gemini, embeddings), else None."""
+    from bpj.local.publisher import is_publisher, load_publisher
+
+    return load_publisher if is_publisher(model.name) else None
 
 
 def _explained(explainer: Any, predictor: Any, batches: list[Any], results: list[Any]) -> list[Any]:

@@ -324,7 +324,11 @@ def dimension_of(model_id: str) -> int:
 
 
 def _parameter(parameters: Any, camel: str, snake: str) -> Any:
-    return _get(parameters, camel, snake) if isinstance(parameters, dict) else None
+    value = _get(parameters, camel, snake) if isinstance(parameters, dict) else None
+    # model_parameters reach the job as a protobuf Value: its numbers are floats
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def embedding_problem(instance: Any, parameters: Any, model_id: str) -> str | None:

@@ -108,6 +108,50 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# -- names -----------------------------------------------------------------------------------------------
+
+
+def gcs_directory(output_uri_prefix: str, create_time: datetime.datetime) -> str:
+    """``<prefix>/prediction-model-<YYYY-MM-DDThh:mm:ss.ffffffZ>``."""
+    bucket, prefix = split_uri(output_uri_prefix, object_required=False)
+    prefix = prefix.strip("/")
+    base = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+    t = create_time.astimezone(datetime.timezone.utc)
+    return f"{base}/prediction-model-{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond:06d}Z"
+
+
+def bigquery_names(uri: str, project: str, create_time: datetime.datetime) -> tuple[str, str, str, bool]:
+    """(project, dataset, table, whether the URI named the table) of a job's output table."""
+    names = bq_uri.parse(f"bq://{project}" if uri == "bq://" else uri)
+    if names is None:
+        raise errors.InvalidArgument(
+            f"bigquery_destination.output_uri {uri!r} is not bq://project, bq://project.dataset "
+            "or bq://project.dataset.table"
+        )
+    stamp = _stamp(create_time.astimezone(datetime.timezone.utc))
+    dataset = names.dataset or f"prediction_model_{stamp}"
+    return names.project, dataset, names.table or f"predictions_{stamp}", names.table is not None
+
+
+def _created(job: Any) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(job.create_time.ToNanoseconds() / 1e9, tz=datetime.timezone.utc)
+
+
+def default_output_info(job: Any) -> Any:
+    """The output_info a publisher-model job gets when it succeeds (FakeVertex uses it too)."""
+    info = types.BatchPredictionJob.OutputInfo()
+    oc = job.output_config
+    if oc.HasField("gcs_destination"):
+        info.gcs_output_directory = gcs_directory(oc.gcs_destination.output_uri_prefix, _created(job))
+    elif oc.HasField("bigquery_destination"):
+        project, dataset, table, _ = bigquery_names(
+            oc.bigquery_destination.output_uri, job.name.split("/")[1], _created(job)
+        )
+        info.bigquery_output_dataset = f"bq://{project}.{dataset}"
+        info.bigquery_output_table = table
+    return info
+
+
 # -- the rows ----------------------------------------------------------------------------------------------
 
 
@@ -165,11 +209,7 @@ class PublisherGcsSink:
     def __init__(
         self, gcs: Gcs, output_uri_prefix: str, *, kind: str, create_time: datetime.datetime
     ) -> None:
-        bucket, prefix = split_uri(output_uri_prefix, object_required=False)
-        prefix = prefix.strip("/")
-        base = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
-        t = create_time.astimezone(datetime.timezone.utc)
-        self.directory = f"{base}/prediction-model-{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond:06d}Z"
+        self.directory = gcs_directory(output_uri_prefix, create_time)
         self.kind = kind
         self.gcs = gcs
         gcs.write(self.directory + "/", b"", content_type="application/x-directory")
@@ -210,21 +250,14 @@ class PublisherBigQuerySink:
         project: str,
         input_schema: pa.Schema | None,
     ) -> None:
-        names = bq_uri.parse(f"bq://{project}" if destination_uri == "bq://" else destination_uri)
-        if names is None:
-            raise errors.InvalidArgument(
-                f"bigquery_destination.output_uri {destination_uri!r} is not bq://project, bq://project.dataset "
-                "or bq://project.dataset.table"
-            )
-        stamp = _stamp(create_time.astimezone(datetime.timezone.utc))
+        self.project, self.dataset_id, self.table_id, explicit = bigquery_names(
+            destination_uri, project, create_time
+        )
         self.tables = tables
         self.kind = kind
-        self.project = names.project
-        self.dataset_id = names.dataset or f"prediction_model_{stamp}"
-        self.table_id = names.table or f"predictions_{stamp}"
         tables.create_dataset(self.project, self.dataset_id, exists_ok=True)
         if tables.table_exists(self.project, self.dataset_id, self.table_id):
-            if names.table is not None:
+            if explicit:
                 raise errors.AlreadyExists(
                     f"Already Exists: Table {self.project}:{self.dataset_id}.{self.table_id}"
                 )
@@ -337,6 +370,8 @@ class PublisherSteps:
     def __init__(self, executor: Any, job: Any, cancel: Any) -> None:
         job = type(job).FromString(job.SerializeToString())
         job.ClearField("instance_config")  # Vertex AI reads publisher-model inputs whole
+        if job.input_config.HasField("bigquery_source"):
+            job.instance_config.instance_type = "object"  # rows as {column: value}
         super().__init__(executor, job, cancel)  # type: ignore[call-arg]
         parsed = parse_model(job.model)
         assert parsed is not None
@@ -354,9 +389,7 @@ class PublisherSteps:
 
     def open_sink(self, model: Any) -> Any:
         job, oc = self.job, self.job.output_config
-        created = datetime.datetime.fromtimestamp(
-            job.create_time.ToNanoseconds() / 1e9, tz=datetime.timezone.utc
-        )
+        created = _created(job)
         if oc.HasField("gcs_destination"):
             return PublisherGcsSink(
                 self.ex.gcs, oc.gcs_destination.output_uri_prefix, kind=self.kind, create_time=created

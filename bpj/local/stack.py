@@ -31,6 +31,9 @@ class LocalStack:
     in, so it requires a ``token`` and warns once. ``token``: every request on every port (Vertex gRPC and
     REST, GCS, BigQuery REST and Storage Read) must carry ``authorization: Bearer <token>``. ``gcs_endpoint``:
     use a GCS-compatible server you run instead of starting fake-gcs-server. ``workers``: jobs run at once.
+    ``publisher_model``: ``module:Class`` (``module`` a dotted name or a ``.py`` path) that answers batch jobs on
+    publisher models (Gemini, embeddings) instead of bpj's deterministic stand-in; the environment variable
+    ``BPJ_PUBLISHER_MODEL`` does the same (see :mod:`bpj.local.publisher`). Settable on a started stack too.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class LocalStack:
         workers: int = 2,
         project: str = DEFAULT_PROJECT,
         location: str = DEFAULT_LOCATION,
+        publisher_model: str | None = None,
     ) -> None:
         from bpj.local.servers.guard import is_loopback
 
@@ -66,6 +70,7 @@ class LocalStack:
         self.project = project
         self.location = location
         self.workers = workers
+        self._publisher_model = publisher_model
         self._gcs_endpoint = gcs_endpoint
         self._stoppers: list[Any] = []
         self.started = False
@@ -127,6 +132,7 @@ class LocalStack:
         self._stoppers.append(self.store.close)
         self.executor = Executor(self.store, self.gcs, self.tables, root / "work", workers=self.workers)
         self._stoppers.append(self.executor.shutdown)
+        self.executor.publisher_model = self._publisher_model
         vertex = Vertex(self.store, self.executor.start, self.executor.stop)
         servicers = (Jobs(vertex), Models(vertex), Operations(vertex))
 
@@ -175,6 +181,18 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def publisher_model(self) -> str | None:
+        """``module:Class`` answering publisher-model jobs, or None for ``BPJ_PUBLISHER_MODEL`` / the stand-in;
+        a job takes the value it finds when it starts."""
+        return self._publisher_model
+
+    @publisher_model.setter
+    def publisher_model(self, spec: str | None) -> None:
+        self._publisher_model = spec
+        if self.started:
+            self.executor.publisher_model = spec
 
     # -- for clients ------------------------------------------------------------------------------------
     @property

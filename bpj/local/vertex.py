@@ -20,7 +20,14 @@ from bpj import errors, types
 from bpj._gen.services.job_service import JobServiceServicer
 from bpj._gen.services.model_service import ModelServiceServicer
 from bpj._gen.services.operations import OperationsServicer
-from bpj.local.checks import FieldErrors, check_servable, check_uris, check_values
+from bpj.local.checks import (
+    PUBLISHER_URI_RULES,
+    URI_RULES,
+    FieldErrors,
+    check_servable,
+    check_uris,
+    check_values,
+)
 from bpj.local.filters import compile_filter, compile_order
 from bpj.local.store import Store
 from bpj.transport.http_rules import is_repeated
@@ -194,7 +201,9 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
         p.add(f"{f}.display_name", "The display name must be at most 128 characters.")
     if bool(job.model) == job.HasField("unmanaged_container_model"):
         p.add(f"{f}.model", "Exactly one of model and unmanaged_container_model must be set.")
-    if job.model:
+    if job.model and _is_publisher(job.model):
+        validate_publisher_job(job, parent, f, p)
+    elif job.model:
         m = re.match(r"^projects/([^/]+)/locations/([^/]+)/models/[^/@]+(@[\w-]+)?$", job.model)
         if m is None:
             p.add(f"{f}.model", f"Invalid Model resource name {job.model!r}.")
@@ -254,8 +263,28 @@ def validate_job(job: Any, parent: re.Match[str]) -> None:
     if job.manual_batch_tuning_parameters.batch_size < 0:
         p.add(f"{f}.manual_batch_tuning_parameters.batch_size", "Must not be negative.")
     validate_labels(job.labels, f"{f}.labels", p)
-    check_stored(job, f, p)
+    check_stored(job, f, p, PUBLISHER_URI_RULES if job.model and _is_publisher(job.model) else URI_RULES)
     p.raise_if_any()
+
+
+def _is_publisher(name: str) -> bool:
+    from bpj.local.publisher import is_publisher
+
+    return is_publisher(name)
+
+
+def validate_publisher_job(job: Any, parent: re.Match[str], f: str, p: FieldErrors) -> None:
+    """A publisher model (``publishers/google/models/gemini-2.0-flash-001``, or under ``projects/{p}/locations/
+    {l}/``) in the job's location, and the formats Vertex AI takes for it (bpj.local.publisher_job)."""
+    from bpj.local.publisher import format_problems, parse_model
+
+    model = parse_model(job.model)
+    if model is not None and model.location is not None and model.location != parent["location"]:
+        p.add(
+            f"{f}.model", f"The publisher model must be in location {parent['location']}, the job's location."
+        )
+    for field, problem in format_problems(job):
+        p.add(f"{f}.{field}", problem)
 
 
 def check_explanations(store: Store, job: Any) -> None:
@@ -283,9 +312,11 @@ def check_explanation_spec(model: Any, p: FieldErrors) -> None:
             p.add(field, message)
 
 
-def check_stored(message: Any, field: str, problems: FieldErrors) -> None:
+def check_stored(
+    message: Any, field: str, problems: FieldErrors, uri_rules: dict[Any, str | None] = URI_RULES
+) -> None:
     """Every URI field of what is about to be stored, every Value in it, and that REST can serve it back."""
-    check_uris(message, field, problems)
+    check_uris(message, field, problems, uri_rules)
     check_values(message, field, problems)
     if not problems.items:
         check_servable(message, field, problems)
@@ -307,7 +338,7 @@ class Jobs(JobServiceServicer):
         job.state = S.JOB_STATE_PENDING
         job.create_time.CopyFrom(now())
         job.update_time.CopyFrom(job.create_time)
-        if job.model:
+        if job.model and not _is_publisher(job.model):
             with contextlib.suppress(errors.NotFound):  # the job fails when it runs, as on Vertex AI
                 job.model_version_id = find_model(self.v.store, job.model).version_id
         self.v.store.insert("job", job.name, request.parent, job.create_time.ToNanoseconds(), job)

@@ -280,6 +280,11 @@ def _status(error: Any) -> Any:
 
 
 def _default_output(job: Any) -> None:
+    from bpj.local.publisher_job import default_output_info, is_publisher_job
+
+    if is_publisher_job(job):  # Gemini and embeddings jobs: their own layout (bpj.local.publisher_job)
+        job.output_info.CopyFrom(default_output_info(job))
+        return
     model = (job.model.rsplit("/", 1)[-1] or "model").split("@")[0]
     when = datetime.fromtimestamp(job.create_time.seconds, tz=timezone.utc)
     oc = job.output_config
