@@ -81,6 +81,8 @@ __all__ = [
 
 MAX_ROWS = 1 << 18
 """Rows per model call when explaining."""
+MAX_CELLS = 1 << 22
+"""Feature values built at once (instances × baselines × paths × steps × features): about 32 MB of floats."""
 PATH_COUNT_RANGE = (1, 50)
 SEED = 20260101
 NON_TF_FIELDS = ("input_baselines", "modality", "group_name", "encoding", "index_feature_mapping")
@@ -253,8 +255,7 @@ def sampled_shapley(f: Any, x: Any, base: Any, perms: Any, *, exact: bool = Fals
     rank = np.argsort(perms, axis=1)  # rank[p, feature]: where the feature comes in path p
     # mask[p, s, feature]: after s + 1 steps of path p the feature has the instance's value
     mask = rank[:, None, :] <= np.arange(d - 1)[None, :, None]
-    per_instance = b * m * (d - 1)
-    chunk = max(1, MAX_ROWS // max(1, per_instance))
+    chunk = max(1, MAX_CELLS // max(1, b * m * (d - 1) * d))
     ends = _outputs(f, np.concatenate([base, x]))
     base_out, out = ends[:b], ends[b:]
     k = out.shape[1]
