@@ -92,3 +92,49 @@ def test_the_plugin_loads_by_itself_and_the_testing_example_passes():
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "3 passed" in done.stdout
+
+
+FRESH = """
+import bpj
+from bpj.testing import fake_vertex
+
+with fake_vertex() as fake:
+    job = bpj.BatchPredictionJob.submit(
+        job_display_name="fresh", model_name="1", gcs_source="gs://fresh-in/a.jsonl",
+        gcs_destination_prefix="gs://fresh-out/run",
+    )
+    fake.finish(job.resource_name, bpj.types.JobState.JOB_STATE_SUCCEEDED, successful=3)
+    assert job.wait().state.name == "JOB_STATE_SUCCEEDED"
+try:
+    import bpj.testing.strategies
+except ModuleNotFoundError as e:
+    assert "pip install 'bpj[testing]'" in str(e), e
+else:
+    raise AssertionError("hypothesis is not a dependency")
+print("fresh ok")
+"""
+
+
+def test_a_fresh_venv_with_no_extras_runs_a_job_on_the_fake(wheel, tmp_path):
+    # Installs the wheel's dependencies from the package index (or pip's cache).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(
+        [str(python), "-c", FRESH], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "fresh ok", done.stderr[-3000:]
+    done = subprocess.run(
+        [str(venv / "bin" / "bpj"), "local", "example", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "pip install 'bpj[local]'" in done.stderr, done.stderr
