@@ -90,22 +90,7 @@ def _stamp(t: datetime.datetime) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
-
-
-def _default(value: Any) -> Any:
-    import base64
-    import decimal
-
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # -- names -----------------------------------------------------------------------------------------------
@@ -158,20 +143,22 @@ def default_output_info(job: Any) -> Any:
 def gcs_line(kind: str, inst: Instance, answer: dict[str, Any], processed: str) -> dict[str, Any]:
     """One line of ``predictions.jsonl`` (see the module docstring)."""
     status = answer.get("status", "")
+    # The payload is the line as read, or a BigQuery row with its values in JSON form.
+    source = inst.payload if inst.error is None else None
     if kind == "embed":
         line: dict[str, Any] = {}
         if inst.error is None:
-            line["instance"] = inst.raw
+            line["instance"] = source
         if "predictions" in answer:
             line["predictions"] = answer["predictions"]
         line["status"] = status
         return line
-    raw = inst.raw if isinstance(inst.raw, dict) else {}
+    raw = source if isinstance(source, dict) else {}
     line = {k: v for k, v in raw.items() if k not in ("status", "processed_time", "request", "response")}
     line["status"] = status
     line["processed_time"] = processed
-    if "request" in raw:
-        line["request"] = raw["request"]
+    if "request" in raw:  # parsed when it was JSON text (a BigQuery column)
+        line["request"] = answer.get("request", raw["request"])
     if "response" in answer:
         line["response"] = answer["response"]
     return line
@@ -336,16 +323,15 @@ class PublisherBigQuerySink:
         columns = []
         for field in schema:
             values = [r.get(field.name) for r in self._pending]
+            if pa.types.is_string(field.type):  # JSON text for what is not a string (objects, mixed values)
+                values = [v if v is None or isinstance(v, str) else _dumps(v) for v in values]
             try:
                 columns.append(pa.array(values, type=field.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                if not pa.types.is_string(field.type):
-                    raise errors.InvalidArgument(
-                        f"column {field.name!r} of {self.dataset}.{self.table_id} is {field.type}, and a value "
-                        "written to it is not"
-                    ) from None
-                text = [v if v is None or isinstance(v, str) else _dumps(v) for v in values]
-                columns.append(pa.array(text, pa.string()))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+                where = f"{self.dataset}.{self.table_id}"
+                raise errors.InvalidArgument(
+                    f"column {field.name!r} of {where} is {field.type}: {e}"
+                ) from None
         self.tables.append(
             self.project, self.dataset_id, self.table_id, pa.Table.from_arrays(columns, schema=schema)
         )

@@ -8,6 +8,7 @@ that never returns. Property tests cover the request checks and the stand-in's i
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
@@ -319,6 +320,38 @@ def test_gemini_bigquery_in_and_out(stack, clients, buckets):
         else:
             assert row["status"].startswith("Bad Request: ") and row["response"] is None
     assert (job.completion_stats.successful_count, job.completion_stats.failed_count) == (2, 2)
+
+
+def test_gemini_across_stores(stack, clients, buckets):
+    """JSONL in, BigQuery out: the lines' keys become columns (request as JSON text); BigQuery in, JSONL out:
+    the row's values in their JSON form, the request as an object."""
+    stack.gcs.write(f"gs://{IN}/cross.jsonl", "\n".join(LINES).encode())
+    job = create(clients, stack, GEMINI, f"gs://{IN}/cross.jsonl", f"bq://{stack.project}.pub_cross")
+    job = finished(clients, job.name)
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    table = table_rows(stack, job)
+    assert table.schema.names == ["id", "request", "status", "processed_time", "response"]
+    assert table.schema.field("request").type == pa.string()
+    rows = table.to_pylist()
+    assert len(rows) == len(LINES)
+    for n, (row, source) in enumerate(zip(rows, LINES, strict=True)):
+        if n in GOOD:
+            sent = json.loads(source)
+            assert row["id"] == sent["id"] and json.loads(row["request"]) == sent["request"]
+            assert json.loads(row["response"]) == stand_in_response(sent["request"], "gemini-2.0-flash-001")
+        else:
+            assert row["status"].startswith("Bad Request: ") and row["response"] is None
+
+    when = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    schema = pa.schema([("at", pa.timestamp("us", tz="UTC")), ("request", pa.string())])
+    make_table(stack, "pub_src", "cross", schema, [{"at": when, "request": json.dumps(good_request(7))}])
+    job = finished(
+        clients, create(clients, stack, GEMINI, f"bq://{stack.project}.pub_src.cross", f"gs://{OUT}/x").name
+    )
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    (line,) = read_lines(stack, job)
+    assert line["at"] == when.isoformat() and line["request"] == good_request(7)
+    assert line["response"] == stand_in_response(good_request(7), "gemini-2.0-flash-001")
 
 
 def test_explicit_output_table_is_used_and_never_overwritten(stack, clients, buckets):
