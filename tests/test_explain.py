@@ -181,19 +181,22 @@ def test_a_regressor_is_a_scalar_output_and_a_classifier_its_predicted_class():
 
 
 class _Objects:
-    """A custom routine taking objects: price = 2 * rooms + area (the other fields are ignored)."""
+    """A custom routine taking objects: price = 2 * rooms + area + the parameters' bias (the other fields are
+    ignored)."""
 
     def predict(self, instances, parameters=None):
-        return [2 * i["rooms"] + i["area"] for i in instances]
+        return [2 * i["rooms"] + i["area"] + parameters["bias"] for i in instances]
 
 
 def test_object_instances_are_explained_by_field():
     inputs = {"rooms": {"input_baselines": [1]}, "area": {}}
     results = Explainer(spec(2, inputs=inputs)).explain(
-        _Objects(), [{"rooms": 3, "area": 50, "id": "a"}, {"rooms": 1, "id": "b"}, [1, 2]]
+        _Objects(), [{"rooms": 3, "area": 50, "id": "a"}, {"rooms": 1, "id": "b"}, [1, 2]], {"bias": 7}
     )
     ok, e = results[0]
-    assert ok and e["attributions"][0]["featureAttributions"] == {"area": 50.0, "rooms": 4.0}
+    [a] = e["attributions"]
+    assert ok and a["featureAttributions"] == {"area": 50.0, "rooms": 4.0}
+    assert (a["baselineOutputValue"], a["instanceOutputValue"]) == (9.0, 63.0)
     assert results[1] == (False, ("INVALID_ARGUMENT", results[1][1][1]))
     assert "no field 'area'" in results[1][1][1]
     assert results[2][1][1].startswith("Nameless input are allowed only if there is a single input")

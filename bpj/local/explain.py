@@ -331,9 +331,12 @@ class Explainer:
         )
         self.inputs = {name: meta.inputs[name] for name in sorted(meta.inputs)}
         self._perms: dict[int, tuple[Any, bool]] = {}
+        self._parameters: Any = None
 
-    def explain(self, predictor: Any, payloads: list[Any]) -> list[tuple[bool, Any]]:
-        """One ``(True, {"attributions": [...]})`` or ``(False, (code name, message))`` per payload."""
+    def explain(self, predictor: Any, payloads: list[Any], parameters: Any = None) -> list[tuple[bool, Any]]:
+        """One ``(True, {"attributions": [...]})`` or ``(False, (code name, message))`` per payload;
+        ``parameters`` go to a custom routine's predict with every row, as with the predictions."""
+        self._parameters = parameters
         out: list[tuple[bool, Any]] = [(False, ("INTERNAL", "not explained"))] * len(payloads)
         groups: dict[Any, list[int]] = {}
         for i, payload in enumerate(payloads):
@@ -391,11 +394,11 @@ class Explainer:
                 raise _Refused("an empty instance has no features to explain")
             x = _numeric(payloads)
             if x is not None and all(_numeric_row(r) for r in base_rows):
-                f = _model_function(predictor)
+                f = _model_function(predictor, self._parameters)
                 values = x
                 baselines = np.asarray(base_rows, dtype=float)
             else:
-                f = _object_function(predictor)
+                f = _object_function(predictor, self._parameters)
                 values = _objects(payloads)
                 baselines = _objects(base_rows)
             keys: list[str] | None = names or None
@@ -415,7 +418,7 @@ class Explainer:
                     True,
                     self._explanation(
                         sampled_shapley(
-                            _object_function(predictor, keys=keys, template=p),
+                            _object_function(predictor, self._parameters, keys=keys, template=p),
                             _objects([[p[k] for k in keys]]),
                             baselines,
                             perms,
@@ -542,7 +545,7 @@ def _objects(rows: list[list[Any]]) -> Any:
     return out
 
 
-def _model_function(predictor: Any) -> Any:
+def _model_function(predictor: Any, parameters: Any) -> Any:
     """What the predictor's model outputs for rows of numbers: class probabilities for a classifier."""
     model = getattr(predictor, "model", None)
     booster = getattr(predictor, "booster", None)
@@ -554,10 +557,12 @@ def _model_function(predictor: Any) -> Any:
         import xgboost
 
         return lambda rows: booster.predict(xgboost.DMatrix(rows))
-    return lambda rows: predictor.predict(rows.tolist())
+    return lambda rows: predictor.predict(rows.tolist(), parameters)
 
 
-def _object_function(predictor: Any, *, keys: list[str] | None = None, template: Any = None) -> Any:
+def _object_function(
+    predictor: Any, parameters: Any, *, keys: list[str] | None = None, template: Any = None
+) -> Any:
     """The predictor's outputs for rows of any values: lists, or the fields ``keys`` of ``template``."""
     import numpy as np
 
@@ -571,6 +576,6 @@ def _object_function(predictor: Any, *, keys: list[str] | None = None, template:
             instances = [{**template, **dict(zip(keys, r, strict=True))} for r in rows]
         if callable(proba) and keys is None:
             return proba(np.asarray(instances))
-        return np.asarray(predictor.predict(instances), dtype=float)
+        return np.asarray(predictor.predict(instances, parameters), dtype=float)
 
     return f

@@ -292,7 +292,7 @@ class _Child:
                 for payloads in batches
             ]
             if explainer is not None:
-                results = _explained(explainer, predictor, batches, results)
+                results = _explained(explainer, predictor, batches, results, parameters)
             try:
                 data = _dumps(("done", results))
             except Exception:
@@ -307,13 +307,15 @@ def _publisher_loader(model: Any) -> Any:
     return load_publisher if is_publisher(model.name) else None
 
 
-def _explained(explainer: Any, predictor: Any, batches: list[Any], results: list[Any]) -> list[Any]:
+def _explained(
+    explainer: Any, predictor: Any, batches: list[Any], results: list[Any], parameters: Any
+) -> list[Any]:
     """``results`` with each prediction explained (in one pass over every batch), or failed when its
     explanation failed."""
     from bpj.local.explain import Explained
 
     spots = [(b, i) for b, rs in enumerate(results) for i, (ok, _) in enumerate(rs) if ok]
-    explained = explainer.explain(predictor, [batches[b][i] for b, i in spots])
+    explained = explainer.explain(predictor, [batches[b][i] for b, i in spots], parameters)
     out = [list(rs) for rs in results]
     for (b, i), (ok, value) in zip(spots, explained, strict=True):
         out[b][i] = (True, Explained(out[b][i][1], value)) if ok else (False, value)
