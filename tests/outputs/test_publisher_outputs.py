@@ -541,3 +541,127 @@ def test_json_columns_of_any_table(stack):
     assert all(pa.types.is_struct(p.read().schema.field("doc").type) for p in parts if p.read().num_rows)
     with pytest.raises(errors.UsageError, match="parse_json"):
         bigquery(stack, name, parse_json="doc")
+
+
+# -- end to end: publisher jobs on the local stack, read back ------------------------------------------------
+
+GEMINI = "publishers/google/models/gemini-2.0-flash-001"
+EMBEDDING = "publishers/google/models/text-embedding-005"
+
+
+def run_job(stack, model: str, source: str, destination: str):
+    """A batch prediction job on ``model`` from ``source`` to ``destination`` (gs:// or bq://), finished."""
+    from bpj import types
+    from bpj._gen.services.job_service import JobServiceClient
+    from bpj.transport.grpc import GrpcTransport
+    from tests.local.conftest import wait_for
+
+    job = types.BatchPredictionJob(display_name="read-back", model=model)
+    if source.startswith("gs://"):
+        job.input_config.instances_format = "jsonl"
+        job.input_config.gcs_source.uris.append(source)
+    else:
+        job.input_config.instances_format = "bigquery"
+        job.input_config.bigquery_source.input_uri = source
+    if destination.startswith("gs://"):
+        job.output_config.predictions_format = "jsonl"
+        job.output_config.gcs_destination.output_uri_prefix = destination
+    else:
+        job.output_config.predictions_format = "bigquery"
+        job.output_config.bigquery_destination.output_uri = destination
+    transport = GrpcTransport(stack.api_endpoint)
+    try:
+        jobs = JobServiceClient(transport)
+        parent = f"projects/{stack.project}/locations/{stack.location}"
+        created = jobs.create_batch_prediction_job(
+            types.CreateBatchPredictionJobRequest(parent=parent, batch_prediction_job=job)
+        )
+        get = lambda n: jobs.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=n))  # noqa: E731
+        done = wait_for(get, created.name)
+    finally:
+        transport.close()
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED, done.error
+    return done
+
+
+def prompt(i: int) -> dict[str, Any]:
+    return {"contents": [{"role": "user", "parts": [{"text": f"prompt number {i}"}]}]}
+
+
+E2E_LINES = [
+    {"id": 0, "request": prompt(0)},
+    {"id": 1, "request": {"contents": []}},  # a per-row error: status set, no response
+    {"id": 2, "request": {**prompt(2), "generationConfig": {"candidateCount": 2}}},
+    {"id": 3, "request": {**prompt(3), "generationConfig": {"maxOutputTokens": 3}}},
+]
+
+
+def stand_in_texts(lines: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    from bpj.local.publisher import request_problem, stand_in_response
+
+    out = []
+    for line in lines:
+        if request_problem(line["request"]) is not None:
+            out.append((line["id"], None, None, False))
+            continue
+        response = stand_in_response(line["request"], "gemini-2.0-flash-001")
+        first = response["candidates"][0]
+        usage = response["usageMetadata"]
+        out.append((line["id"], first["content"]["parts"][0]["text"], usage["totalTokenCount"], True))
+    return out
+
+
+def as_tuples(texts: pa.Table) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r["id"], r["text"], r["total_token_count"], r["status"] == "")
+        for r in texts.select(["id", "text", "total_token_count", "status"]).to_pylist()
+    )
+
+
+def test_a_gemini_job_on_the_stack_reads_back_from_gcs_and_bigquery(stack):
+    source = f"gs://{BUCKET}/e2e/gemini.jsonl"
+    stack.gcs.write(source, "".join(json.dumps(x) + "\n" for x in E2E_LINES).encode())
+    expected = stand_in_texts(E2E_LINES)
+
+    job = run_job(stack, GEMINI, source, f"gs://{BUCKET}/e2e/gemini-out")
+    reader = gcs(stack, job.output_info.gcs_output_directory, ordered=True)
+    assert [o.name.rpartition("/")[2] for o in reader.objects()] == ["predictions.jsonl"]
+    table = reader.to_arrow()
+    assert pa.types.is_struct(table.schema.field("response").type)
+    assert table.column("id").to_pylist() == [0, 1, 2, 3]
+    assert as_tuples(reader.texts(keep=["id"])) == expected
+    assert reader.texts().column("finish_reason").to_pylist() == ["STOP", None, "STOP", "MAX_TOKENS"]
+
+    job = run_job(stack, GEMINI, source, f"bq://{stack.project}")
+    uri = f"{job.output_info.bigquery_output_dataset}.{job.output_info.bigquery_output_table}"
+    from_bq = BigQueryReader(uri, endpoint=stack.bigquery_storage_endpoint, progress=False)
+    rows = from_bq.to_arrow()
+    assert pa.types.is_struct(rows.schema.field("response").type)
+    assert pa.types.is_timestamp(rows.schema.field("processed_time").type)
+    assert as_tuples(from_bq.texts(keep=["id"])) == expected
+
+
+def test_an_embedding_job_on_the_stack_reads_back_as_vectors(stack):
+    from bpj.local.publisher import stand_in_embedding
+
+    instances = [{"content": f"text {i}"} for i in range(5)] + [{"content": ""}, {"nope": 1}]
+    source = f"gs://{BUCKET}/e2e/embed.jsonl"
+    stack.gcs.write(source, "".join(json.dumps(x) + "\n" for x in instances).encode())
+    job = run_job(stack, EMBEDDING, source, f"gs://{BUCKET}/e2e/embed-out")
+    vectors = gcs(stack, job.output_info.gcs_output_directory, ordered=True).embeddings(keep=["instance"])
+    for row in vectors.to_pylist():
+        if row["status"]:
+            assert row["values"] is None
+            continue
+        want = stand_in_embedding(row["instance"], None, "text-embedding-005")["values"]
+        assert row["values"] == pytest.approx(want, rel=1e-6)
+    assert sum(1 for s in vectors.column("status").to_pylist() if s == "") >= 5
+    assert pa.types.is_fixed_size_list(vectors.schema.field("values").type)
+
+    job = run_job(stack, EMBEDDING, source, f"bq://{stack.project}")
+    uri = f"{job.output_info.bigquery_output_dataset}.{job.output_info.bigquery_output_table}"
+    from_bq = BigQueryReader(uri, endpoint=stack.bigquery_storage_endpoint, progress=False)
+    assert pa.types.is_list(from_bq.to_arrow().schema.field("predictions").type)
+    assert sorted(map(str, from_bq.embeddings().column("values").to_pylist())) == sorted(
+        map(str, vectors.column("values").to_pylist())
+    )
