@@ -67,6 +67,7 @@ def gemini_text(data: pa.Table | pa.RecordBatch, *, keep: Sequence[str] = ()) ->
 
     table = _table(data)
     n = table.num_rows
+    _check_columns(table, TEXT_COLUMNS, "gemini_text", "a Gemini")
     response = _parsed(_column(table, "response"))
     if response is not None and not pa.types.is_struct(response.type) and not pa.types.is_null(response.type):
         # Values of different kinds (kept as JSON text): the same, one row at a time.
@@ -106,6 +107,7 @@ def embeddings(
     value_type = pa.float32() if dtype == "float32" else pa.float64() if dtype == "float64" else None
     if value_type is None:
         raise errors.UsageError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    _check_columns(table, EMBEDDING_COLUMNS, "embeddings", "an embedding")
     predictions = _parsed(_column(table, "predictions"))
     if predictions is not None and pa.types.is_string(predictions.type):
         raise errors.InvalidArgument(
@@ -151,6 +153,14 @@ def embeddings(
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _check_columns(table: pa.Table, columns: Sequence[str], what: str, model: str) -> None:
+    if table.num_rows and not set(columns) & set(table.column_names):
+        raise errors.UsageError(
+            f"{what}: the rows have none of the columns {list(columns)}, so they are not {model} model's "
+            f"output (columns: {table.column_names})"
+        )
 
 
 def _table(data: pa.Table | pa.RecordBatch) -> pa.Table:

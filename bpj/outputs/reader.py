@@ -109,7 +109,7 @@ def _combine(tables: Iterable[pa.Table], empty: Any) -> pa.Table:
     """The per-batch results in one table; ``empty(an empty table)`` when there was no batch."""
     import pyarrow as pa
 
-    parts = [t for t in tables]
+    parts = list(tables)
     if not parts:
         return empty(pa.table({}))
     return unify(parts)

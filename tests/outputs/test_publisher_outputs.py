@@ -461,6 +461,17 @@ def test_embeddings_of_different_sizes_are_refused(stack):
         embeddings(pa.table({"status": [""]}), dtype="int8")
 
 
+def test_rows_of_another_model_are_refused(stack):
+    custom = fresh_dir()
+    stack.gcs.write(f"{custom}/predictions_0001.jsonl", b'{"instance": [1, 2], "prediction": 0.5}\n')
+    with pytest.raises(
+        errors.UsageError, match=r"gemini_text: the rows have none of the columns \['response'"
+    ):
+        gcs(stack, custom).texts()
+    with pytest.raises(errors.UsageError, match="not an embedding model's output"):
+        gcs(stack, custom).embeddings()
+
+
 # -- JSON text to nested values -------------------------------------------------------------------------------
 
 _json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), _text)
