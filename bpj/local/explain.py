@@ -51,7 +51,8 @@ finite-population correction, so 0 when every permutation is walked), as a fract
 total size: sqrt(sum of squared standard errors) / sum(|attribution|). Vertex suggests reconsidering a
 configuration above 0.05 (https://cloud.google.com/vertex-ai/docs/explainable-ai/improving-explanations).
 It is an estimate from the paths themselves: against brute-force Shapley values it is calibrated from about
-8 paths (``tests/test_explain.py``), loose below; with one path there is no spread to measure and it is 1.0.
+8 paths (``tests/test_explain_shapley.py``), loose below; with one path there is no spread to measure and it
+is 1.0.
 Permutations come from a fixed seed, so a job explains the same way every time it runs.
 
 Speed: the rows of every (instance, baseline, path, step) of a whole message of batches go to the model in
