@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from bpj import bq_uri, errors
 from bpj.outputs.json_columns import parse_columns
-from bpj.outputs.reader import Partition, Progress, Reader, cores
+from bpj.outputs.reader import Partition, Progress, Reader, cores, export_format
 from bpj.outputs.wire import READ_ROWS_WIRE, ReadRowsChunk, decode_response, lz4_available
 
 if TYPE_CHECKING:
@@ -525,9 +525,22 @@ class BigQueryReader(Reader):
         if not names or set(names) == set(self.schema.names):
             return self
         parse_json = self.parse_json
-        return BigQueryReader(
-            self.table_path,
+        return self._like(
             selected_fields=names,
+            parse_json=parse_json if isinstance(parse_json, bool) else [c for c in parse_json if c in names],
+        )
+
+    def export(self, path: Any, *, format: str | None = None) -> int:
+        """As :meth:`Reader.export`; to CSV or Parquet the JSON columns are written as BigQuery holds them
+        (JSON text), so that batches whose nested values differ in shape fit one file's schema."""
+        if export_format(path, format) != "jsonl" and self.json_columns:
+            return Reader.export(self._like(parse_json=False), path, format=format)
+        return Reader.export(self, path, format=format)
+
+    def _like(self, **changes: Any) -> BigQueryReader:
+        """A reader of the same read with ``changes`` to its options (a session of its own)."""
+        options: dict[str, Any] = dict(
+            selected_fields=self.selected_fields,
             row_restriction=self.row_restriction or None,
             max_stream_count=self.max_stream_count,
             max_workers=self.max_workers,
@@ -537,8 +550,10 @@ class BigQueryReader(Reader):
             client=self._client,
             endpoint=self.endpoint,
             stream_buffer=self.stream_buffer,
-            parse_json=parse_json if isinstance(parse_json, bool) else [c for c in parse_json if c in names],
+            parse_json=self.parse_json,
         )
+        options.update(changes)
+        return BigQueryReader(self.table_path, **options)
 
 
 def _work(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpj import errors, gcs_uri
 from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, client_for, verify
-from bpj.outputs.reader import Progress, Reader
+from bpj.outputs.reader import Progress, Reader, export_format
 from bpj.outputs.reader import cores as _cores
 
 if TYPE_CHECKING:
@@ -303,10 +303,8 @@ class GcsReader(Reader):
 
     def export(self, path: Any, *, format: str | None = None) -> int:
         """As :meth:`Reader.export`; JSONL from JSONL objects copies the checked bytes as they are."""
-        import os
 
-        fmt = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
-        if fmt not in ("jsonl", "ndjson") or any(o.format != "jsonl" for o in self.objects()):
+        if export_format(path, format) != "jsonl" or any(o.format != "jsonl" for o in self.objects()):
             return super().export(path, format=format)
         rows = 0
         with open(path, "wb") as f:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
-__all__ = ["Partition", "Progress", "Reader", "cores", "unify"]
+__all__ = ["Partition", "Progress", "Reader", "cores", "export_format", "unify"]
 
 
 class Partition(Protocol):
@@ -90,19 +90,25 @@ class Reader(abc.ABC):
     def export(self, path: str | os.PathLike[str], *, format: str | None = None) -> int:
         """Write the rows to a local file: ``.jsonl``/``.json`` (one JSON object a line), ``.csv`` (nested
         values as JSON text) or ``.parquet``, by ``format`` or the extension. Returns the rows written."""
-        fmt = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
-        if fmt == "ndjson" or fmt == "json":
-            fmt = "jsonl"
-        if fmt not in ("jsonl", "csv", "parquet"):
-            raise errors.UsageError(
-                f"export: cannot tell the format of {os.fspath(path)!r}; use .jsonl, .csv or .parquet"
-            )
+        fmt = export_format(path, format)
         if fmt == "jsonl":
             with open(path, "w", encoding="utf-8") as f:
                 return _write_jsonl(self.iter_batches(), f)
         if fmt == "csv":
             return _write_csv(self.iter_batches(), path)
         return _write_parquet(self.iter_batches(), path)
+
+
+def export_format(path: str | os.PathLike[str], format: str | None) -> str:
+    """``jsonl``, ``csv`` or ``parquet``: ``format``, else told by the extension of ``path``."""
+    fmt = (format or os.path.splitext(os.fspath(path))[1].lstrip(".")).lower()
+    if fmt == "ndjson" or fmt == "json":
+        fmt = "jsonl"
+    if fmt not in ("jsonl", "csv", "parquet"):
+        raise errors.UsageError(
+            f"export: cannot tell the format of {os.fspath(path)!r}; use .jsonl, .csv or .parquet"
+        )
+    return fmt
 
 
 def _combine(tables: Iterable[pa.Table], empty: Any) -> pa.Table:

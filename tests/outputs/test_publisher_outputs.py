@@ -22,6 +22,7 @@ from bpj import errors
 from bpj.outputs import aio, embeddings, gemini_text, read_gcs
 from bpj.outputs.bigquery import BigQueryReader
 from bpj.outputs.json_columns import JSON_EXTENSION, parse
+from bpj.outputs.reader import Reader
 
 BUCKET = "publisher-outputs"
 PROJECT, DATASET = "proj", "publisher_out"
@@ -676,3 +677,55 @@ def test_an_embedding_job_on_the_stack_reads_back_as_vectors(stack):
     assert sorted(map(str, from_bq.embeddings().column("values").to_pylist())) == sorted(
         map(str, vectors.column("values").to_pylist())
     )
+
+
+def test_export_of_json_columns_whose_batches_differ_in_shape(stack, tmp_path):
+    # A Storage Read server that sends each row as a response of its own: every batch parses to its own
+    # nested shape. JSONL gets the nested values; Parquet and CSV the JSON text, as BigQuery holds it.
+    import pyarrow.parquet as pq
+
+    from bpj import clients
+    from bpj.local.bigquery.read_server import StorageReadServicer
+    from bpj.local.servers.serve import serve_grpc
+    from bpj.transport.grpc import GrpcTransport
+
+    rows = [
+        {
+            "id": 0,
+            "status": "",
+            "request": {"contents": []},
+            "response": {"candidates": [{"finishReason": "STOP"}]},
+        },
+        {
+            "id": 1,
+            "status": "",
+            "request": {"contents": []},
+            "response": {"promptFeedback": {"blockReason": "SAFETY"}},
+        },
+        {"id": 2, "status": "boom", "request": {"contents": []}},
+    ]
+    for r in rows:
+        r["processed_time"] = "2026-12-01T00:00:00.000+00:00"
+    name = gemini_table(stack, rows, json_type=True)
+    server = serve_grpc(StorageReadServicer(stack.tables, stream_rows=1, response_bytes=64))
+    client = clients.bigquery_read(transport=GrpcTransport(server.endpoint))
+    try:
+        reader = BigQueryReader(
+            f"bq://{PROJECT}.{DATASET}.{name}", client=client, ordered=True, progress=False
+        )
+        assert len(reader.streams) == 3
+        assert reader.export(tmp_path / "out.jsonl") == 3
+        lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert [without_nulls(x.get("response")) for x in lines] == [r.get("response") for r in rows]
+        with pytest.raises(errors.UsageError, match="widen"):  # the nested values themselves do not fit
+            Reader.export(reader, tmp_path / "nested.parquet")
+        assert reader.export(tmp_path / "out.parquet") == 3
+        written = pq.read_table(tmp_path / "out.parquet")
+        assert written.schema.field("response").type == pa.string()
+        assert [None if v is None else json.loads(v) for v in written.column("response").to_pylist()] == [
+            r.get("response") for r in rows
+        ]
+        assert reader.export(tmp_path / "out.csv") == 3
+    finally:
+        client.close()
+        server.stop(None)
