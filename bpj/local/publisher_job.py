@@ -90,7 +90,11 @@ def _stamp(t: datetime.datetime) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or an infinity, which Python's JSON parser takes from a JSONL line: null
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(json.loads(text, parse_constant=lambda _: None))
 
 
 # -- names -----------------------------------------------------------------------------------------------

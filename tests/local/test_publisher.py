@@ -266,6 +266,21 @@ def test_full_publisher_name_and_its_location(stack, clients, buckets):
         create(clients, stack, GEMINI, f"gs://{IN}/one.jsonl", f"gs://{OUT}/x", out_fmt="csv")
 
 
+def test_output_lines_are_strict_json_even_when_a_line_held_nan(stack, clients, buckets):
+    # Python's JSON parser takes NaN and Infinity from a line; what is written back has null there.
+    line = '{"n": NaN, "request": {"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"temperature": NaN}}}'
+    stack.gcs.write(f"gs://{IN}/nan.jsonl", f"{line}\n{LINES[0]}".encode())
+    job = finished(clients, create(clients, stack, GEMINI, f"gs://{IN}/nan.jsonl", f"gs://{OUT}/nan").name)
+    text = stack.gcs.read(f"{job.output_info.gcs_output_directory}/predictions.jsonl").decode()
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the output")
+
+    first, _ = [json.loads(x, parse_constant=refuse) for x in text.split("\n") if x]
+    assert first["n"] is None and first["request"]["generationConfig"] == {"temperature": None}
+    assert "temperature must be a number from 0 to 2" in first["status"]
+
+
 def test_a_job_whose_every_request_fails_fails(stack, clients, buckets):
     stack.gcs.write(f"gs://{IN}/bad.jsonl", b'{"request": {}}\n{"request": 1}\n')
     job = finished(clients, create(clients, stack, GEMINI, f"gs://{IN}/bad.jsonl", f"gs://{OUT}/bad").name)
