@@ -339,7 +339,7 @@ def embedding_problem(instance: Any, parameters: Any, model_id: str) -> str | No
     if not isinstance(content, str):
         return "content is required and must be a string"
     task = instance.get("task_type", instance.get("taskType"))
-    if task is not None and task not in TASK_TYPES:
+    if task is not None and (not isinstance(task, str) or task not in TASK_TYPES):
         return f"task_type {task!r} is not one of {', '.join(sorted(TASK_TYPES))}"
     title = instance.get("title")
     if title is not None:

@@ -143,6 +143,31 @@ def test_embedding_problems():
     assert cut["statistics"] == {"token_count": 2048, "truncated": True}
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+keyed = st.dictionaries(
+    st.sampled_from(["request", "content", "task_type", "title", "contents", "parts", "text", "x"]),
+    json_values | requests,
+    max_size=4,
+)
+
+
+@given(st.lists(json_values | keyed | requests.map(lambda r: {"request": r}), max_size=5), json_values)
+def test_the_predictor_answers_every_payload_with_a_response_or_a_status(payloads, parameters):
+    from bpj.local.publisher import PublisherPredictor
+
+    for model in (GEMINI, EMBEDDING):
+        answers = PublisherPredictor(model).predict(payloads, parameters)
+        assert len(answers) == len(payloads)
+        for answer in answers:
+            done = "response" in answer or "predictions" in answer
+            assert done != ("status" in answer)
+            json.dumps(answer, allow_nan=False)
+
+
 @pytest.mark.parametrize(
     "name, parsed",
     [
