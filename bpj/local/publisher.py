@@ -13,7 +13,8 @@ Formats (Vertex AI's, as documented):
   .../batch-prediction-from-bigquery, .../model-reference/batch-prediction-api). Its answer is a
   GenerateContentResponse: ``candidates`` (``content`` with role ``model`` and text ``parts``, ``finishReason``,
   ``index``), ``usageMetadata`` (``promptTokenCount``, ``candidatesTokenCount``, ``totalTokenCount``),
-  ``modelVersion``, ``responseId``.
+  ``modelVersion``, ``responseId``. The job's ``model_parameters`` fill in the ``generationConfig`` fields a
+  request leaves unset (:func:`with_parameters`).
 - Embeddings batch input: each line / row is an instance ``{"content": ..., "task_type": ..., "title": ...}``
   and its prediction ``{"embeddings": {"statistics": {"token_count": n, "truncated": false}, "values": [...]}}``
   (https://cloud.google.com/vertex-ai/generative-ai/docs/embeddings/batch-prediction-genai-embeddings). The job's
@@ -75,6 +76,7 @@ __all__ = [
     "format_problems",
     "is_publisher",
     "load_publisher",
+    "with_parameters",
     "parse_model",
     "request_problem",
     "stand_in_embedding",
@@ -316,6 +318,25 @@ def stand_in_response(request: dict[str, Any], model_id: str) -> dict[str, Any]:
     }
 
 
+def with_parameters(request: Any, parameters: Any) -> Any:
+    """The request as the model gets it: the job's ``model_parameters`` fill in the ``generationConfig``
+    fields the request leaves unset (Google's sample of a Gemini batch job from BigQuery sets temperature and
+    maxOutputTokens there: .../docs/samples/generativeaionvertexai-batch-predict-gemini-createjob-bigquery).
+    The output keeps the request as it was given."""
+    if not isinstance(parameters, dict) or not parameters or not isinstance(request, dict):
+        return request
+    key = (
+        "generation_config" if "generation_config" in request and "generationConfig" not in request else None
+    )
+    key = key or "generationConfig"
+    config = request.get(key)
+    if config is not None and not isinstance(config, dict):
+        return request  # request_problem says why
+    # model_parameters reach the job as a protobuf Value, whose numbers are floats
+    defaults = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in parameters.items()}
+    return {**request, key: {**defaults, **(config or {})}}
+
+
 # -- embeddings --------------------------------------------------------------------------------------------
 
 
@@ -418,9 +439,9 @@ class PublisherPredictor:
     def predict(self, instances: list[Any], parameters: Any = None) -> list[dict[str, Any]]:
         if self.model.kind == "embed":
             return [self.embed(i, parameters) for i in instances]
-        return [self.generate(i) for i in instances]
+        return [self.generate(i, parameters) for i in instances]
 
-    def generate(self, payload: Any) -> dict[str, Any]:
+    def generate(self, payload: Any, parameters: Any = None) -> dict[str, Any]:
         if not isinstance(payload, dict) or "request" not in payload:
             return {
                 "status": bad_request("each line or row needs a request field"),
@@ -432,7 +453,8 @@ class PublisherPredictor:
                 request = json.loads(request)
             except ValueError as e:
                 return {"status": bad_request(f"request is not valid JSON: {e}"), "code": "INVALID_ARGUMENT"}
-        problem = request_problem(request, gemini=self.model.is_gemini)
+        asked = with_parameters(request, parameters) if self.model.is_gemini else request
+        problem = request_problem(asked, gemini=self.model.is_gemini)
         if problem is not None:
             return {"request": request, "status": bad_request(problem), "code": "INVALID_ARGUMENT"}
         method = getattr(self.backend, "generate", None)
@@ -440,9 +462,9 @@ class PublisherPredictor:
             if not self.model.is_gemini:
                 message = f"the local stack has no stand-in for {self.name}; plug in a model ({PLUGIN_ENV})"
                 return {"request": request, "status": internal_error(message), "code": "FAILED_PRECONDITION"}
-            return {"request": request, "response": stand_in_response(request, self.model.model)}
+            return {"request": request, "response": stand_in_response(asked, self.model.model)}
         try:
-            response = method(request)
+            response = method(asked)
             if not isinstance(response, dict):
                 raise TypeError(f"generate() returned {type(response).__name__}, not a dict")
             json.dumps(response, allow_nan=False)

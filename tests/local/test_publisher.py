@@ -28,6 +28,7 @@ from bpj.local.publisher import (
     request_problem,
     stand_in_embedding,
     stand_in_response,
+    with_parameters,
 )
 from tests.local.conftest import wait_for
 
@@ -304,6 +305,21 @@ def test_output_lines_are_strict_json_even_when_a_line_held_nan(stack, clients, 
     first, _ = [json.loads(x, parse_constant=refuse) for x in text.split("\n") if x]
     assert first["n"] is None and first["request"]["generationConfig"] == {"temperature": None}
     assert "temperature must be a number from 0 to 2" in first["status"]
+
+
+def test_model_parameters_fill_in_each_requests_generation_config(stack, clients, buckets):
+    own = {**good_request(8), "generationConfig": {"maxOutputTokens": 50}}
+    lines = [json.dumps({"request": good_request(7)}), json.dumps({"request": own})]
+    stack.gcs.write(f"gs://{IN}/params.jsonl", "\n".join(lines).encode())
+    params = {"maxOutputTokens": 2, "temperature": 0.5}
+    job = create(clients, stack, GEMINI, f"gs://{IN}/params.jsonl", f"gs://{OUT}/params", parameters=params)
+    first, second = read_lines(stack, finished(clients, job.name))
+    assert first["request"] == good_request(7) and second["request"] == own
+    assert first["response"]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert second["response"]["candidates"][0]["finishReason"] == "STOP"
+    for line in (first, second):
+        expected = stand_in_response(with_parameters(line["request"], params), "gemini-2.0-flash-001")
+        assert line["response"] == expected
 
 
 def test_a_job_whose_every_request_fails_fails(stack, clients, buckets):
