@@ -219,7 +219,8 @@ class FakeVertex:
         """End a job in a terminal ``state``. ``error``: a message (code INTERNAL), a ``(code, message)``
         pair or a ``bpj.types.Status``; FAILED gets a generic one when none is given. ``output_info``
         (dict or message) defaults, for SUCCEEDED and PARTIALLY_SUCCEEDED, to where Vertex AI would write:
-        ``<prefix>/prediction-<model>-<time>`` or ``bq://<project>.prediction_<model>_<time>``."""
+        ``<prefix>/prediction-<model>-<time>`` or ``bq://<project>.prediction_<model>_<time>``; for a publisher
+        model (Gemini, embeddings) the layout of :mod:`bpj.local.publisher_job`."""
         if not states.is_terminal(state):
             raise errors.UsageError(
                 f"finish() takes a terminal state, got {states.name(state)}; see set_state()"
