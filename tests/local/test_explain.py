@@ -414,3 +414,52 @@ def test_bigquery_in_and_out(setup):
         [a] = json.loads(row["explanation"])["attributions"]
         assert a["outputIndex"] == [json.loads(row["prediction"])]
         check_attribution(a)
+
+
+ROUTINE = '''
+class Price:
+    """price = 2 * rooms + area + the model parameters' bias; a missing area counts 0."""
+
+    def load(self, artifacts):
+        pass
+
+    def predict(self, body):
+        bias = body.get("parameters", {}).get("bias", 0)
+        return {"predictions": [2 * i["rooms"] + i.get("area", 0) + bias for i in body["instances"]]}
+'''
+
+
+def test_a_custom_routine_on_objects_and_an_instance_that_cannot_be_explained(setup):
+    """Object instances are explained field by field through the routine (with the job's parameters); an
+    instance the routine predicts but that lacks an input field goes to the errors output, the job succeeds."""
+    import bpj
+
+    stack, _ = setup
+    stack.gcs.write(f"gs://{BUCKET}/routine/price.py", ROUTINE.encode())
+    instances = [{"rooms": 3, "area": 50, "id": "a"}, {"rooms": 1, "id": "b"}]
+    stack.gcs.write(
+        f"gs://{BUCKET}/in/houses.jsonl", "".join(json.dumps(i) + "\n" for i in instances).encode()
+    )
+    m = bpj.Model.upload(
+        display_name="price",
+        artifact_uri=f"gs://{BUCKET}/routine",
+        serving_container_image_uri="europe-docker.pkg.dev/my-project/serving/price:1",
+        serving_container_environment_variables={"BPJ_PREDICTOR": "price:Price"},
+        explanation_metadata={
+            "inputs": {"rooms": {"input_baselines": [1]}, "area": {}},
+            "outputs": {"price": {}},
+        },
+        explanation_parameters={"sampled_shapley_attribution": {"path_count": 2}},
+    )
+    job = create(m, "routine", source="houses.jsonl", model_parameters={"bias": 7})
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    [line] = gcs_lines(stack, job.output_info.gcs_output_directory)
+    [a] = line["explanation"]["attributions"]
+    assert line["prediction"] == 63
+    assert a["featureAttributions"] == {"area": 50.0, "rooms": 4.0}
+    assert (a["baselineOutputValue"], a["instanceOutputValue"], a["approximationError"]) == (9.0, 63.0, 0.0)
+    [error] = gcs_lines(stack, job.output_info.gcs_output_directory, "errors")
+    assert error["instance"] == instances[1]
+    assert error["error"]["status"] == "INVALID_ARGUMENT"
+    assert "no field 'area'" in error["error"]["message"]
+    assert job.completion_stats.failed_count == 1
