@@ -522,6 +522,16 @@ def test_a_plugged_in_model_answers_and_its_errors_stay_in_their_rows(stack, cli
     }
 
 
+def test_the_environment_variable_plugs_a_model_in_too(stack, clients, buckets, tmp_path, monkeypatch):
+    path = tmp_path / "env_plugin.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("BPJ_PUBLISHER_MODEL", f"{path}:Echo")  # read by the stack when a job starts
+    stack.gcs.write(f"gs://{IN}/env.jsonl", text_request("xyz").encode())
+    job = finished(clients, create(clients, stack, GEMINI, f"gs://{IN}/env.jsonl", f"gs://{OUT}/env").name)
+    (line,) = read_lines(stack, job)
+    assert line["response"]["candidates"][0]["content"]["parts"][0]["text"] == "zyx"
+
+
 def test_a_plugin_that_cannot_load_fails_the_job_naming_it(stack, clients, buckets):
     stack.publisher_model = "no_such_module_here:Model"
     try:
