@@ -132,6 +132,11 @@ def test_job_spec_overrides_the_models(setup):
 
 
 def test_no_spec_anywhere_and_gradient_methods_are_refused(setup):
+    with pytest.raises(errors.InvalidArgument, match=r"path_count.*\[1, 50\]"):
+        upload(
+            explanation_metadata=META,
+            explanation_parameters={"sampled_shapley_attribution": {"path_count": 0}},
+        )
     m = upload()
     with pytest.raises(errors.InvalidArgument, match="neither the job's explanation_spec nor"):
         create(m, "no-spec")
