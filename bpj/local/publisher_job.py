@@ -7,7 +7,8 @@ https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-predictio
 https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/batch-prediction-from-bigquery,
 https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/batch-prediction-api,
 https://cloud.google.com/vertex-ai/generative-ai/docs/embeddings/batch-prediction-genai-embeddings, and the
-``OutputInfo`` reference (``bigquery_output_table`` "in predictions_<timestamp> format").
+``OutputInfo`` reference (``bigquery_output_table`` "in predictions_<timestamp> format"); the Cloud Storage
+object name as users report it (https://github.com/googleapis/python-genai/issues/486).
 
 Layout written (what the readers in ``bpj/outputs/`` meet)
 -----------------------------------------------------------
