@@ -63,6 +63,7 @@ prediction.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, NamedTuple
@@ -346,14 +347,13 @@ class Explainer:
             except _Refused as e:
                 out[i] = (False, ("INVALID_ARGUMENT", str(e)))
         for layout, members in groups.items():
-            try:
-                results = self._explain_group(predictor, layout, [payloads[i] for i in members])
-            except _Refused as e:
-                results = [(False, ("INVALID_ARGUMENT", str(e)))] * len(members)
-            except Exception as e:  # the model failed on perturbed rows: fail these instances, not the job
-                results = [(False, ("INTERNAL", f"explaining failed: {type(e).__name__}: {e}"))] * len(
-                    members
-                )
+            group = [payloads[i] for i in members]
+            if layout[0] == "list":
+                results = _guarded(functools.partial(self._explain_lists, predictor, layout[1], group), group)
+            else:  # one instance at a time: its other fields go with its rows
+                results = []
+                for p in group:
+                    results += _guarded(functools.partial(self._explain_objects, predictor, p), [p])
             for i, r in zip(members, results, strict=True):
                 out[i] = r
         return out
@@ -378,63 +378,44 @@ class Explainer:
             return ("dict",)
         raise _Refused(f"a {type(payload).__name__} instance cannot be explained: use a list or an object")
 
-    def _explain_group(self, predictor: Any, layout: tuple[Any, ...], payloads: list[Any]) -> list[Any]:
+    def _explain_lists(self, predictor: Any, d: int, payloads: list[Any]) -> list[Any]:
+        """List instances of ``d`` values: one nameless input, each element a feature."""
         import numpy as np
 
-        if layout[0] == "list":
-            name, meta = next(iter(self.inputs.items()))
-            d = layout[1]
-            names = list(meta.index_feature_mapping)
-            if names and len(names) != d:
-                raise _Refused(
-                    f"input {name!r} maps {len(names)} indices to names (index_feature_mapping), and the "
-                    f"instance has {d} values"
-                )
-            base_rows = [self._list_baseline(name, v, d) for v in _baselines(meta)] or [[0.0] * d]
-            if d == 0:
-                raise _Refused("an empty instance has no features to explain")
-            x = _numeric(payloads)
-            if x is not None and all(_numeric_row(r) for r in base_rows):
-                f = _model_function(predictor, self._parameters)
-                values = x
-                baselines = np.asarray(base_rows, dtype=float)
-            else:
-                f = _object_function(predictor, self._parameters)
-                values = _objects(payloads)
-                baselines = _objects(base_rows)
-            keys: list[str] | None = names or None
-            list_name = None if names else name
+        name, meta = next(iter(self.inputs.items()))
+        names = list(meta.index_feature_mapping)
+        if names and len(names) != d:
+            raise _Refused(
+                f"input {name!r} maps {len(names)} indices to names (index_feature_mapping), and the "
+                f"instance has {d} values"
+            )
+        if d == 0:
+            raise _Refused("an empty instance has no features to explain")
+        base_rows = [self._list_baseline(name, v, d) for v in _baselines(meta)] or [[0.0] * d]
+        x = _numeric(payloads)
+        if x is not None and all(_numeric_row(r) for r in base_rows):
+            f = _model_function(predictor, self._parameters)
+            values, baselines = x, np.asarray(base_rows, dtype=float)
         else:
-            keys = list(self.inputs)
-            d = len(keys)
-            counts = {len(_baselines(m)) for m in self.inputs.values()} - {0, 1}
-            if len(counts) > 1:
-                raise _Refused("inputs with several input_baselines must have the same number of them")
-            b = counts.pop() if counts else 1
-            baselines = _objects([[self._dict_baseline(k, j) for k in keys] for j in range(b)])
-            perms, exact = self._paths(d)
-            # The other fields of an object stay as they are: each instance is explained with its own.
-            return [
-                (
-                    True,
-                    self._explanation(
-                        sampled_shapley(
-                            _object_function(predictor, self._parameters, keys=keys, template=p),
-                            _objects([[p[k] for k in keys]]),
-                            baselines,
-                            perms,
-                            exact=exact,
-                        ),
-                        0,
-                        keys,
-                        None,
-                    ),
-                )
-                for p in payloads
-            ]
+            f = _object_function(predictor, self._parameters)
+            values, baselines = _objects(payloads), _objects(base_rows)
         perms, exact = self._paths(d)
         result = sampled_shapley(f, values, baselines, perms, exact=exact)
+        keys, list_name = (names, None) if names else (None, name)
         return [(True, self._explanation(result, i, keys, list_name)) for i in range(len(payloads))]
+
+    def _explain_objects(self, predictor: Any, payload: dict[str, Any]) -> list[Any]:
+        """An object instance: one feature per input, the field of that name; its other fields stay."""
+        keys = list(self.inputs)
+        counts = {len(_baselines(m)) for m in self.inputs.values()} - {0, 1}
+        if len(counts) > 1:
+            raise _Refused("inputs with several input_baselines must have the same number of them")
+        b = counts.pop() if counts else 1
+        baselines = _objects([[self._dict_baseline(k, j) for k in keys] for j in range(b)])
+        perms, exact = self._paths(len(keys))
+        f = _object_function(predictor, self._parameters, keys=keys, template=payload)
+        result = sampled_shapley(f, _objects([[payload[k] for k in keys]]), baselines, perms, exact=exact)
+        return [(True, self._explanation(result, 0, keys, None))]
 
     def _paths(self, d: int) -> tuple[Any, bool]:
         if d not in self._perms:
@@ -503,6 +484,16 @@ class Explainer:
 
 class _Refused(Exception):
     """The instance (or the spec, for it) cannot be explained; the message says why."""
+
+
+def _guarded(explain: Any, group: list[Any]) -> list[tuple[bool, Any]]:
+    """``explain()``, or the failure of every instance of ``group`` when it raises."""
+    try:
+        return explain()  # type: ignore[no-any-return]
+    except _Refused as e:
+        return [(False, ("INVALID_ARGUMENT", str(e)))] * len(group)
+    except Exception as e:  # the model failed on rows mixing instance and baseline values
+        return [(False, ("INTERNAL", f"explaining failed: {type(e).__name__}: {e}"))] * len(group)
 
 
 def _baselines(meta: Any) -> list[Any]:
