@@ -241,3 +241,21 @@ def test_metadata_problems():
     assert any("only one key" in m for m in messages)
     assert any("'input_tensor_name'" in m for m in messages)
     assert spec_problems(s, "spec", running=False) == []
+
+
+class _Fussy:
+    """Fails on any row whose rooms is 13 (so on every row of the instance that has 13 rooms)."""
+
+    def predict(self, instances, parameters=None):
+        if any(i["rooms"] == 13 for i in instances):
+            raise ValueError("13 rooms")
+        return [float(i["rooms"]) for i in instances]
+
+
+def test_an_object_the_model_fails_on_fails_alone():
+    explainer = Explainer(spec(3, inputs={"rooms": {"input_baselines": [13]}}))
+    assert explainer.explain(_Fussy(), [{"rooms": 2}])[0][1][1] == "explaining failed: ValueError: 13 rooms"
+    explainer = Explainer(spec(3, inputs={"rooms": {}}))
+    (ok, e), (bad, error) = explainer.explain(_Fussy(), [{"rooms": 2}, {"rooms": 13}])
+    assert ok and e["attributions"][0]["featureAttributions"] == {"rooms": 2.0}
+    assert not bad and error == ("INTERNAL", "explaining failed: ValueError: 13 rooms")
