@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpj import bq_uri, errors, types
 from bpj.gcs import split_uri
-from bpj.local.publisher import PLUGIN_ENV, parse_model
+from bpj.local.publisher import PLUGIN_ENV, bad_request, internal_error, parse_model
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -187,8 +187,6 @@ def table_row(
 
 
 def answer_for_bad_instance(inst: Instance) -> dict[str, Any]:
-    from bpj.local.publisher import bad_request
-
     return {"status": bad_request(inst.error or "unreadable"), "code": inst.error_code}
 
 
@@ -404,8 +402,6 @@ class PublisherSteps:
                     continue
                 ok, value = next(answers)
                 if not ok:  # the predictor itself failed on this row
-                    from bpj.local.publisher import internal_error
-
                     value = {"status": internal_error(value[1]), "code": value[0]}
                 rows.append((inst, value))
         if rows:
