@@ -564,27 +564,38 @@ def test_cancel_stops_a_plugin_that_never_returns(stack, clients, buckets, plugi
     assert time.monotonic() - started < 10
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(requests | st.sampled_from(BREAKERS).map(lambda b: b(good_request(1))), min_size=1, max_size=6)
+# A line of a Gemini input: a request (valid or broken) with its number, or any text at all.
+mixed_lines = st.one_of(
+    (requests | st.sampled_from(BREAKERS).map(lambda b: b(good_request(1)))).map(lambda r: ("request", r)),
+    st.text(max_size=40).filter(lambda t: "\n" not in t).map(lambda t: ("text", t)),
 )
-def test_any_mix_of_requests_comes_back_line_for_line(stack, clients, buckets, mix):
-    lines = [json.dumps({"n": i, "request": r}) for i, r in enumerate(mix)]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(mixed_lines, min_size=1, max_size=6).filter(lambda m: any(k == "request" for k, _ in m)))
+def test_any_mix_of_lines_comes_back_line_for_line(stack, clients, buckets, mix):
+    lines = [json.dumps({"n": i, "request": v}) if k == "request" else v for i, (k, v) in enumerate(mix)]
     stack.gcs.write(f"gs://{IN}/mix.jsonl", "\n".join(lines).encode())
     job = finished(clients, create(clients, stack, GEMINI, f"gs://{IN}/mix.jsonl", f"gs://{OUT}/mix").name)
-    good = [request_problem(r) is None for r in mix]
+    kept = [
+        (k, v) for (k, v), line in zip(mix, lines, strict=True) if line.strip()
+    ]  # blank lines are skipped
+    good = [k == "request" and request_problem(v) is None for k, v in kept]
     assert job.completion_stats.successful_count == sum(good)
-    assert job.completion_stats.failed_count == len(mix) - sum(good)
+    assert job.completion_stats.failed_count == len(kept) - sum(good)
     if not any(good):
         assert job.state == S.JOB_STATE_FAILED
         return
     out = read_lines(stack, job)
-    assert [x["n"] for x in out] == list(range(len(mix)))
-    for x, r, ok in zip(out, mix, good, strict=True):
-        assert x["request"] == r
-        assert (x["status"] == "") == ok
+    assert len(out) == len(kept)
+    requests_out = [x for x in out if "n" in x]
+    assert [mix[x["n"]][1] for x in requests_out] == [v for k, v in kept if k == "request"]
+    for x, (kind, value), ok in zip(out, kept, good, strict=True):
+        assert PROCESSED.match(x["processed_time"]) and (x["status"] == "") == ok
+        if kind == "request":
+            assert x["request"] == value
         if ok:
-            assert x["response"] == stand_in_response(r, "gemini-2.0-flash-001")
+            assert x["response"] == stand_in_response(value, "gemini-2.0-flash-001")
 
 
 def test_fake_vertex_takes_publisher_models():
