@@ -550,4 +550,6 @@ def format_problems(job: Any) -> list[tuple[str, str]]:
         out.append(("input_config.instances_format", "A publisher model reads jsonl from Cloud Storage."))
     if oc.WhichOneof("destination") == "gcs_destination" and oc.predictions_format != "jsonl":
         out.append(("output_config.predictions_format", "A publisher model writes jsonl to Cloud Storage."))
+    if job.generate_explanation:
+        out.append(("generate_explanation", "Batch jobs on publisher models do not give explanations."))
     return out

@@ -208,9 +208,20 @@ LINES = [
 GOOD = {0, 3, 5}
 
 
-def create(clients, stack, model, source, destination, *, fmt="jsonl", out_fmt="jsonl", parameters=None):
+def create(
+    clients,
+    stack,
+    model,
+    source,
+    destination,
+    *,
+    fmt="jsonl",
+    out_fmt="jsonl",
+    parameters=None,
+    explain=False,
+):
     jobs, _ = clients
-    job = types.BatchPredictionJob(display_name="publisher", model=model)
+    job = types.BatchPredictionJob(display_name="publisher", model=model, generate_explanation=explain)
     if source.startswith("gs://"):
         job.input_config.instances_format = fmt
         job.input_config.gcs_source.uris.append(source)
@@ -290,6 +301,8 @@ def test_full_publisher_name_and_its_location(stack, clients, buckets):
         create(clients, stack, GEMINI, f"gs://{IN}/one.jsonl", f"gs://{OUT}/x", fmt="csv")
     with pytest.raises(errors.InvalidArgument, match="writes jsonl"):
         create(clients, stack, GEMINI, f"gs://{IN}/one.jsonl", f"gs://{OUT}/x", out_fmt="csv")
+    with pytest.raises(errors.InvalidArgument, match="do not give explanations"):
+        create(clients, stack, GEMINI, f"gs://{IN}/one.jsonl", f"gs://{OUT}/x", explain=True)
 
 
 def test_output_lines_are_strict_json_even_when_a_line_held_nan(stack, clients, buckets):
