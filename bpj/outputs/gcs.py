@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bpj import errors, gcs_uri
 from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, client_for, verify
@@ -49,7 +49,7 @@ def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
     with a column of mixed kinds as JSON text. CSV: pyarrow's CSV reader."""
     import pyarrow as pa
 
-    if not data.strip():
+    if _BLANK.fullmatch(data):
         return None
     pool = _memory_pool()
     threads = len(data) > 4 * CHUNK_SIZE
@@ -90,6 +90,26 @@ def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
     raise AssertionError("unreachable")
 
 
+_BLANK = re.compile(rb"\s*")  # not data.strip(): that copies a bytearray, however large
+
+
+def _slices(obj: GcsObject, data: bytes, size: int) -> Iterator[pa.Table]:
+    """The rows of a JSONL object's bytes, decoded ``size`` bytes of whole lines at a time (a line longer
+    than that whole), as they are asked for."""
+    start, end_of_data = 0, len(data)
+    while start < end_of_data:
+        end = min(end_of_data, start + size)
+        if end < end_of_data:
+            cut = data.rfind(b"\n", start, end)
+            if cut < 0:  # one line longer than a slice: the whole line
+                cut = data.find(b"\n", end)
+            end = end_of_data if cut < 0 else cut + 1
+        table = decode(obj, data[start:end])
+        start = end
+        if table is not None:
+            yield table
+
+
 _pool: Any = None
 
 
@@ -110,6 +130,7 @@ def _memory_pool() -> Any:
 def _decode_mixed(obj: GcsObject, data: bytes) -> pa.Table:
     import pyarrow as pa
 
+    from bpj.outputs.json_columns import JSON_FIELD_METADATA
     from bpj.outputs.reader import _dumps
 
     rows = []
@@ -126,14 +147,16 @@ def _decode_mixed(obj: GcsObject, data: bytes) -> pa.Table:
             if k not in seen:
                 seen.add(k)
                 names.append(k)
-    columns = []
+    columns, fields = [], []
     for name in names:
         values = [r.get(name) for r in rows]
         try:
             columns.append(pa.array(values))
+            fields.append(pa.field(name, columns[-1].type))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns.append(pa.array([None if v is None else _dumps(v) for v in values], pa.string()))
-    return pa.Table.from_arrays(columns, names=names)
+            fields.append(pa.field(name, pa.string(), metadata=JSON_FIELD_METADATA))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 def _bad_file(obj: GcsObject, e: Exception) -> errors.BpjError:
@@ -284,16 +307,30 @@ class GcsReader(Reader):
             meter.close()
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
-        """Arrow record batches, decoded in the worker threads (one schema per file; to_arrow() unifies)."""
+        """Arrow record batches, decoded in the worker threads (one schema per file; to_arrow() unifies).
+
+        A JSONL object too large to decode whole within ``max_bytes_in_flight`` (a Gemini job's one
+        ``predictions.jsonl``) is checked whole, then decoded slice by slice (whole lines, about
+        ``max_bytes_in_flight / DECODE_FACTOR`` bytes each) as the batches are taken: one schema per slice.
+        """
         meter = Progress(self.progress, label=self.uri)
+        slice_size = max(self.chunk_size, self.max_bytes_in_flight // DECODE_FACTOR)
+
+        def transform(obj: GcsObject, data: bytes) -> Any:
+            if obj.format == "jsonl" and len(data) * DECODE_FACTOR > self.max_bytes_in_flight:
+                return _slices(obj, data, slice_size)
+            return decode(obj, data)
+
         try:
-            for obj, table in self._run(decode):
-                if table is None:
-                    continue
-                meter.add(table.num_rows, obj.size)
-                for batch in table.to_batches():
-                    if batch.num_rows:
-                        yield batch
+            for obj, value in self._run(transform):
+                for table in value if isinstance(value, Iterator) else (value,):
+                    if table is None:
+                        continue
+                    meter.add(table.num_rows, 0)
+                    for batch in table.to_batches():
+                        if batch.num_rows:
+                            yield batch
+                meter.add(0, obj.size)
         finally:
             meter.close()
 
@@ -324,6 +361,7 @@ class GcsReader(Reader):
         tasks: queue.Queue[tuple[int, int, int, int] | None] = queue.Queue()
         results: queue.Queue[tuple[int, Any, int] | BaseException] = queue.Queue()
         pieces: dict[int, list[Any]] = {}
+        whole: dict[int, bytearray] = {}
         left: dict[int, int] = {}
         lock = threading.Lock()
         client = self._client
@@ -332,11 +370,15 @@ class GcsReader(Reader):
             try:
                 for i, obj in enumerate(objects):
                     spans = [(s, min(obj.size, s + chunk)) for s in range(0, obj.size, chunk)] or [(0, 0)]
+                    if not budget.acquire(min(obj.size * factor, budget.cap), stop):
+                        return
                     with lock:
                         pieces[i] = [None] * len(spans)
                         left[i] = len(spans)
-                    if not budget.acquire(min(obj.size * factor, budget.cap), stop):
-                        return
+                        if transform is not None and len(spans) > 1:
+                            # Decoding takes the bytes as they are: the ranges go straight into their
+                            # place, never joined from a list (which would hold the object twice).
+                            whole[i] = bytearray(obj.size)
                     for k, (s, e) in enumerate(spans):
                         tasks.put((i, k, s, e))
             finally:
@@ -353,13 +395,26 @@ class GcsReader(Reader):
                 try:
                     got = client.fetch(obj, s, e) if e > s else (b"", None)
                     with lock:
+                        into = whole.get(i)
+                    if into is not None:
+                        if len(got[0]) != e - s:
+                            raise errors.DataCorruption(
+                                f"{obj.uri}: bytes {s}-{e} came back as {len(got[0])} bytes"
+                            )
+                        into[s:e] = got[0]
+                        got = (b"", got[1])
+                    with lock:
                         pieces[i][k] = got
                         left[i] -= 1
                         done = left[i] == 0
                         parts = pieces.pop(i) if done else None
                     if parts is None or stop.is_set():
                         continue
-                    data = parts[0][0] if len(parts) == 1 else b"".join(p[0] for p in parts)
+                    if into is not None:
+                        with lock:  # a bytearray reads as bytes do, for the check and the decoders
+                            data = cast(bytes, whole.pop(i))
+                    else:
+                        data = parts[0][0] if len(parts) == 1 else b"".join(p[0] for p in parts)
                     verify(obj, data, next((p[1] for p in parts if p[1] is not None), None))
                     del parts
                     value = transform(obj, data) if transform else data

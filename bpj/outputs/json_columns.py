@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_EXTENSION",
+    "JSON_FIELD_METADATA",
     "PUBLISHER_JSON_COLUMNS",
+    "is_json_field",
     "json_fields",
     "parse",
     "parse_columns",
@@ -27,6 +29,9 @@ __all__ = [
 
 JSON_EXTENSION = b"google:sqlType:json"
 _EXTENSION_KEY = b"ARROW:extension:name"
+# The field metadata of a column of JSON text: BigQuery's mark, which the readers also give the columns they
+# keep as JSON text (values of different kinds), so that such a column is never encoded twice.
+JSON_FIELD_METADATA = {_EXTENSION_KEY: JSON_EXTENSION}
 
 T = TypeVar("T", "pa.Table", "pa.RecordBatch")
 

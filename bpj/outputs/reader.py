@@ -201,12 +201,19 @@ class Progress:
 
 def unify(parts: Iterable[pa.RecordBatch | pa.Table]) -> pa.Table:
     """One table from batches or tables whose schemas differ: types are promoted (null to anything, int to
-    float, struct fields merged); columns whose types cannot be merged become JSON text."""
+    float, struct fields merged); columns whose types cannot be merged become JSON text. A column that is
+    JSON text in one part (its field marked as BigQuery marks JSON) is made JSON text in every part, and
+    never encoded twice."""
     import pyarrow as pa
+
+    from bpj.outputs.json_columns import is_json_field
 
     tables = [p if isinstance(p, pa.Table) else pa.Table.from_batches([p]) for p in parts]
     if not tables:
         return pa.table({})
+    text = {f.name for t in tables for f in t.schema if is_json_field(f)}
+    if text:
+        tables = [_as_json_text(t, text) for t in tables]
     schemas = [t.schema for t in tables]
     if all(s.equals(schemas[0]) for s in schemas):
         return pa.concat_tables(tables)
@@ -242,12 +249,19 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _as_json_text(table: pa.Table, names: set[str]) -> pa.Table:
+    """The columns ``names`` of ``table`` as JSON text, their fields marked so (those already marked are
+    left as they are)."""
     import pyarrow as pa
+
+    from bpj.outputs.json_columns import JSON_FIELD_METADATA, is_json_field
 
     for name in names & set(table.column_names):
         i = table.column_names.index(name)
+        if is_json_field(table.schema.field(i)):
+            continue
         text = [None if v is None else _dumps(v) for v in table.column(i).to_pylist()]
-        table = table.set_column(i, pa.field(name, pa.string()), pa.array(text, pa.string()))
+        field = pa.field(name, pa.string(), metadata=JSON_FIELD_METADATA)
+        table = table.set_column(i, field, pa.array(text, pa.string()))
     return table
 
 

@@ -11,6 +11,7 @@ import multiprocessing
 import operator
 import threading
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -312,3 +313,42 @@ def test_lists_that_start_with_null_read_as_written(server, gcs):
     rows = [{"instance": 1, "prediction": [None, 1]}, {"instance": 2, "prediction": [2]}]
     write_jsonl(gcs, directory, [rows])
     assert read_gcs(directory, endpoint=server.endpoint).to_arrow().to_pylist() == rows
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.integers(0, 3000), min_size=1, max_size=40),
+    chunk=st.sampled_from([512, 1000, 4096]),
+    bound=st.sampled_from([1, 3000, 20_000]),
+)
+def test_an_object_larger_than_the_bound_is_decoded_in_slices_of_whole_lines(
+    server, gcs, lengths, chunk, bound
+):
+    # One object (as a Gemini job writes its predictions.jsonl), downloaded in ranges straight into place,
+    # checked whole, then decoded a slice of lines at a time: lines longer than a slice, and slice cuts at
+    # every place, still give exactly the rows written, in order.
+    directory = fresh_dir()
+    rows = [{"instance": {"id": i}, "prediction": "é" * n} for i, n in enumerate(lengths)]
+    write_jsonl(gcs, directory, [rows])
+    reader = read_gcs(directory, endpoint=server.endpoint, max_bytes_in_flight=bound, progress=False)
+    reader.chunk_size = chunk
+    batches = list(reader.iter_batches())
+    assert [r for b in batches for r in b.to_pylist()] == rows
+    size = reader.objects()[0].size
+    if size * 3 > bound and size > max(chunk, bound // 3) + 3000 * 2 + 100:
+        assert len(batches) > 1
+    assert not gcs_threads()
+
+
+def test_slices_of_one_object_may_differ_in_kind(server, gcs):
+    directory = fresh_dir()
+    rows = [{"instance": i, "prediction": i} for i in range(200)] + [
+        {"instance": i, "prediction": f"p{i}"} for i in range(200, 400)
+    ]
+    write_jsonl(gcs, directory, [rows])
+    reader = read_gcs(directory, endpoint=server.endpoint, max_bytes_in_flight=3000, ordered=True)
+    reader.chunk_size = 1000
+    assert [b.schema.field("prediction").type for b in reader.iter_batches()][::-1][0] == pa.string()
+    table = reader.to_arrow()
+    assert table.column("instance").to_pylist() == list(range(400))
+    assert [json.loads(p) for p in table.column("prediction").to_pylist()] == [r["prediction"] for r in rows]
