@@ -80,6 +80,8 @@ def expected(kw: dict[str, Any]) -> dict[str, Any]:
         out["generateExplanation"] = True
     if "explanation_parameters" in kw:
         out["explanationSpec"] = {"parameters": kw["explanation_parameters"]}
+    if "explanation_metadata" in kw:
+        out.setdefault("explanationSpec", {})["metadata"] = kw["explanation_metadata"]
     if kw.get("labels"):
         out["labels"] = kw["labels"]
     if "encryption_spec_key_name" in kw:

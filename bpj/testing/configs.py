@@ -255,11 +255,11 @@ def valid_configs(draw: Any, project: str | None = None, location: str = "us-cen
     if draw(st.booleans()):
         kw.update(draw(_machine()))
     if draw(st.booleans()):
+        # Explanations need a whole spec (the model may have none to inherit): a method, and metadata with
+        # the inputs to explain and exactly one output.
         kw["generate_explanation"] = True
-        if draw(st.booleans()):
-            kw["explanation_parameters"] = {
-                "sampledShapleyAttribution": {"pathCount": draw(st.integers(1, 50))}
-            }
+        kw["explanation_parameters"] = {"sampledShapleyAttribution": {"pathCount": draw(st.integers(1, 50))}}
+        kw["explanation_metadata"] = {"inputs": {"features": {}}, "outputs": {"prediction": {}}}
     elif draw(st.booleans()):
         kw["generate_explanation"] = False
     if draw(st.booleans()):
