@@ -225,7 +225,7 @@ def test_outputs_need_a_job_that_succeeded(mem):
 
 def test_bad_input_fails_before_any_call(mem):
     async def main():
-        with pytest.raises(errors.UsageError, match="colour: not a field"):
+        with pytest.raises(errors.UsageError, match="colour: not an argument of create"):
             await submit(colour="red")
         with pytest.raises(errors.UsageError, match=r"labels\['Team'\]"):
             await submit(labels={"Team": "x"})

@@ -104,7 +104,7 @@ def test_create_sets_what_the_official_create_cannot(mem):
 
 
 def test_bad_input_fails_before_any_call(mem):
-    with pytest.raises(errors.UsageError, match="colour: not a field"):
+    with pytest.raises(errors.UsageError, match="colour: not an argument of create"):
         submit(colour="red")
     with pytest.raises(errors.UsageError, match=r"labels\['Team'\]"):
         submit(labels={"Team": "x"})
