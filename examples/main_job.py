@@ -258,6 +258,7 @@ class Check:
     duplicates: int = 0  # output rows beyond the first for an id
     unknown: int = 0  # output rows whose key is null or not an instance id
     examples: list[str] = field(default_factory=list)
+    what: str = "prediction"  # what each row is checked for
 
     @property
     def mismatches(self) -> int:
@@ -265,11 +266,11 @@ class Check:
 
     def describe(self) -> str:
         if not self.mismatches:
-            return f"{self.rows:,} rows, every prediction matches"
+            return f"{self.rows:,} rows, every {self.what} matches"
         parts = [
             f"{count:,} {what}"
             for count, what in (
-                (self.wrong, "wrong predictions"),
+                (self.wrong, f"wrong {self.what}s"),
                 (self.missing, "instances missing"),
                 (self.duplicates, "duplicate rows"),
                 (self.unknown, "rows with an unknown key"),
@@ -332,6 +333,100 @@ def check_predictions(table: pa.Table, expected: np.ndarray, *, examples: int = 
     if null_keys and len(check.examples) < examples:
         check.examples.append(f"{null_keys} rows with a null key")
     return check
+
+
+# -- publisher models and explanations ----------------------------------------------------------------------
+
+GEMINI = "publishers/google/models/gemini-2.0-flash-001"
+SIDE_ROWS = 2000  # requests of the Gemini job, instances of the explanation job
+
+
+def _quick_job() -> Any:
+    from bpj.jobs import BatchPredictionJob
+
+    class Job(BatchPredictionJob):
+        poll_interval = 0.1
+        max_poll_interval = 0.5
+
+    return Job
+
+
+def gemini_job(stack: LocalStack, rows: np.ndarray) -> tuple[Any, Check]:
+    """A Gemini-style batch job on the stack's stand-in (it says what it is), its outputs read back: every
+    request answered with the stand-in's documented answer (bpj.local.publisher.stand_in_response)."""
+    from bpj.local.publisher import stand_in_response
+
+    requests = [
+        {"request": {"contents": [{"role": "user", "parts": [{"text": f"Which iris is {list(r)}? (#{i})"}]}]}}
+        for i, r in enumerate(rows[i % len(rows)] for i in range(SIDE_ROWS))
+    ]
+    source = f"gs://{INPUT_BUCKET}/gemini/requests.jsonl"
+    stack.gcs.write(source, "".join(json.dumps(r) + "\n" for r in requests).encode())
+    job = _quick_job().create(
+        job_display_name="main-job-gemini",
+        model_name=GEMINI,
+        gcs_source=source,
+        gcs_destination_prefix=f"gs://{OUTPUT_BUCKET}/gemini",
+        labels={"created_by": "bpj-main-job"},
+    )
+    check = Check(rows=0, expected=len(requests), what="answer")
+    seen = 0
+    want = {
+        json.dumps(r["request"], sort_keys=True): stand_in_response(r["request"], GEMINI.rsplit("/", 1)[1])
+        for r in requests
+    }
+    for record in job.outputs().records():
+        seen += 1
+        answer = want.pop(json.dumps(record["request"], sort_keys=True), None)
+        if answer is None:
+            check.unknown += 1
+        elif record.get("status") or record["response"]["candidates"] != answer["candidates"]:
+            check.wrong += 1
+            if len(check.examples) < 3:
+                check.examples.append(f"status {record.get('status')!r}")
+    check.rows, check.missing = seen, len(want)
+    return job, check
+
+
+def explanation_job(stack: LocalStack, model: Any, rows: np.ndarray, model_name: str) -> tuple[Any, Check]:
+    """Sampled Shapley attributions for SIDE_ROWS instances: each row's instance output is the model's
+    probability of its predicted class, and its attributions sum to that output minus the baseline's."""
+    import numpy as np
+
+    x = make_instances(rows, SIDE_ROWS, seed=SEED + 1)
+    source = f"gs://{INPUT_BUCKET}/explain/instances.jsonl"
+    stack.gcs.write(source, "".join(json.dumps([float(v) for v in r]) + "\n" for r in x).encode())
+    job = _quick_job().create(
+        job_display_name="main-job-explain",
+        model_name=model_name,
+        gcs_source=source,
+        gcs_destination_prefix=f"gs://{OUTPUT_BUCKET}/explain",
+        generate_explanation=True,
+        explanation_metadata={
+            "inputs": {"features": {"index_feature_mapping": list(FEATURES)}},
+            "outputs": {"probability": {}},
+        },
+        explanation_parameters={"sampled_shapley_attribution": {"path_count": 10}},
+        labels={"created_by": "bpj-main-job"},
+    )
+    probabilities = {
+        tuple(np.round(r, DECIMALS)): p.max() for r, p in zip(x, model.predict_proba(x), strict=True)
+    }
+    check = Check(rows=0, expected=len(x), what="attribution")
+    for record in job.outputs().records():
+        check.rows += 1
+        attribution = record["explanation"]["attributions"][0]
+        total = sum(attribution["featureAttributions"].values())
+        gap = attribution["instanceOutputValue"] - attribution["baselineOutputValue"]
+        output = probabilities.get(tuple(np.round(record["instance"], DECIMALS)))
+        if output is None:
+            check.unknown += 1
+        elif abs(total - gap) > 1e-6 or abs(attribution["instanceOutputValue"] - output) > 1e-6:
+            check.wrong += 1
+            if len(check.examples) < 3:
+                check.examples.append(f"sum {total:.6f} vs {gap:.6f}, output {output:.6f}")
+    check.missing = max(0, check.expected - check.rows)
+    return job, check
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -443,6 +538,17 @@ def run(args: argparse.Namespace) -> Result:
             for kind, table in (("GCS", gcs_table), ("BigQuery", bq_table)):
                 checks[kind] = check_predictions(table, expected)
                 say(f"   {kind}: {checks[kind].describe()}")
+
+        with phases("job Gemini (stand-in)", instances=SIDE_ROWS):
+            job, checks["Gemini"] = gemini_job(stack, rows)
+            say(_job_line(job))
+            say(f"   Gemini: {checks['Gemini'].describe()}")
+        locations["Gemini"] = job.output_info.gcs_output_directory
+        with phases("job explanations", instances=SIDE_ROWS):
+            job, checks["explanations"] = explanation_job(stack, model, rows, model_name)
+            say(_job_line(job))
+            say(f"   explanations: {checks['explanations'].describe()}")
+        locations["explanations"] = job.output_info.gcs_output_directory
     finally:
         say("-> stopping the local stack")
         from bpj import config
@@ -475,11 +581,12 @@ def summary(result: Result) -> str:
         *(line(r) for r in rows),
         "",
     ]
+    width = max(len(k) for k in (*result.checks, *result.locations, "total"))
     for kind, check in result.checks.items():
-        out.append(f"mismatches {kind:<9} {check.mismatches}  ({check.describe()})")
-    out.append(f"mismatches   {result.mismatches}")
+        out.append(f"mismatches {kind:<{width}}  {check.mismatches}  ({check.describe()})")
+    out.append(f"mismatches {'total':<{width}}  {result.mismatches}")
     for kind, where in result.locations.items():
-        out.append(f"output {kind:<9} {where}")
+        out.append(f"output     {kind:<{width}}  {where}")
     if result.data_dir is None:
         out.append("(the stack's data dir was temporary and is gone: pass --data-dir to keep the outputs)")
     else:

@@ -32,7 +32,11 @@ def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert re.search(r"^instances\s+2,000\b", out, re.M), out
-    assert re.search(r"^mismatches\s+0$", out, re.M), out
+    assert re.search(r"^mismatches total\s+0$", out, re.M), out
+    assert re.search(r"^mismatches Gemini\s+0\s+\(2,000 rows, every answer matches\)", out, re.M), out
+    assert re.search(r"^mismatches explanations\s+0\s+\(2,000 rows, every attribution matches\)", out, re.M), (
+        out
+    )
     assert re.search(r"^mismatches GCS\s+0\b", out, re.M), out
     assert re.search(r"^mismatches BigQuery\s+0\b", out, re.M), out
     for phase in (
@@ -43,10 +47,12 @@ def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
         "read GCS",
         "job BigQuery",
         "read BigQuery",
+        r"job Gemini \(stand-in\)",
+        "job explanations",
     ):
         assert re.search(rf"^{phase}\s+\d+\.\d\d\s", out, re.M), (phase, out)
-    assert re.search(r"^output GCS\s+gs://bpj-main-output/main-job/prediction-iris-\S+$", out, re.M), out
-    assert re.search(r"^output BigQuery\s+bq://bpj-local\.prediction_iris_\S+\.predictions$", out, re.M), out
+    assert re.search(r"^output\s+GCS\s+gs://bpj-main-output/main-job/prediction-iris-\S+$", out, re.M), out
+    assert re.search(r"^output\s+BigQuery\s+bq://bpj-local\.prediction_iris_\S+\.predictions$", out, re.M), out
     assert "Traceback" not in proc.stderr
 
 
@@ -123,10 +129,16 @@ def test_outputs_that_differ_from_model_predict_exit_non_zero(monkeypatch, capsy
     monkeypatch.setattr(main_job, "upload_model", upload_another_model)
     assert main_job.main(["--instances", "600"]) == 1
     out, err = capsys.readouterr()
-    got = int(re.search(r"^mismatches\s+(\d+)$", out, re.M).group(1))
+
+    def mismatches(kind):
+        return int(re.search(rf"^mismatches {kind}\s+(\d+)", out, re.M).group(1))
+
     x = main_job.make_instances(main_job.train()[1], 600)
     differs = int((main_job.train()[0].predict(x) != 2).sum())
-    assert differs > 0 and got == 2 * differs
+    assert differs > 0 and mismatches("GCS") == mismatches("BigQuery") == differs
+    # The explanations are the uploaded model's, not the trained one's: they differ too.
+    assert mismatches("explanations") > 0
+    assert mismatches("total") == 2 * differs + mismatches("explanations") + mismatches("Gemini")
     assert "mismatches between the outputs and model.predict" in err
 
 
