@@ -111,6 +111,12 @@ except ModuleNotFoundError as e:
     assert "pip install 'bpj[testing]'" in str(e), e
 else:
     raise AssertionError("hypothesis is not a dependency")
+try:
+    bpj.outputs.read_gcs("gs://fresh-out/run").to_pandas()
+except ModuleNotFoundError as e:
+    assert "pip install 'bpj[pandas]'" in str(e), e
+else:
+    raise AssertionError("pandas is not a dependency")
 print("fresh ok")
 """
 

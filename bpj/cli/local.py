@@ -240,7 +240,9 @@ def add_local(sub: Any, parent: argparse.ArgumentParser) -> None:
         "example",
         help="write a small scikit-learn model (iris) and instances for it to a directory, to try a job",
     )
-    p.add_argument("directory", metavar="DIR", help="where to write model.joblib, instances.jsonl and instances.csv")
+    p.add_argument(
+        "directory", metavar="DIR", help="where to write model.joblib, instances.jsonl and instances.csv"
+    )
     p.add_argument("--instances", type=int, default=150, help="instances to write (default 150)")
     p.set_defaults(run=example)
 

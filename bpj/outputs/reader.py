@@ -59,7 +59,13 @@ class Reader(abc.ABC):
         return unify(self.iter_batches())
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
-        """``to_arrow().to_pandas(**kwargs)``."""
+        """``to_arrow().to_pandas(**kwargs)`` (``pip install 'bpj[pandas]'``)."""
+        try:
+            import pandas  # noqa: F401  (checked before any byte is read)
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                "to_pandas() needs pandas: pip install 'bpj[pandas]'", name="pandas"
+            ) from None
         return self.to_arrow().to_pandas(**kwargs)
 
     def only(self, columns: Sequence[str]) -> Reader:
