@@ -34,9 +34,9 @@ def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
     assert re.search(r"^instances\s+2,000\b", out, re.M), out
     assert re.search(r"^mismatches total\s+0$", out, re.M), out
     assert re.search(r"^mismatches Gemini\s+0\s+\(2,000 rows, every answer matches\)", out, re.M), out
-    assert re.search(r"^mismatches explanations\s+0\s+\(2,000 rows, every attribution matches\)", out, re.M), (
-        out
-    )
+    assert re.search(
+        r"^mismatches explanations\s+0\s+\(2,000 rows, every attribution matches\)", out, re.M
+    ), out
     assert re.search(r"^mismatches GCS\s+0\b", out, re.M), out
     assert re.search(r"^mismatches BigQuery\s+0\b", out, re.M), out
     for phase in (
@@ -52,7 +52,9 @@ def test_main_job_runs_checks_and_prints_the_summary(transport, tmp_path):
     ):
         assert re.search(rf"^{phase}\s+\d+\.\d\d\s", out, re.M), (phase, out)
     assert re.search(r"^output\s+GCS\s+gs://bpj-main-output/main-job/prediction-iris-\S+$", out, re.M), out
-    assert re.search(r"^output\s+BigQuery\s+bq://bpj-local\.prediction_iris_\S+\.predictions$", out, re.M), out
+    assert re.search(r"^output\s+BigQuery\s+bq://bpj-local\.prediction_iris_\S+\.predictions$", out, re.M), (
+        out
+    )
     assert "Traceback" not in proc.stderr
 
 

@@ -200,6 +200,29 @@ SCRIPTS = {
         got = sorted([[r["a"], r["b"], r["c"], r["d"]], int(r["prediction"])] for r in every)
         assert got == EXPECTED
         """,
+    # 6. A Gemini batch job (the stack answers with its stand-in, which says what it is), read back request
+    # for request through iter_outputs' blobs.
+    "gemini_batch_job": """
+        import json
+
+        job = aiplatform.BatchPredictionJob.create(
+            job_display_name=f"ported-gemini-{RUN}",
+            model_name="publishers/google/models/gemini-2.0-flash-001",
+            gcs_source=GEMINI_REQUESTS,
+            gcs_destination_prefix=f"{OUTPUT_PREFIX}/gemini-{RUN}",
+            sync=True,
+        )
+        assert job.state.name == "JOB_STATE_SUCCEEDED", job.state
+        lines = []
+        for blob in job.iter_outputs():
+            if blob.name.endswith(".jsonl"):
+                lines += [json.loads(line) for line in blob.download_as_text().splitlines() if line]
+        assert sorted(json.dumps(line["request"], sort_keys=True) for line in lines) == GEMINI_SENT
+        for line in lines:
+            assert line["status"] == "", line["status"]
+            text = line["response"]["candidates"][0]["content"]["parts"][0]["text"]
+            assert "bpj local stand-in" in text and "not a real model" in text, text
+        """,
 }
 
 
@@ -262,6 +285,11 @@ def settings(stack, iris):
     stack.tables.create_table(stack.project, DATASET, "iris", schema)
     table = pa.Table.from_pylist([dict(zip("abcd", r, strict=True)) for r in rows], schema)
     stack.tables.append(stack.project, DATASET, "iris", table)
+    prompts = [
+        {"contents": [{"role": "user", "parts": [{"text": f"Name this iris: {r}"}]}]} for r in rows[:20]
+    ]
+    gemini_requests = f"gs://{INPUTS}/gemini.jsonl"
+    stack.gcs.write(gemini_requests, "".join(json.dumps({"request": p}) + "\n" for p in prompts).encode())
 
     # bpj's generated clients, for the set-up only (closed before any script runs).
     with contextlib.closing(GrpcTransport(stack.api_endpoint)) as transport:
@@ -284,6 +312,8 @@ def settings(stack, iris):
         "OUTPUT_PREFIX": f"gs://{OUTPUTS}",
         "BQ_SOURCE": f"bq://{stack.project}.{DATASET}.iris",
         "EXPECTED": sorted([r, p] for r, p in zip(rows, model.predict(rows).tolist(), strict=True)),
+        "GEMINI_REQUESTS": gemini_requests,
+        "GEMINI_SENT": sorted(json.dumps(p, sort_keys=True) for p in prompts),
     }
 
 
