@@ -76,3 +76,31 @@ def wait_for(get_job, name: str, *, states=TERMINAL, timeout: float = 120.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"job did not reach {states} in {timeout}s: {job}")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def official_env(stack):
+    """The environment the official clients read their endpoints from (GCS, BigQuery), for one module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORAGE_EMULATOR_HOST", stack.gcs_endpoint)
+        mp.setenv("BIGQUERY_EMULATOR_HOST", stack.bigquery_endpoint)
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def official_sdk(stack, official_env):
+    """google-cloud-aiplatform, unmodified, pointed at the stack's REST endpoint for one module; its global
+    config is reset afterwards."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import initializer
+
+    aiplatform.init(
+        project=stack.project,
+        location=stack.location,
+        api_endpoint=stack.rest_endpoint,
+        api_transport="rest",
+        credentials=AnonymousCredentials(),
+    )
+    yield aiplatform
+    initializer.global_config.__init__()

@@ -21,8 +21,7 @@ import grpc
 import pyarrow as pa
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import aiplatform, bigquery
-from google.cloud.aiplatform import initializer
+from google.cloud import bigquery
 from google.cloud.aiplatform_v1.types import JobState
 from google.cloud.bigquery_storage_v1 import BigQueryReadClient, types
 from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
@@ -36,12 +35,8 @@ BAD_LINE = "{not json"
 
 
 @pytest.fixture(scope="module")
-def env(stack):
-    """The environment the official clients read their endpoints from, for this module only."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STORAGE_EMULATOR_HOST", stack.gcs_endpoint)
-        mp.setenv("BIGQUERY_EMULATOR_HOST", stack.bigquery_endpoint)
-        yield mp
+def env(official_env):
+    return official_env
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +56,8 @@ def data(stack, iris):
 
 
 @pytest.fixture(scope="module")
-def sdk(stack, env, data):
-    """google-cloud-aiplatform pointed at the stack's REST endpoint; its global config is reset afterwards."""
-    aiplatform.init(
-        project=stack.project,
-        location=stack.location,
-        api_endpoint=stack.rest_endpoint,
-        api_transport="rest",
-        credentials=AnonymousCredentials(),
-    )
-    yield aiplatform
-    initializer.global_config.__init__()
+def sdk(official_sdk, data):
+    return official_sdk
 
 
 @pytest.fixture(scope="module")

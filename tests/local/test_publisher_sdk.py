@@ -15,8 +15,7 @@ import time
 import pyarrow as pa
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import aiplatform, bigquery
-from google.cloud.aiplatform import initializer
+from google.cloud import bigquery
 from google.cloud.aiplatform_v1.types import JobState
 
 from bpj.local.publisher import stand_in_response
@@ -29,11 +28,8 @@ LINES = [json.dumps({"key": f"k{i}", "request": r}) for i, r in enumerate(REQUES
 
 
 @pytest.fixture(scope="module")
-def env(stack):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STORAGE_EMULATOR_HOST", stack.gcs_endpoint)
-        mp.setenv("BIGQUERY_EMULATOR_HOST", stack.bigquery_endpoint)
-        yield mp
+def env(official_env):
+    return official_env
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +46,8 @@ def data(stack):
 
 
 @pytest.fixture(scope="module")
-def sdk(stack, env, data):
-    aiplatform.init(
-        project=stack.project,
-        location=stack.location,
-        api_endpoint=stack.rest_endpoint,
-        api_transport="rest",
-        credentials=AnonymousCredentials(),
-    )
-    yield aiplatform
-    initializer.global_config.__init__()
+def sdk(official_sdk, data):
+    return official_sdk
 
 
 @pytest.fixture(scope="module")
