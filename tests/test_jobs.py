@@ -560,7 +560,7 @@ def test_init_defaults_for_encryption_and_service_account_apply_to_create(mem):
 
 
 def test_wait_progress_shows_counts_rate_share_and_time_left(mem):
-    from bpj.jobs import WaitProgress
+    from bpj.progress import WaitProgress
 
     job = submit()
     out = io.StringIO()
@@ -582,7 +582,7 @@ def test_wait_progress_shows_counts_rate_share_and_time_left(mem):
 
 
 def test_progress_is_asked_for_off_a_terminal(mem, monkeypatch):
-    from bpj.jobs import WaitProgress
+    from bpj.progress import WaitProgress
 
     job = submit()
     monkeypatch.delenv("BPJ_PROGRESS", raising=False)
