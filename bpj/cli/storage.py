@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,15 @@ def copy(args: argparse.Namespace) -> int:
     else:
         assert pairs is not None
         for uri, path in _expand(gcs, pairs):
-            data = gcs.read(uri)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            done.append({"from": uri, "to": str(path), "bytes": len(data)})
+            partial = path.with_name(path.name + ".part")  # a broken or corrupt download never takes the name
+            try:
+                with gcs.open(uri) as src, open(partial, "wb") as dst:  # streamed: bounded memory, any size
+                    shutil.copyfileobj(src, dst, CHUNK)
+                partial.replace(path)
+            finally:
+                partial.unlink(missing_ok=True)
+            done.append({"from": uri, "to": str(path), "bytes": path.stat().st_size})
     if args.json:
         print_json(done)
     else:
