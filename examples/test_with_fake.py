@@ -5,10 +5,11 @@ it against ``bpj.testing``'s FakeVertex, an in-memory Vertex AI that bpj's calls
 ``bpj.init``: jobs stay PENDING until the test moves them (``fake.run``, ``fake.finish``), and errors can be
 injected into any RPC (``fake.inject``).
 
-- ``bpj_fake`` is a pytest fixture (pytest loads bpj's plugin by itself once bpj is installed);
+- ``bpj_fake`` is a pytest fixture of ``bpj.testing.plugin`` (``-p bpj.testing.plugin``: this repository's
+  pytest settings turn it on);
 - under hypothesis's ``@given``, make a fresh fake per example with ``bpj.testing.fake_vertex()``.
 
-Run it with ``pytest examples/test_with_fake.py``.
+Run it with ``pytest -p bpj.testing.plugin examples/test_with_fake.py``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@
   per example).
 - ``bpj.testing.strategies``: hypothesis strategies for every bpj message (and any other protobuf message)
   and for valid resource names (``pip install 'bpj[testing]'``).
-- ``bpj.testing.plugin``: the pytest fixtures ``bpj_fake`` and ``bpj_local_stack``, loaded by pytest itself
-  wherever bpj is installed (the ``pytest11`` entry point).
+- ``bpj.testing.plugin``: the pytest fixtures ``bpj_fake`` and ``bpj_local_stack`` (``-p bpj.testing.plugin``).
 
 Importing this package costs nothing: the fake, hypothesis and pytest are imported when used.
 """

@@ -1,5 +1,7 @@
-"""A pytest plugin with bpj fixtures. pytest loads it by itself wherever bpj is installed (the ``pytest11``
-entry point ``bpj``); ``-p no:bpj`` turns it off.
+"""A pytest plugin with bpj fixtures. Turn it on with ``-p bpj.testing.plugin`` (e.g. in ``addopts``) or
+``pytest_plugins = ["bpj.testing.plugin"]`` in a top-level ``conftest.py``. It is not a ``pytest11`` entry
+point on purpose: pytest rewrites the asserts of every module of an entry point's distribution, so every
+test run where bpj is installed would parse all of bpj again.
 
 Fixtures:
 
