@@ -305,15 +305,34 @@ def load_predictor(
         raise FailedPrecondition(
             f"{name} has no artifact_uri; the local stack loads models from their artifacts"
         )
-    spec = model.container_spec
-    image = spec.image_uri
-    env = {e.name: e.value for e in spec.env}
     artifacts = _Artifacts(uri, fetch, list_dir)
-    if PREDICTOR_ENV in env:
-        return _load_custom(env[PREDICTOR_ENV], artifacts, Path(workdir))
-    framework = _framework_of(image)
-    file = _choose_file(artifacts, framework, image)
+    routine, file = _locate(model, artifacts)
+    if routine is not None:
+        return _load_custom(routine, artifacts, Path(workdir))
     return _load_file(artifacts, file)
+
+
+def check_artifacts(model: types.Model, list_dir: Callable[[str], list[str]]) -> None:
+    """What Vertex AI checks when a model is uploaded: its ``artifact_uri`` (when set) holds the file its
+    prebuilt container loads, or the module its custom prediction routine names. Lists, reads nothing;
+    FailedPrecondition with load_predictor's message otherwise."""
+    if model.artifact_uri:
+        _locate(model, _Artifacts(model.artifact_uri, _no_fetch, list_dir))
+
+
+def _no_fetch(uri: str) -> bytes:
+    raise AssertionError(f"check_artifacts read {uri}")
+
+
+def _locate(model: types.Model, artifacts: _Artifacts) -> tuple[str | None, str]:
+    """``(routine, "")`` for a custom prediction routine (its module checked present), else ``(None, file)``:
+    the one model file the prebuilt container loads."""
+    spec = model.container_spec
+    env = {e.name: e.value for e in spec.env}
+    if PREDICTOR_ENV in env:
+        _routine_module(env[PREDICTOR_ENV], artifacts)
+        return env[PREDICTOR_ENV], ""
+    return None, _choose_file(artifacts, _framework_of(spec.image_uri), spec.image_uri)
 
 
 def _framework_of(image: str) -> str:
@@ -411,7 +430,8 @@ _import_lock = threading.Lock()
 _counter = itertools.count(1)
 
 
-def _load_custom(value: str, artifacts: _Artifacts, workdir: Path) -> Predictor:
+def _routine_module(value: str, artifacts: _Artifacts) -> tuple[str, str, str]:
+    """``(module, class name, relative path)`` of ``module:ClassName``, its source checked present."""
     m = _SPEC.match(value.strip())
     if not m:
         raise FailedPrecondition(
@@ -425,6 +445,11 @@ def _load_custom(value: str, artifacts: _Artifacts, workdir: Path) -> Predictor:
             f"{PREDICTOR_ENV}={value} names module {module}, but {artifacts.uri} has no {rel}.py "
             f"{artifacts.holding()}; put the predictor's source files in the artifact directory"
         )
+    return module, cls_name, rel
+
+
+def _load_custom(value: str, artifacts: _Artifacts, workdir: Path) -> Predictor:
+    module, cls_name, rel = _routine_module(value, artifacts)
     workdir.mkdir(parents=True, exist_ok=True)
     local = Path(tempfile.mkdtemp(prefix="artifacts-", dir=workdir))
     try:

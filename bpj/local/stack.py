@@ -133,7 +133,7 @@ class LocalStack:
         self.executor = Executor(self.store, self.gcs, self.tables, root / "work", workers=self.workers)
         self._stoppers.append(self.executor.shutdown)
         self.executor.publisher_model = self._publisher_model
-        vertex = Vertex(self.store, self.executor.start, self.executor.stop)
+        vertex = Vertex(self.store, self.executor.start, self.executor.stop, self._check_model)
         servicers = (Jobs(vertex), Models(vertex), Operations(vertex))
 
         plain = serve_grpc(*servicers, host=self.host, token=self.token)
@@ -193,6 +193,12 @@ class LocalStack:
         self._publisher_model = spec
         if self.started:
             self.executor.publisher_model = spec
+
+    def _check_model(self, model: Any) -> None:
+        """Refuse an upload whose artifact_uri does not hold what its container loads, as Vertex AI does."""
+        from bpj.local.models import check_artifacts
+
+        check_artifacts(model, self.gcs.list)
 
     # -- for clients ------------------------------------------------------------------------------------
     @property

@@ -171,10 +171,19 @@ def generic_metadata() -> Any:
 class Vertex:
     """The emulator's state and its link to the executor; the three servicers share one."""
 
-    def __init__(self, store: Store, start: Callable[[str], None], stop: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        start: Callable[[str], None],
+        stop: Callable[[str], None],
+        check_model: Callable[[Any], None] | None = None,
+    ) -> None:
         self.store = store
         self.start = start
         self.stop = stop
+        # Called with each uploaded Model before it is stored; raises to refuse it (the local stack checks
+        # that its artifact_uri holds what its container loads, as Vertex AI does at upload).
+        self.check_model = check_model
         # Model uploads and deletions read, then write, several records: one at a time.
         self.lock = threading.Lock()
 
@@ -423,6 +432,8 @@ class Models(ModelServiceServicer):
         check_explanation_spec(request.model, p)
         check_stored(request.model, "model", p)
         p.raise_if_any()
+        if self.v.check_model is not None:
+            self.v.check_model(request.model)
         model = types.Model()
         model.CopyFrom(request.model)
         t = now()
