@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv codegen check lint typecheck test run compat clean
+.PHONY: venv codegen check lint typecheck test run compat clean browser beam-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: check lint typecheck
-	$(PY) -m pytest
+# Debian's Chromium, which the console's tests drive through Playwright (no browser download from elsewhere).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# Apache Beam pins protobuf and pyarrow below the main venv's, so its DirectRunner test runs in its own venv.
+BEAM_STAMP := .venv-beam/.installed
+$(BEAM_STAMP): pyproject.toml
+	test -x .venv-beam/bin/python || $(PYTHON) -m venv .venv-beam
+	.venv-beam/bin/python -m pip install -q -e . 'apache-beam>=2.60' pytest
+	touch $(BEAM_STAMP)
+beam-venv: $(BEAM_STAMP)
+
+test: check lint typecheck browser beam-venv
+	BPJ_BEAM_PYTHON=$(CURDIR)/.venv-beam/bin/python BPJ_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .venv-beam .pytest_cache .mypy_cache .hypothesis
 
 # The main job on the local stack: train, upload, run a GCS and a BigQuery job, read, check every prediction.
 # Options go through RUN_ARGS: make run RUN_ARGS="--instances 10000 --transport rest"
