@@ -4,6 +4,10 @@ It writes N instances (the ``--instance`` JSON values, cycled) as JSONL under th
 creates a job on the given model through the configured endpoint (the local stack or Vertex AI), waits for
 it, reads every prediction back with bpj's reader, and reports seconds and throughput per phase. Nothing is
 simulated; the input and the outputs stay where they were written.
+
+Per phase it also keeps the time of each call (the upload, the Create, every Get of the wait, the wait for
+every batch of the read) and the progress over time (instances done at each Get, rows read at each batch),
+at most SAMPLES of each; ``--plot out.png`` draws them (matplotlib: pip install 'bpj[bench]').
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from bpj import errors
 from bpj.cli.common import add_json, print_json, print_table, require_reachable, stderr, vertex_reachable
+from bpj.cli.plot import Samples
 
 IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
 # create()'s parameters as the bench flags that set them, for the messages of its checks.
@@ -32,6 +37,45 @@ BENCH_FLAGS = {
 }
 # Polling bounds for the timed wait: the run phase is measured to within this many seconds.
 POLL, MAX_POLL = 0.1, 2.0
+# Per-call timings and progress points kept per phase (a uniform sample beyond that).
+SAMPLES = 10_000
+
+
+class TimedCalls:
+    """A client whose every method call adds its seconds to ``times``."""
+
+    def __init__(self, client: Any, times: Samples) -> None:
+        self._client, self._times = client, times
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._times.add(time.perf_counter() - t)
+
+        return call
+
+
+class Progress:
+    """The wait's progress hook: records (seconds, instances done) after every Get, then shows the usual
+    progress line (when there is one)."""
+
+    def __init__(self, job: Any, timeline: Samples, shown: Any) -> None:
+        self.job, self.timeline, self.shown = job, timeline, shown
+
+    def show(self, elapsed: float) -> None:
+        stats = self.job.gca_resource.completion_stats
+        self.timeline.add(elapsed, stats.successful_count + stats.failed_count)
+        if self.shown is not None:
+            self.shown.show(elapsed)
+
+    def end(self) -> None:
+        if self.shown is not None:
+            self.shown.end()
 
 
 def instances(args: argparse.Namespace) -> list[str]:
@@ -86,12 +130,16 @@ def write_input(s: Any, uri: str, data: bytes) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bpj import gcs_uri, rules
+    from bpj import clients, gcs_uri, rules, steps
+    from bpj.cli import plot
     from bpj.cli.resources import flag_names
-    from bpj.jobs import BatchPredictionJob, check_create
+    from bpj.jobs import BatchPredictionJob, WaitTimeout, check_create, settle
+    from bpj.progress import WaitProgress
 
     if args.n <= 0:
         raise errors.UsageError(f"-n must be > 0, got {args.n}")
+    if args.plot:
+        plot.require()
     prefix = args.gcs_prefix.rstrip("/")
     if not prefix.startswith("gs://") or len(prefix) <= len("gs://"):
         raise errors.UsageError(f"--gcs-prefix must be gs://bucket[/path], got {args.gcs_prefix!r}")
@@ -123,10 +171,24 @@ def run(args: argparse.Namespace) -> int:
     require_reachable(s.gcs_endpoint, "Cloud Storage endpoint", "check BPJ_GCS_ENDPOINT")
     data = ("\n".join(itertools.islice(itertools.cycle(rows), args.n)) + "\n").encode()
     phases: list[dict[str, Any]] = []
+    kept: list[tuple[Samples, Samples | None]] = []  # per phase: seconds per call, progress (or None)
 
-    def phase(name: str, seconds: float, count: float | None = None, unit: str | None = None) -> None:
+    def phase(
+        name: str,
+        seconds: float,
+        count: float | None = None,
+        unit: str | None = None,
+        calls: Samples | None = None,
+        timeline: Samples | None = None,
+    ) -> None:
         rate = None if count is None else count / max(seconds, 1e-9)
-        phases.append({"phase": name, "seconds": round(seconds, 4), "rate": rate, "unit": unit})
+        if calls is None:
+            calls = Samples(1)
+            calls.add(seconds)
+        phases.append(
+            {"phase": name, "seconds": round(seconds, 4), "rate": rate, "unit": unit, **_latency(calls)}
+        )
+        kept.append((calls, timeline))
         if not args.json:
             stderr(f"bench: {name}: {seconds:.2f}s")
 
@@ -137,16 +199,31 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     job = BatchPredictionJob.create(**create_arguments)
     phase("create", time.perf_counter() - start)
-    job.poll_interval, job.max_poll_interval = POLL, MAX_POLL
-    job.wait(timeout=args.timeout)
-    phase("run (create to end)", time.perf_counter() - start, args.n, "instances/s")
+    # job.wait(), with every Get timed and the counts of every poll kept.
+    gets, progress = Samples(SAMPLES), Samples(SAMPLES, width=2)
+    pacer = steps.Pacer(POLL, MAX_POLL, args.timeout)
+    hook = Progress(job, progress, WaitProgress.wanted(job))
+    client = TimedCalls(clients.job_service(), gets)
+    if not steps.run(steps.wait_job(job, pacer, hook), steps.one(client)):
+        raise WaitTimeout(job, args.timeout or 0.0)
+    settle(job, job)
+    phase("run (create to end)", time.perf_counter() - start, args.n, "instances/s", gets, progress)
 
     t = time.perf_counter()
     read = nbytes = 0
-    for batch in job.outputs().iter_batches():
+    waits, rows_read = Samples(SAMPLES), Samples(SAMPLES, width=2)
+    batches = iter(job.outputs().iter_batches())
+    while True:
+        before = time.perf_counter()
+        batch = next(batches, None)
+        now = time.perf_counter()
+        if batch is None:
+            break
+        waits.add(now - before)
         read += batch.num_rows
         nbytes += batch.nbytes
-    phase("read outputs", time.perf_counter() - t, read, "rows/s")
+        rows_read.add(now - t, read)
+    phase("read outputs", time.perf_counter() - t, read, "rows/s", waits, rows_read)
     total = time.perf_counter() - start
     stats = job.completion_stats
     info = job.output_info
@@ -180,12 +257,62 @@ def run(args: argparse.Namespace) -> int:
             f"job: {job.resource_name} ({report['state']}); {stats.successful_count} ok, {stats.failed_count} failed"
         )
         print(f"input: {input_uri}\noutput: {report['output']}")
+    if args.plot:
+        _draw(args.plot, report, kept)
+        if not args.json:
+            stderr(f"bench: wrote {args.plot}")
     if read != stats.successful_count or stats.successful_count + stats.failed_count != args.n:
         raise errors.DataLoss(
             f"read {read} predictions; the job reports {stats.successful_count} ok and "
             f"{stats.failed_count} failed of {args.n} instances"
         )
     return 0
+
+
+def _latency(calls: Samples) -> dict[str, Any]:
+    """The report's summary of a phase's call times: count, median and p99 seconds (of the kept sample)."""
+    xs = sorted(calls)
+    if not xs:
+        return {"calls": 0}
+    return {
+        "calls": calls.seen,
+        "median_call_seconds": round(xs[len(xs) // 2], 6),
+        "p99_call_seconds": round(xs[min(len(xs) - 1, -(-99 * len(xs) // 100) - 1)], 6),
+    }
+
+
+_CALL = {"write input": "upload", "create": "Create", "run (create to end)": "Get", "read outputs": "batch"}
+_ITEMS = {"run (create to end)": "instances", "read outputs": "rows"}
+
+
+def _draw(path: str, report: dict[str, Any], kept: list[tuple[Samples, Samples | None]]) -> None:
+    from bpj.cli import plot
+
+    phases = []
+    for p, (calls, timeline) in zip(report["phases"], kept, strict=True):
+        side = plot.Side(
+            "bpj",
+            rate=p["rate"],
+            seconds=p["seconds"],
+            latencies=calls.values,
+            timeline=[] if timeline is None else [(0.0, 0.0), *timeline.rows()],
+        )
+        phases.append(
+            plot.Phase(
+                p["phase"],
+                [side],
+                unit=p["unit"],
+                items=_ITEMS.get(p["phase"], "items"),
+                call=_CALL[p["phase"]],
+            )
+        )
+    title = (
+        f"bpj bench: {report['instances']:,} instances, {report['total_seconds']:.1f} s from create to outputs "
+        f"read ({report['throughput']:,.0f} instances/s)"
+    )
+    plot.draw(
+        phases, path, title=title, subtitle=f"{report['endpoint']}; job {report['job']} ({report['state']})"
+    )
 
 
 def _rate(phase: dict[str, Any]) -> str:
@@ -218,5 +345,10 @@ def add_bench(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--starting-replica-count", type=int)
     p.add_argument("--max-replica-count", type=int)
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="draw each phase's throughput and time per call into this PNG (pip install 'bpj[bench]')",
+    )
     add_json(p)
     p.set_defaults(run=run)

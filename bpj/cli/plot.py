@@ -1,0 +1,279 @@
+"""Benchmark pictures: one row per phase, its throughput on the left and its latency distribution on the right.
+
+``bpj bench --plot`` and the benchmarks in ``benchmarks/`` (their ``--plot``) describe what they measured as
+plain data, :class:`Phase` values holding one :class:`Side` per thing measured (bpj alone, or bpj next to the
+official libraries), and :func:`draw` turns them into a PNG. matplotlib (``pip install 'bpj[bench]'``) is
+imported inside :func:`draw` only; call :func:`require` before measuring anything so a missing matplotlib
+fails at once, not after a long run.
+
+The throughput panel draws progress over time (items done against seconds) when a side has a timeline, else
+one bar per side, with the side's ratio written at the end of its bar and each run of the side as a dot. The
+latency panel draws the distribution (CDF) of every side that kept per-call timings; a side with one call is a
+single marked value. The latency column is left out when no phase has timings.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bpj import errors
+
+INSTALL = "pip install 'bpj[bench]'"
+# Sizes for a picture readable on a README page and well under 150 KB as a PNG.
+ROW_INCHES, WIDTH_INCHES, DPI = 2.5, 11.0, 80
+
+
+class Samples:
+    """At most ``limit`` samples of ``width`` floats each, in one flat ``array('d')``: every sample until the
+    limit, then a uniform random subset of all samples added (reservoir sampling, seeded, so a run is
+    repeatable). ``seen`` counts every sample added."""
+
+    def __init__(self, limit: int = 10_000, width: int = 1, seed: int = 0) -> None:
+        if limit < 1 or width < 1:
+            raise ValueError(f"limit and width must be >= 1, got {limit}, {width}")
+        self.limit, self.width, self.seen = limit, width, 0
+        self.values = array("d")
+        self._rng = random.Random(seed)
+
+    def add(self, *sample: float) -> None:
+        if len(sample) != self.width:
+            raise ValueError(f"a sample has {self.width} values, got {len(sample)}")
+        self.seen += 1
+        if self.seen <= self.limit:
+            self.values.extend(sample)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.limit:
+            self.values[slot * self.width : (slot + 1) * self.width] = array("d", sample)
+
+    def __len__(self) -> int:
+        return len(self.values) // self.width
+
+    def __iter__(self) -> Iterator[float]:
+        """The kept values (width 1)."""
+        return iter(self.values)
+
+    def rows(self) -> list[tuple[float, ...]]:
+        """The kept samples as tuples, in the order they are stored."""
+        w = self.width
+        return [tuple(self.values[i : i + w]) for i in range(0, len(self.values), w)]
+
+
+@dataclass
+class Side:
+    """One thing measured in a phase.
+
+    ``rate`` is its throughput in the phase's unit (None when the phase has no unit: then ``seconds`` is
+    drawn); ``runs`` the rate (or seconds) of each run when there were several; ``ratio`` the number the
+    benchmark reports for this side (its phase's ``ratio_means`` says of what); ``timeline`` pairs of
+    (seconds since the phase started, items done by then); ``latencies`` seconds per call."""
+
+    label: str
+    rate: float | None = None
+    seconds: float | None = None
+    runs: Sequence[float] = ()
+    ratio: float | None = None
+    timeline: Sequence[tuple[float, ...]] = ()
+    latencies: Sequence[float] = ()
+
+
+@dataclass
+class Phase:
+    """One row of the picture: a phase and every side measured in it. ``unit`` is the throughput's unit
+    (``"MB/s"``; None: the bars are seconds), ``items`` what the timeline counts, ``call`` what one latency
+    sample is (``"Get"``, ``"batch"``)."""
+
+    name: str
+    sides: list[Side]
+    unit: str | None = None
+    items: str = "items"
+    call: str = "call"
+    ratio_means: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def require() -> None:
+    """Raise UsageError naming the extra to install when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise errors.UsageError(f"--plot needs matplotlib: {INSTALL} ({e})") from None
+
+
+def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") -> None:
+    """Write ``phases`` as a PNG to ``path``: one row per phase (see the module docstring)."""
+    require()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = list(phases) or [Phase("(no phases)", [])]
+    timed = any(_finite(s.latencies) for p in rows for s in p.sides)
+    heights = [max(ROW_INCHES, 0.9 + 0.32 * len(p.sides)) for p in rows]
+    fig, axes = plt.subplots(
+        len(rows),
+        2 if timed else 1,
+        figsize=(WIDTH_INCHES, 0.8 + sum(heights)),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights, **({"width_ratios": [1.2, 1]} if timed else {})},
+    )
+    try:
+        for row, phase in zip(axes, rows, strict=True):
+            _throughput(row[0], phase)
+            if timed:
+                _latency(row[1], phase)
+        heading = f"{title}\n{subtitle}" if subtitle else title
+        fig.suptitle(heading, fontsize=11, x=0.01, ha="left", linespacing=1.5)
+        fig.savefig(path, dpi=DPI)
+    finally:
+        plt.close(fig)
+
+
+COLOURS = ["#1f6fb4", "#e07b1a", "#2a9d4b", "#c43c39", "#8660b8", "#7f6056", "#d064b5", "#6f6f6f"]
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if math.isfinite(v)]
+
+
+def _throughput(a: Any, phase: Phase) -> None:
+    lines = [(i, s) for i, s in enumerate(phase.sides) if len(_points(s.timeline)) >= 2]
+    if lines:
+        _progress(a, phase, lines)
+    else:
+        _bars(a, phase)
+
+
+def _points(timeline: Sequence[tuple[float, ...]]) -> list[tuple[float, float]]:
+    pts = sorted(
+        (float(p[0]), float(p[1])) for p in timeline if len(p) >= 2 and all(map(math.isfinite, p[:2]))
+    )
+    return pts
+
+
+def _progress(a: Any, phase: Phase, lines: list[tuple[int, Side]]) -> None:
+    for i, side in lines:
+        pts = _points(side.timeline)
+        rate = "" if side.rate is None else f": {_num(side.rate)} {phase.unit or ''}".rstrip()
+        a.step(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            where="post",
+            color=COLOURS[i % len(COLOURS)],
+            marker="." if len(pts) < 60 else None,
+            label=f"{side.label}{rate}",
+        )
+    a.set_title(f"{phase.name}: {phase.items} done over time", loc="left", fontsize=10)
+    a.set_xlabel("seconds since the phase started", fontsize=8)
+    a.set_ylabel(phase.items, fontsize=8)
+    a.set_xlim(left=0)
+    a.set_ylim(bottom=0)
+    a.grid(alpha=0.3)
+    a.tick_params(labelsize=8)
+    a.legend(fontsize=8, loc="upper left")
+
+
+def _bars(a: Any, phase: Phase) -> None:
+    by_rate = phase.unit is not None
+    values = [(s.rate if by_rate else s.seconds) for s in phase.sides]
+    shown = [v if v is not None and math.isfinite(v) and v >= 0 else 0.0 for v in values]
+    ys = list(range(len(phase.sides)))[::-1]  # the first side on top
+    a.barh(ys, shown, color=[COLOURS[i % len(COLOURS)] for i in range(len(ys))], height=0.6)
+    top = max([*shown, 0.0])
+    for s, y in zip(phase.sides, ys, strict=True):
+        runs = [r for r in _finite(s.runs) if r >= 0]
+        top = max([top, *runs])
+        if len(runs) > 1:
+            a.plot(runs, [y] * len(runs), "o", color="black", markersize=3, alpha=0.6)
+    for s, y, v, raw in zip(phase.sides, ys, shown, values, strict=True):
+        text = "n/a" if raw is None else _num(v)
+        if s.ratio is not None and math.isfinite(s.ratio):
+            text += f"  ({s.ratio:.2f}x)"
+        a.text(v + top * 0.01, y, text, va="center", fontsize=8)
+    a.set_ylim(-0.7, len(ys) - 0.3 + (0.5 if len(ys) == 1 else 0))
+    a.set_yticks(ys)
+    a.set_yticklabels([s.label for s in phase.sides], fontsize=8)
+    a.set_xlim(0, (top or 1.0) * 1.3)
+    what = phase.unit if by_rate else "seconds (lower is better)"
+    a.set_xlabel(what, fontsize=8)
+    ratio = f"; ratio: {phase.ratio_means}" if phase.ratio_means else ""
+    a.set_title(f"{phase.name}{ratio}", loc="left", fontsize=10)
+    a.grid(axis="x", alpha=0.3)
+    a.tick_params(labelsize=8)
+    if not phase.sides:
+        a.text(0.5, 0.5, "nothing measured", transform=a.transAxes, ha="center", color="0.4")
+
+
+def _latency(a: Any, phase: Phase) -> None:
+    kept = [(i, s, sorted(_finite(s.latencies))) for i, s in enumerate(phase.sides)]
+    kept = [(i, s, v) for i, s, v in kept if v]
+    a.set_title(f"{phase.name}: time per {phase.call}", loc="left", fontsize=10)
+    a.tick_params(labelsize=8)
+    if not kept:
+        a.text(0.5, 0.5, "no per-call timings in this phase", transform=a.transAxes, ha="center", color="0.4")
+        a.set_xticks([])
+        a.set_yticks([])
+        return
+    every = [v for _, _, vs in kept for v in vs]
+    scale, unit = _time_unit(max(every))
+    if all(len(vs) == 1 for _, _, vs in kept):
+        # One call each: a distribution of one value says nothing a number does not.
+        text = "\n".join(
+            f"{side.label}: one {phase.call}, {_num(vs[0] * scale)} {unit}" for _, side, vs in kept
+        )
+        a.text(0.5, 0.5, text, transform=a.transAxes, ha="center", va="center", fontsize=9)
+        a.set_xticks([])
+        a.set_yticks([])
+        return
+    low, high = min(every), max(every)
+    if low > 0 and high / low > 30:
+        a.set_xscale("log")
+    for i, side, vs in kept:
+        colour = COLOURS[i % len(COLOURS)]
+        xs = [v * scale for v in vs]
+        median = xs[len(xs) // 2]
+        name = side.label if len(side.label) <= 32 else side.label[:31] + "…"
+        if len(xs) == 1:
+            a.axvline(
+                xs[0], color=colour, linewidth=2, label=f"{name}: one {phase.call}, {_num(xs[0])} {unit}"
+            )
+            continue
+        p99 = xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)]
+        ys = [(k + 1) / len(xs) for k in range(len(xs))]
+        a.step(
+            xs,
+            ys,
+            where="post",
+            color=colour,
+            label=f"{name}: median {_num(median)}, p99 {_num(p99)} {unit} (n={len(xs):,})",
+        )
+    a.set_ylim(0, 1.02)
+    a.set_xlabel(f"{unit} per {phase.call}", fontsize=8)
+    a.set_ylabel("share of calls at most", fontsize=8)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=7, loc="best")
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    if seconds < 2e-3:
+        return 1e6, "µs"
+    if seconds < 2.0:
+        return 1e3, "ms"
+    return 1.0, "s"
+
+
+def _num(x: float) -> str:
+    """A number with three significant digits and thousands separators."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    digits = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{digits}f}"
