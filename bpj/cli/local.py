@@ -25,7 +25,12 @@ def start(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_stop_signal(stop)
     stack = LocalStack(
-        args.data_dir, host=args.host, token=args.token, gcs_endpoint=args.gcs_endpoint, workers=args.workers
+        args.data_dir,
+        host=args.host,
+        token=args.token,
+        gcs_endpoint=args.gcs_endpoint,
+        workers=args.workers,
+        console=args.console,
     )
     with stack:
         if args.json:  # one object, then nothing until it stops
@@ -37,6 +42,8 @@ def start(args: argparse.Namespace) -> int:
                         "grpc_tls": stack.grpc_tls_endpoint,
                         "tls_cert": str(stack.tls_cert_path),
                         "data": str(stack.root),
+                        "console": stack.console_url,
+                        "console_login": stack.console_login_url() if stack.console_url else None,
                     }
                 ),
                 flush=True,
@@ -49,6 +56,15 @@ def start(args: argparse.Namespace) -> int:
         print(f"# REST: {stack.rest_endpoint}")
         print(f"# gRPC with TLS: {stack.grpc_tls_endpoint} (certificate: {stack.tls_cert_path})")
         print(f"# data: {stack.root}", flush=True)
+        if stack.console_url:
+            if stack.token:
+                print(
+                    f"# console: {stack.console_url}, sign in once (link valid 15 minutes) with "
+                    f"{stack.console_login_url()}",
+                    flush=True,
+                )
+            else:
+                print(f"# console: {stack.console_url}", flush=True)
         if stack.client_host != stack.host:
             import socket
 
@@ -233,6 +249,12 @@ def add_local(sub: Any, parent: argparse.ArgumentParser) -> None:
         "--gcs-endpoint", help="use this GCS-compatible server instead of starting fake-gcs-server"
     )
     p.add_argument("--workers", type=int, default=2, help="jobs run at once (default 2)")
+    p.add_argument(
+        "--no-console",
+        dest="console",
+        action="store_false",
+        help="do not serve the web console (jobs, models; printed as '# console:')",
+    )
     p.add_argument("--json", action="store_true", help="print the environment as one JSON object")
     p.set_defaults(run=start)
 

@@ -34,6 +34,8 @@ class LocalStack:
     ``publisher_model``: ``module:Class`` (``module`` a dotted name or a ``.py`` path) that answers batch jobs on
     publisher models (Gemini, embeddings) instead of bpj's deterministic stand-in; the environment variable
     ``BPJ_PUBLISHER_MODEL`` does the same (see :mod:`bpj.local.publisher`). Settable on a started stack too.
+    ``console``: serve the web console (:mod:`bpj.local.console`) at ``console_url``, with the same Host and
+    Origin rules and token; with a token, ``console_login_url()`` makes a one-time link that signs a browser in.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class LocalStack:
         project: str = DEFAULT_PROJECT,
         location: str = DEFAULT_LOCATION,
         publisher_model: str | None = None,
+        console: bool = True,
     ) -> None:
         from bpj.local.servers.guard import is_loopback
 
@@ -72,6 +75,9 @@ class LocalStack:
         self.workers = workers
         self._publisher_model = publisher_model
         self._gcs_endpoint = gcs_endpoint
+        self._console_wanted = console
+        self.console: Any = None
+        self.console_url: str | None = None
         self._stoppers: list[Any] = []
         self.started = False
 
@@ -149,7 +155,34 @@ class LocalStack:
         self._stoppers.append(rest.stop)
         self.rest_endpoint = f"http://{self.client_host}:{rest.port}"
 
+        if self._console_wanted:
+            self._start_console(servicers)
+
         self.executor.recover()
+
+    def _start_console(self, servicers: tuple[Any, ...]) -> None:
+        from bpj.local.console import Console
+        from bpj.local.console.views import Views
+
+        views = Views(
+            servicers[0],
+            servicers[1],
+            self.store,
+            parent=f"projects/{self.project}/locations/{self.location}",
+            gcs_endpoint=self.gcs_endpoint,
+            token=self.token,
+            tables=self.tables,
+        )
+        self.console = Console(views, host=self.host, client_host=self.client_host, token=self.token)
+        self._stoppers.append(self.console.stop)
+        self.console_url = self.console.url
+
+    def console_login_url(self, ttl: float | None = None) -> str:
+        """With a token, a link that signs one browser in to the console, once, within ``ttl`` seconds
+        (default 15 minutes; the nonce in it is not the token); without one, ``console_url``."""
+        if self.console is None:
+            raise errors.UsageError("the console is off: start the stack with console=True (no --no-console)")
+        return str(self.console.login_url(ttl))
 
     def _certificate(self, root: Path, make: Any) -> tuple[bytes, bytes]:
         tls_dir = root / "tls"

@@ -1,7 +1,9 @@
 """Jobs, models and operations of the Vertex emulator, kept in SQLite under the data dir.
 
 One table of resources: the resource name, its kind, its parent, a few columns that List filters and
-orders on, and the message itself (serialized protobuf). WAL mode: a write is durable once committed, so a
+orders on, and the message itself (serialized protobuf). A second table keeps every state a job has been in,
+with the time it entered it (the console's state history): written here, in the transaction that changes
+the state, so every path that moves a job (create, the executor, cancel, recovery) is recorded. WAL mode: a write is durable once committed, so a
 ``kill -9`` of the stack loses nothing that a reply was sent for. Without a data dir the database lives in
 memory, for tests.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,12 @@ CREATE TABLE IF NOT EXISTS resources (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS resources_by_parent ON resources (kind, parent, create_time);
+CREATE TABLE IF NOT EXISTS job_states (
+    name TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    state INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_states_by_name ON job_states (name);
 """
 
 
@@ -57,6 +66,7 @@ class Store:
 
     def put(self, kind: str, name: str, parent: str, create_time_ns: int, message: Any) -> None:
         with self.transaction() as db:
+            _record_state(db, kind, name, message)
             db.execute(
                 "INSERT INTO resources (name, kind, parent, create_time, data) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET data = excluded.data",
@@ -71,6 +81,7 @@ class Store:
                     "INSERT INTO resources (name, kind, parent, create_time, data) VALUES (?, ?, ?, ?, ?)",
                     (name, kind, parent, create_time_ns, message.SerializeToString()),
                 )
+                _record_state(db, kind, name, message)
         except sqlite3.IntegrityError:
             raise errors.AlreadyExists(f"{name} already exists") from None
 
@@ -92,12 +103,23 @@ class Store:
                 raise errors.NotFound(f"{name} does not exist")
             message = cls.FromString(row[0])
             change(message)
+            _record_state(db, kind, name, message)
             db.execute("UPDATE resources SET data = ? WHERE name = ?", (message.SerializeToString(), name))
             return message
 
     def delete(self, kind: str, name: str) -> bool:
         with self.transaction() as db:
+            if kind == "job":
+                db.execute("DELETE FROM job_states WHERE name = ?", (name,))
             return db.execute("DELETE FROM resources WHERE name = ? AND kind = ?", (name, kind)).rowcount > 0
+
+    def state_history(self, name: str) -> list[tuple[int, int]]:
+        """``(time in ns since the epoch, JobState value)`` for every state job ``name`` entered, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT time, state FROM job_states WHERE name = ? ORDER BY rowid", (name,)
+            ).fetchall()
+        return [(int(t), int(s)) for t, s in rows]
 
     def children(self, kind: str, parent: str, cls: Any, *, newest_first: bool = True) -> list[Any]:
         order = "DESC" if newest_first else "ASC"
@@ -116,3 +138,17 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _record_state(db: sqlite3.Connection, kind: str, name: str, message: Any) -> None:
+    """Add a job's state to its history when it differs from the last one recorded (same transaction)."""
+    if kind != "job":
+        return
+    last = db.execute(
+        "SELECT state FROM job_states WHERE name = ? ORDER BY rowid DESC LIMIT 1", (name,)
+    ).fetchone()
+    if last is None or last[0] != message.state:
+        db.execute(
+            "INSERT INTO job_states (name, time, state) VALUES (?, ?, ?)",
+            (name, time.time_ns(), int(message.state)),
+        )
