@@ -176,8 +176,10 @@ def test_each_uri_field_is_checked(stack, clients, sentinel, field, value):
     outside.unchanged()
 
 
-def test_valid_uris_still_pass(clients):
+def test_valid_uris_still_pass(clients, stack):
     jobs, models = clients
+    stack.gcs.create_bucket("bpj-models")
+    stack.gcs.write("gs://bpj-models/some model/v1/model.pkl", b"checked at upload, loaded by jobs")
     model = types.Model(display_name="fine", artifact_uri="gs://bpj-models/some model/v1/")
     model.container_spec.image_uri = SKLEARN_IMAGE
     model.predict_schemata.instance_schema_uri = "gs://google-cloud-aiplatform/schema/predict/instance/x.yaml"
