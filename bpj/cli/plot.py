@@ -18,14 +18,14 @@ import math
 import random
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bpj import errors
 
 INSTALL = "pip install 'bpj[bench]'"
 # Sizes for a picture readable on a README page and well under 150 KB as a PNG.
-ROW_INCHES, WIDTH_INCHES, DPI = 2.5, 11.0, 80
+ROW_INCHES, WIDTH_INCHES, HEADER_INCHES, DPI = 2.5, 11.0, 0.7, 80
 
 
 class Samples:
@@ -111,29 +111,54 @@ def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") 
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
 
-    rows = list(phases) or [Phase("(no phases)", [])]
+    rows = [_shown(p) for p in phases] or [Phase("(no phases)", [])]
     timed = any(_finite(s.latencies) for p in rows for s in p.sides)
     heights = [max(ROW_INCHES, 0.9 + 0.32 * len(p.sides)) for p in rows]
-    fig, axes = plt.subplots(
-        len(rows),
-        2 if timed else 1,
-        figsize=(WIDTH_INCHES, 0.8 + sum(heights)),
-        squeeze=False,
-        layout="constrained",
-        gridspec_kw={"height_ratios": heights, **({"width_ratios": [1.2, 1]} if timed else {})},
+    width, height = WIDTH_INCHES, HEADER_INCHES + sum(heights)
+    # Laid out by hand in inches (matplotlib's layout engines cost seconds a picture here): room on the left
+    # for the longest bar label, a gap for the latency panel's axis, a title above each panel and the
+    # x labels under it.
+    longest = max((len(_label(s.label)) for p in rows for s in p.sides), default=0)
+    left = min(3.4, max(0.75, 0.25 + 0.062 * longest))
+    gap, right = 0.85, 0.25
+    usable = width - left - gap - right if timed else width - left - right
+    widths = [usable * 0.55, usable * 0.45] if timed else [usable]
+    fig = Figure(figsize=(width, height))
+    top = height - HEADER_INCHES
+    for phase, h in zip(rows, heights, strict=True):
+        bottom, top = top - h, top - h
+        box = (bottom + 0.55) / height, (h - 0.95) / height
+        _throughput(fig.add_axes((left / width, box[0], widths[0] / width, box[1])), phase)
+        if timed:
+            x = (left + widths[0] + gap) / width
+            _latency(fig.add_axes((x, box[0], widths[1] / width, box[1])), phase)
+    fig.text(0.01, 1 - 0.1 / height, _label(title, 200), fontsize=11, va="top")
+    if subtitle:
+        fig.text(0.01, 1 - 0.4 / height, _label(subtitle, 200), fontsize=8, color="0.3", va="top")
+    fig.savefig(path, dpi=DPI)
+
+
+def _shown(phase: Phase) -> Phase:
+    """``phase`` with every text as it can be drawn."""
+    return replace(
+        phase,
+        name=_label(phase.name, 60),
+        sides=[replace(s, label=_label(s.label)) for s in phase.sides],
+        unit=None if phase.unit is None else _label(phase.unit, 20),
+        items=_label(phase.items, 20),
+        call=_label(phase.call, 20),
+        ratio_means=_label(phase.ratio_means),
     )
-    try:
-        for row, phase in zip(axes, rows, strict=True):
-            _throughput(row[0], phase)
-            if timed:
-                _latency(row[1], phase)
-        heading = f"{title}\n{subtitle}" if subtitle else title
-        fig.suptitle(heading, fontsize=11, x=0.01, ha="left", linespacing=1.5)
-        fig.savefig(path, dpi=DPI)
-    finally:
-        plt.close(fig)
+
+
+def _label(text: str, most: int = 48) -> str:
+    """``text`` as matplotlib shows it literally (a ``$`` would start mathtext), cut to ``most`` characters."""
+    text = " ".join(str(text).split())
+    if len(text) > most:
+        text = text[: most - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 COLOURS = ["#1f6fb4", "#e07b1a", "#2a9d4b", "#c43c39", "#8660b8", "#7f6056", "#d064b5", "#6f6f6f"]
@@ -258,7 +283,7 @@ def _latency(a: Any, phase: Phase) -> None:
     a.set_xlabel(f"{unit} per {phase.call}", fontsize=8)
     a.set_ylabel("share of calls at most", fontsize=8)
     a.grid(alpha=0.3)
-    a.legend(fontsize=7, loc="best")
+    a.legend(fontsize=7, loc="upper left")
 
 
 def _time_unit(seconds: float) -> tuple[float, str]:
