@@ -169,7 +169,7 @@ class LocalStack:
             servicers[1],
             self.store,
             parent=f"projects/{self.project}/locations/{self.location}",
-            gcs_endpoint=self.gcs_endpoint,
+            gcs=self.gcs,
             token=self.token,
             tables=self.tables,
         )

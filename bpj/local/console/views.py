@@ -17,6 +17,8 @@ from bpj import errors, states, types
 
 S = types.JobState
 PREVIEW_ROWS = 10
+# A running job's progress bar needs its number of instances: counted once, from inputs up to this size.
+MAX_COUNTED_BYTES = 64 << 20
 MAX_JOBS = 1000
 _CACHED_PREVIEWS = 64
 
@@ -37,8 +39,7 @@ def _rows(records: Iterator[dict[str, Any]], limit: int) -> list[str]:
 
 class Views:
     """The console's data. ``jobs``/``models``: the stack's JobService and ModelService servicers; ``store``:
-    the store they keep (state history, model versions); ``gcs_endpoint``/``token``: how the readers reach
-    the stack's GCS; ``tables``: its BigQuery table store (read through an in-process Storage Read server)."""
+    the store they keep (state history, model versions); ``token``: what the readers send the stack's GCS; ``gcs``: its :class:`~bpj.gcs.Gcs` client; ``tables``: its BigQuery table store (read through an in-process Storage Read server)."""
 
     def __init__(
         self,
@@ -47,7 +48,7 @@ class Views:
         store: Any,
         *,
         parent: str,
-        gcs_endpoint: str,
+        gcs: Any,
         token: str | None,
         tables: Any,
     ) -> None:
@@ -60,11 +61,12 @@ class Views:
         self.model_service = ModelServiceClient(transport)
         self.store = store
         self.parent = parent
-        self.gcs_endpoint = gcs_endpoint
+        self.gcs = gcs
         self.token = token
         self.tables = tables
         self._bq_client: Any = None
         self._previews: dict[tuple[str, str], dict[str, Any]] = {}
+        self._totals: dict[str, int | None] = {}
         self._lock = threading.Lock()
 
     # -- jobs ------------------------------------------------------------------------------------------
@@ -93,14 +95,14 @@ class Views:
                 continue
             if key and (key not in job.labels or (has_value and job.labels[key] != value)):
                 continue
-            rows.append(summary(job))
+            rows.append(self.summary(job))
         return {"parent": self.parent, "jobs": rows, "states": list(S.keys())}
 
     def job(self, name: str) -> dict[str, Any]:
         from google.protobuf import json_format
 
         job: Any = self.job_service.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=name))
-        out = summary(job)
+        out = self.summary(job)
         out["config"] = json.dumps(
             json_format.MessageToDict(job, descriptor_pool=job.DESCRIPTOR.file.pool),
             indent=2,
@@ -115,6 +117,37 @@ class Views:
         out["outputs"] = outputs(job)
         out.update(self.preview(job))
         return out
+
+    def summary(self, job: Any) -> dict[str, Any]:
+        out = summary(job)
+        out["total"] = None if states.is_terminal(job.state) else self.total(job)
+        return out
+
+    def total(self, job: Any) -> int | None:
+        """How many instances a job reads (lines of its jsonl, csv or file-list inputs), when they are small
+        enough to count; None otherwise. Counted once per job."""
+        with self._lock:
+            if job.name in self._totals:
+                return self._totals[job.name]
+        ic = job.input_config
+        total = None
+        if ic.instances_format in ("jsonl", "csv", "file-list") and ic.gcs_source.uris:
+            from bpj.local.inputs import resolve_uris
+
+            try:
+                uris = resolve_uris(self.gcs, list(ic.gcs_source.uris))
+                if sum(self.gcs.size(u) for u in uris) <= MAX_COUNTED_BYTES:
+                    total = 0
+                    for uri in uris:
+                        lines = sum(1 for line in self.gcs.read(uri).splitlines() if line.strip())
+                        total += max(0, lines - 1) if ic.instances_format == "csv" else lines
+            except (errors.BpjError, OSError):
+                total = None
+        with self._lock:
+            self._totals[job.name] = total
+            while len(self._totals) > MAX_JOBS:
+                del self._totals[next(iter(self._totals))]
+        return total
 
     def cancel(self, name: str) -> None:
         self.job_service.cancel_batch_prediction_job(types.CancelBatchPredictionJobRequest(name=name))
@@ -169,7 +202,7 @@ class Views:
                 max_bytes_in_flight=8 << 20,
                 ordered=True,
                 progress=False,
-                endpoint=self.gcs_endpoint,
+                endpoint=self.gcs.endpoint,
                 credentials=credentials,
             )
             return reader, reader.errors()
