@@ -65,3 +65,25 @@ def test_goog_hash_header():
     assert checksum.from_goog_hash({"X-Goog-Hash": "md5=XrY7u+Ae7tCTyyK7j1rNww=="}) is None
     assert checksum.from_goog_hash({}) is None
     assert checksum.from_base64("4waSgw==") == reference(b"123456789")
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.binary(max_size=2000), b=st.binary(max_size=2000))
+def test_combine_gives_the_crc32c_of_the_concatenation(a, b):
+    assert checksum.combine(reference(a), reference(b), len(b)) == reference(a + b)
+
+
+@settings(max_examples=50, deadline=None)
+@given(parts=st.lists(st.binary(max_size=300), max_size=8), zeros=st.integers(0, 1 << 22))
+def test_combine_folds_many_pieces_and_long_lengths(parts, zeros):
+    # Long lengths without long data: a run of zero bytes, whose CRC32C the library computes quickly.
+    parts = [*parts, bytes(zeros)]
+    crc = 0
+    for p in parts:
+        crc = checksum.combine(crc, checksum.crc32c(p), len(p))
+    assert crc == checksum.crc32c(b"".join(parts))
+
+
+def test_combine_refuses_a_negative_length():
+    with pytest.raises(ValueError, match="len_b"):
+        checksum.combine(0, 0, -1)
