@@ -133,9 +133,9 @@ class GcsObject:
 class Gcs:
     """A thread-safe Cloud Storage client over one urllib3 pool.
 
-    ``endpoint``, ``credentials`` and ``token`` default to ``bpj.init``'s ``gcs_endpoint``, credentials and
-    token (and their environment variables). ``timeout``: seconds one request may wait for bytes.
-    ``buffer_size``: the pieces :meth:`open` reads in; ``upload_chunk_size``: the pieces of a resumable upload
+    ``endpoint``, ``credentials``, ``token`` and ``tls_root_cert`` (a PEM path) default to ``bpj.init``'s
+    ``gcs_endpoint``, credentials, token and TLS root (and their environment variables). ``timeout``:
+    seconds one request may wait for bytes. ``buffer_size``: the pieces :meth:`open` reads in; ``upload_chunk_size``: the pieces of a resumable upload
     (a multiple of 256 KiB). ``retry``: the policy (None: one attempt per request).
     """
 
@@ -145,6 +145,7 @@ class Gcs:
         *,
         credentials: Any = None,
         token: str | None = None,
+        tls_root_cert: str | None = None,
         max_connections: int = 32,
         timeout: float = 60.0,
         buffer_size: int = _MiB,
@@ -153,7 +154,9 @@ class Gcs:
     ) -> None:
         import urllib3
 
-        self.settings = config.settings(gcs_endpoint=endpoint, credentials=credentials, token=token)
+        self.settings = config.settings(
+            gcs_endpoint=endpoint, credentials=credentials, token=token, tls_root_cert=tls_root_cert
+        )
         self.endpoint = self.settings.gcs_endpoint
         parsed = config.parse_endpoint(self.endpoint)
         self.base = f"{'https' if parsed.tls(self.settings.tls_root_cert) else 'http'}://{parsed.target()}"
@@ -690,16 +693,17 @@ class GcsWriter(io.RawIOBase):
 
 # -- one client per endpoint, for partitions ------------------------------------------------------------
 
-_clients: dict[str | None, Gcs] = {}
+_clients: dict[tuple[str | None, str | None], Gcs] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(endpoint: str | None) -> Gcs:
-    """A process-wide client per endpoint (what partitions use, in whatever process they run)."""
+def client_for(endpoint: str | None, tls_root_cert: str | None = None) -> Gcs:
+    """A process-wide client per endpoint and TLS root (what partitions use, in whatever process they run:
+    credentials and token come from that process's settings)."""
     with _clients_lock:
-        c = _clients.get(endpoint)
+        c = _clients.get((endpoint, tls_root_cert))
         if c is None:
-            c = _clients[endpoint] = Gcs(endpoint)
+            c = _clients[endpoint, tls_root_cert] = Gcs(endpoint, tls_root_cert=tls_root_cert)
         return c
 
 

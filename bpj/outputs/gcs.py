@@ -12,23 +12,23 @@ iterating, every worker ends before the iterator closes.
 
 from __future__ import annotations
 
-import json
 import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from bpj import errors, gcs_uri
-from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, client_for, verify
+from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, verify
+from bpj.outputs.decode import decode, slices
+from bpj.outputs.gcs_partitions import GcsPartition, split
 from bpj.outputs.reader import Progress, Reader, export_format
 from bpj.outputs.reader import cores as _cores
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["GcsPartition", "GcsReader"]
+__all__ = ["GcsPartition", "GcsReader", "decode"]
 
 # Decoding JSONL or CSV takes about this many times the object's size (parse buffers, the table) while it
 # runs, so a decoding read reserves that much of max_bytes_in_flight per object.
@@ -37,148 +37,6 @@ DECODE_FACTOR = 3
 # few more than the cores; decoding is CPU-bound and each decoding thread keeps its allocators' scratch (about
 # 20 MiB for 4 MiB objects, measured), so one per core.
 DOWNLOAD_WORKERS = 4
-
-
-# -- decoding -----------------------------------------------------------------------------------------
-
-
-def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
-    """An object's rows as an Arrow table (None when it holds none). JSONL: pyarrow's JSON reader, whole
-    file as one block (one thread) unless it is large; a column whose values are of different kinds in one
-    file (or that pyarrow's reader gets wrong: a list that starts with null) falls back to a per-line parse,
-    with a column of mixed kinds as JSON text. CSV: pyarrow's CSV reader."""
-    import pyarrow as pa
-
-    if _BLANK.fullmatch(data):
-        return None
-    pool = _memory_pool()
-    threads = len(data) > 4 * CHUNK_SIZE
-    block = CHUNK_SIZE if threads else len(data) + 1
-    if obj.format == "csv":
-        import pyarrow.csv as pcsv
-
-        options = pcsv.ReadOptions(use_threads=threads, block_size=block)
-        try:
-            return pcsv.read_csv(pa.BufferReader(data), read_options=options, memory_pool=pool)
-        except pa.ArrowInvalid as e:
-            if not threads or "straddl" not in str(e):
-                raise _bad_file(obj, e) from None
-            options = pcsv.ReadOptions(use_threads=True, block_size=len(data) + 1)
-            return pcsv.read_csv(pa.BufferReader(data), read_options=options, memory_pool=pool)
-    import pyarrow.json as pj
-
-    for block_size in (block, len(data) + 1):
-        try:
-            table = pj.read_json(
-                pa.BufferReader(data),
-                read_options=pj.ReadOptions(use_threads=threads, block_size=block_size),
-                memory_pool=pool,
-            )
-        except pa.ArrowInvalid as e:
-            if "straddl" in str(e) and block_size != len(data) + 1:
-                continue
-            if "changed from" in str(e) or "not a" in str(e).lower():
-                return _decode_mixed(obj, data)
-            raise _bad_file(obj, e) from None
-        try:
-            # pyarrow's JSON reader drops a leading null of a list whose item type it learns later
-            # (``[null, 1]``): the list's offsets then run past its values, and its rows read wrong.
-            table.validate()
-        except pa.ArrowInvalid:
-            return _decode_mixed(obj, data)
-        return table
-    raise AssertionError("unreachable")
-
-
-_BLANK = re.compile(rb"\s*")  # not data.strip(): that copies a bytearray, however large
-
-
-def _slices(obj: GcsObject, data: bytes, size: int) -> Iterator[pa.Table]:
-    """The rows of a JSONL object's bytes, decoded ``size`` bytes of whole lines at a time (a line longer
-    than that whole), as they are asked for."""
-    start, end_of_data = 0, len(data)
-    while start < end_of_data:
-        end = min(end_of_data, start + size)
-        if end < end_of_data:
-            cut = data.rfind(b"\n", start, end)
-            if cut < 0:  # one line longer than a slice: the whole line
-                cut = data.find(b"\n", end)
-            end = end_of_data if cut < 0 else cut + 1
-        table = decode(obj, data[start:end])
-        start = end
-        if table is not None:
-            yield table
-
-
-_pool: Any = None
-
-
-def _memory_pool() -> Any:
-    """jemalloc's pool where pyarrow has it, else the system's. The default (mimalloc) keeps a heap of
-    parse scratch per decoding thread: measured about twice jemalloc's growth."""
-    global _pool
-    if _pool is None:
-        import pyarrow as pa
-
-        try:
-            _pool = pa.jemalloc_memory_pool()
-        except NotImplementedError:
-            _pool = pa.system_memory_pool()
-    return _pool
-
-
-def _decode_mixed(obj: GcsObject, data: bytes) -> pa.Table:
-    import pyarrow as pa
-
-    from bpj.outputs.json_columns import JSON_FIELD_METADATA
-    from bpj.outputs.reader import _dumps
-
-    rows = []
-    for n, line in enumerate(data.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise errors.InvalidArgument(f"{obj.uri}: line {n} is not JSON: {e}") from None
-    names: list[str] = []
-    seen: set[str] = set()
-    for r in rows:
-        for k in r:
-            if k not in seen:
-                seen.add(k)
-                names.append(k)
-    columns, fields = [], []
-    for name in names:
-        values = [r.get(name) for r in rows]
-        try:
-            columns.append(pa.array(values))
-            fields.append(pa.field(name, columns[-1].type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            columns.append(pa.array([None if v is None else _dumps(v) for v in values], pa.string()))
-            fields.append(pa.field(name, pa.string(), metadata=JSON_FIELD_METADATA))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
-
-
-def _bad_file(obj: GcsObject, e: Exception) -> errors.BpjError:
-    return errors.InvalidArgument(f"{obj.uri} is not valid {obj.format.upper()}: {e}")
-
-
-# -- partitions ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GcsPartition:
-    """One object of an output: picklable, and ``read()`` works in any process (credentials are resolved
-    there: anonymous for a loopback endpoint, else Application Default Credentials)."""
-
-    endpoint: str
-    object: GcsObject
-
-    def read(self) -> pa.Table:
-        import pyarrow as pa
-
-        table = decode(self.object, client_for(self.endpoint).download(self.object))
-        return table if table is not None else pa.table({})
 
 
 # -- the reader ---------------------------------------------------------------------------------------
@@ -318,7 +176,7 @@ class GcsReader(Reader):
 
         def transform(obj: GcsObject, data: bytes) -> Any:
             if obj.format == "jsonl" and len(data) * DECODE_FACTOR > self.max_bytes_in_flight:
-                return _slices(obj, data, slice_size)
+                return slices(obj, data, slice_size)
             return decode(obj, data)
 
         try:
@@ -334,9 +192,20 @@ class GcsReader(Reader):
         finally:
             meter.close()
 
-    def partitions(self) -> list[GcsPartition]:
-        """One picklable task per object; ``task.read()`` returns its rows as a pyarrow Table."""
-        return [GcsPartition(self._client.endpoint, o) for o in self.objects()]
+    def partitions(self, max_bytes: int | None = None) -> list[GcsPartition]:
+        """Picklable tasks (:class:`bpj.outputs.gcs_partitions.GcsPartition`), one per object by default:
+        ``task.read()`` returns its rows as a pyarrow Table, checked against the object's crc32c.
+
+        With ``max_bytes``, a JSONL object larger than that is split into byte ranges of about
+        ``max_bytes`` on line boundaries (CSV and other objects stay whole). A range's rows can only be
+        checked with the other ranges of its object: ``task.read_piece()`` returns ``(table, piece)``, and
+        the rows are final once :func:`bpj.outputs.pieces.check` passed on the pieces of every range
+        (``read()`` on a range raises UsageError). Whole objects have ``read_piece()`` too.
+        """
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise errors.UsageError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        root = self._client.settings.tls_root_cert
+        return [p for o in self.objects() for p in split(self._client.endpoint, o, root, max_bytes)]
 
     def export(self, path: Any, *, format: str | None = None) -> int:
         """As :meth:`Reader.export`; JSONL from JSONL objects copies the checked bytes as they are."""
