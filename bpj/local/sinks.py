@@ -13,8 +13,12 @@ object (``<directory>/``) so that output_info points at something.
 
 BigQuery (``BigQuerySink``): dataset ``prediction_<model_display_name>_<YYYY_MM_DDThh_mm_ss_sssZ>`` (or the
 given one) with tables ``predictions`` (instance columns, or ``key``, then ``prediction``) and ``errors``
-(instance columns, or ``key``, then ``errors`` STRUCT<code INT64, message STRING>). ``prediction`` is a STRING
-column holding JSON, the way BigQuery's JSON type reaches Arrow readers.
+(instance columns, or ``key``, then ``errors`` STRUCT<code INT64, message STRING>). ``prediction`` (and
+``explanation``) are of BigQuery's JSON type: Vertex AI gives a model's output columns the types of its
+prediction schema, and a model without one (every model the local stack runs) gets its output as JSON, as
+Vertex AI's Gemini and Model Garden batch outputs do (``response`` JSON). The Storage Read API sends JSON as
+Arrow strings marked ``google:sqlType:json``, which bpj's reader parses, so a model's predictions have the
+same Arrow types from either destination.
 """
 
 from __future__ import annotations
@@ -504,8 +508,10 @@ class BigQuerySink:
         schema = self._schemas.get(name)
         if schema is not None:
             return schema
+        from bpj.outputs.json_columns import JSON_FIELD_METADATA
+
         last = (
-            pa.field("prediction", pa.string())
+            pa.field("prediction", pa.string(), metadata=JSON_FIELD_METADATA)
             if name == self.predictions_table
             else pa.field("errors", pa.struct([("code", pa.int64()), ("message", pa.string())]))
         )
@@ -522,8 +528,10 @@ class BigQuerySink:
     def _explanation_field(self, name: str) -> list[pa.Field]:
         import pyarrow as pa
 
+        from bpj.outputs.json_columns import JSON_FIELD_METADATA
+
         explained = self._explained and name == self.predictions_table
-        return [pa.field("explanation", pa.string())] if explained else []
+        return [pa.field("explanation", pa.string(), metadata=JSON_FIELD_METADATA)] if explained else []
 
     def _instance_fields(self, rows: list[dict[str, Any]]) -> list[pa.Field]:
         import pyarrow as pa

@@ -26,6 +26,7 @@ from bpj.local.bigquery.read_server import StorageReadServicer
 from bpj.local.bigquery.rest import schema_from_json, schema_to_json, serve_bigquery_rest
 from bpj.local.bigquery.store import TableStore
 from bpj.local.servers.serve import serve_grpc
+from bpj.outputs.json_columns import is_json_field
 from bpj.transport.grpc import GrpcTransport
 
 # google-cloud-bigquery-storage's own deprecation of its Arrow helpers, which its users still call.
@@ -576,8 +577,14 @@ def test_schema_json_round_trip():
         {"name": "a", "type": "INT64", "mode": "REQUIRED"},
         {"name": "b", "type": "STRUCT", "mode": "REPEATED", "fields": [{"name": "c", "type": "TIMESTAMP"}]},
         {"name": "d", "type": "NUMERIC", "description": "money"},
+        {"name": "j", "type": "JSON", "description": "kept as JSON"},
+        {"name": "s", "type": "STRING"},
     ]
-    back = schema_to_json(schema_from_json(fields))
+    schema = schema_from_json(fields)
+    # JSON is Arrow text marked as the Storage Read API marks it (what the readers parse); STRING is not.
+    assert is_json_field(schema.field("j")) and not is_json_field(schema.field("s"))
+    assert schema.field("j").metadata[b"description"] == b"kept as JSON"
+    back = schema_to_json(schema)
     assert back == [
         {"name": "a", "type": "INTEGER", "mode": "REQUIRED"},
         {
@@ -587,6 +594,8 @@ def test_schema_json_round_trip():
             "fields": [{"name": "c", "type": "TIMESTAMP", "mode": "NULLABLE"}],
         },
         {"name": "d", "type": "NUMERIC", "mode": "NULLABLE", "description": "money"},
+        {"name": "j", "type": "JSON", "mode": "NULLABLE", "description": "kept as JSON"},
+        {"name": "s", "type": "STRING", "mode": "NULLABLE"},
     ]
     with pytest.raises(errors.InvalidArgument, match="no schema"):
         schema_from_json([{"name": "r", "type": "RECORD"}])

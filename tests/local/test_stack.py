@@ -187,6 +187,46 @@ def test_bigquery_in_and_out(stack, iris, clients, model_name):
     assert [str(g[4]) for g in got] == [str(e[4]) for e in expected]
 
 
+def test_bigquery_and_gcs_outputs_read_with_the_same_types(stack, iris, clients, model_name):
+    """The same model's predictions have one Arrow type whichever the destination: the BigQuery table's
+    ``prediction`` column is of the JSON type (marked so in the table schema and the Storage Read API's
+    Arrow schema), which the reader parses as the GCS reader parses the JSONL files."""
+    from bpj import outputs
+    from bpj._gen.services.big_query_read import BigQueryReadClient
+    from bpj.outputs.json_columns import is_json_field
+    from bpj.transport.grpc import GrpcTransport
+
+    model, rows = iris
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    stack.gcs.write("gs://bpj-in/same-types.jsonl", lines)
+    to_gcs = run(clients, gcs_job(model_name, ["gs://bpj-in/same-types.jsonl"], out="gs://bpj-out/same"))
+    job = gcs_job(model_name, ["gs://bpj-in/same-types.jsonl"])
+    job.output_config.ClearField("gcs_destination")
+    job.output_config.predictions_format = "bigquery"
+    job.output_config.bigquery_destination.output_uri = f"bq://{PROJECT}"
+    to_bq = run(clients, job)
+    assert to_gcs.state == to_bq.state == S.JOB_STATE_SUCCEEDED, (to_gcs.error, to_bq.error)
+
+    dataset = to_bq.output_info.bigquery_output_dataset.removeprefix("bq://")
+    assert is_json_field(
+        stack.tables.schema(PROJECT, dataset.split(".")[1], "predictions").field("prediction")
+    )
+    from_gcs = outputs.read_gcs(
+        to_gcs.output_info.gcs_output_directory, endpoint=stack.gcs_endpoint
+    ).to_arrow()
+    transport = GrpcTransport(stack.bigquery_storage_endpoint)
+    try:
+        reader = outputs.read_bigquery(f"bq://{dataset}.predictions", client=BigQueryReadClient(transport))
+        from_bq = reader.to_arrow()
+    finally:
+        transport.close()
+    expected = model.predict(rows).tolist()
+    assert from_gcs.schema.field("prediction").type == from_bq.schema.field("prediction").type == pa.int64()
+    assert sorted(from_gcs.column("prediction").to_pylist()) == sorted(expected)
+    assert sorted(from_bq.column("prediction").to_pylist()) == sorted(expected)
+    assert from_gcs.to_pandas()["prediction"].dtype == from_bq.to_pandas()["prediction"].dtype
+
+
 def test_missing_model_fails_the_job(stack, clients):
     stack.gcs.write("gs://bpj-in/one.jsonl", b"[1, 2, 3, 4]\n")
     job = run(clients, gcs_job(f"{PARENT}/models/404", ["gs://bpj-in/one.jsonl"]))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors
+from bpj.outputs.json_columns import JSON_FIELD_METADATA, is_json_field
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -80,12 +81,14 @@ def _arrow_field(field: dict[str, Any], parent: str = "", depth: int = 1) -> pa.
         raise errors.InvalidArgument("Empty field name in the schema")
     mode = (field.get("mode") or "NULLABLE").upper()
     dtype = _arrow_type(field.get("type") or "", field.get("fields") or [], where, depth)
-    metadata = {b"description": field["description"].encode()} if field.get("description") else None
+    metadata = {b"description": field["description"].encode()} if field.get("description") else {}
+    if str(field.get("type") or "").upper() == "JSON":
+        metadata.update(JSON_FIELD_METADATA)  # as the Storage Read API marks a JSON column
     if mode == "REPEATED":
-        return pa.field(name, pa.list_(dtype), nullable=False, metadata=metadata)
+        return pa.field(name, pa.list_(dtype), nullable=False, metadata=metadata or None)
     if mode not in ("NULLABLE", "REQUIRED"):
         raise errors.InvalidArgument(f"Invalid mode {mode} for field {where}")
-    return pa.field(name, dtype, nullable=mode != "REQUIRED", metadata=metadata)
+    return pa.field(name, dtype, nullable=mode != "REQUIRED", metadata=metadata or None)
 
 
 def schema_from_json(fields: list[dict[str, Any]]) -> pa.Schema:
@@ -125,7 +128,7 @@ def _bq_field(field: pa.Field) -> dict[str, Any]:
     dtype, mode = field.type, "NULLABLE" if field.nullable else "REQUIRED"
     if pat.is_list(dtype) or pat.is_large_list(dtype):
         dtype, mode = dtype.value_type, "REPEATED"
-    name, sub = _bq_type(dtype)
+    name, sub = ("JSON", []) if is_json_field(field) else _bq_type(dtype)
     out: dict[str, Any] = {"name": field.name, "type": name, "mode": mode}
     if sub:
         out["fields"] = sub
