@@ -36,6 +36,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks import plot
 from benchmarks.common import table
 
 BUCKET = "bench-out"
@@ -63,23 +64,29 @@ def make_object(seed: int, size: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def best_interleaved(fns: dict[str, object], repeat: int) -> dict[str, tuple[float, object]]:
-    """Best time of each function, the functions taking turns (so a change of load hits them all)."""
+def best_interleaved(
+    fns: dict[str, object], repeat: int, runs: dict[str, list[float]] | None = None
+) -> dict[str, tuple[float, object]]:
+    """Best time of each function, the functions taking turns (so a change of load hits them all); every
+    run's time appended to ``runs[name]``."""
     out: dict[str, tuple[float, object]] = {}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t, value = best(fn, 1)
+            t, value = best(fn, 1, None if runs is None else runs.setdefault(name, []))
             if name not in out or t < out[name][0]:
                 out[name] = (t, value)
     return out
 
 
-def best(fn, repeat: int) -> tuple[float, object]:
+def best(fn, repeat: int, runs: list[float] | None = None) -> tuple[float, object]:
+    """The best time of ``repeat`` runs and the last value; every run's time appended to ``runs``."""
     times, out = [], None
     for _ in range(repeat):
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
+    if runs is not None:
+        runs.extend(times)
     return min(times), out
 
 
@@ -204,7 +211,9 @@ def main() -> None:
     ap.add_argument("--mib", type=float, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None)
+    plot.add_argument(ap)
     args = ap.parse_args()
+    plot.check(args)
 
     from bpj.gcs import Gcs
     from bpj.local.gcs import GcsServer
@@ -238,25 +247,32 @@ def main() -> None:
 
         bare_reader = read_gcs(uri, endpoint=bare.endpoint, max_workers=args.workers, progress=False)
         bare_reader.objects()
+        rows: list[tuple[str, ...]] = []
+        phases: dict[str, plot.Phase] = {}
+        runs: dict[str, list[float]] = {}
+
+        def add(what: str, how: str, t: float, t_bpj: float, target: str = "", key: str = "") -> None:
+            """One row of the table and one side of the picture: ``how`` read the output in ``t`` seconds
+            (its best run), bpj in ``t_bpj``."""
+            rows.append((what, how, f"{mb / t:,.0f} MB/s", f"{t / t_bpj:.2f}", target))
+            rates = [mb / r for r in runs.get(key, [])]
+            side = plot.Side(how, rate=mb / t, ratio=t / t_bpj, runs=rates)
+            phases.setdefault(what, plot.Phase(what, [], unit="MB/s", ratio_means="bpj / it")).sides.append(
+                side
+            )
+
         guard = best_interleaved(
             {
                 "guarded": lambda: sum(len(d) for _, d in reader.files()),
                 "bare": lambda: sum(len(d) for _, d in bare_reader.files()),
             },
             2 * rep + 1,
+            runs,
         )
         (t_guarded, got), (t_bare, got_bare) = guard["guarded"], guard["bare"]
         assert got == got_bare == total
-        rows = [
-            ("guard", "bpj files() through the guard", f"{mb / t_guarded:,.0f} MB/s", "1.00", ""),
-            (
-                "guard",
-                "bpj files() on the bare engine",
-                f"{mb / t_bare:,.0f} MB/s",
-                f"{t_bare / t_guarded:.2f}",
-                ">= 0.9",
-            ),
-        ]
+        add("guard", "bpj files() through the guard", t_guarded, t_guarded, key="guarded")
+        add("guard", "bpj files() on the bare engine", t_bare, t_guarded, ">= 0.9", "bare")
         times = best_interleaved(
             {
                 "bpj": lambda: sum(len(d) for _, d in reader.files()),
@@ -264,86 +280,51 @@ def main() -> None:
                 "plain_crc": lambda: plain_get(ep, names, crc=True),
             },
             2 * rep + 1,
+            runs,
         )
         (t_bpj, got), (t_plain, _), (t_plain_crc, _) = times["bpj"], times["plain"], times["plain_crc"]
         assert got == total
         t_tm, got = best(lambda: transfer_manager(ep, names), 1)
         assert got == total
         t_off, nrows = best(lambda: official_path(ep), 1)
-        rows += [
-            ("bytes", "bpj files() (crc32c on)", f"{mb / t_bpj:,.0f} MB/s", "1.00", ""),
-            (
-                "bytes",
-                "plain urllib3 GET x2 threads",
-                f"{mb / t_plain:,.0f} MB/s",
-                f"{t_plain / t_bpj:.2f}",
-                ">= 0.8",
-            ),
-            (
-                "bytes",
-                "plain urllib3 GET x2 + crc32c",
-                f"{mb / t_plain_crc:,.0f} MB/s",
-                f"{t_plain_crc / t_bpj:.2f}",
-                "",
-            ),
-            (
-                "bytes",
-                "transfer_manager x8 threads",
-                f"{mb / t_tm:,.0f} MB/s",
-                f"{t_tm / t_bpj:.2f}",
-                ">= 10",
-            ),
-            (
-                "bytes",
-                "official: list, download, json.loads",
-                f"{mb / t_off:,.0f} MB/s",
-                f"{t_off / t_bpj:.2f}",
-                "",
-            ),
-        ]
+        add("bytes", "bpj files() (crc32c on)", t_bpj, t_bpj, key="bpj")
+        add("bytes", "plain urllib3 GET x2 threads", t_plain, t_bpj, ">= 0.8", "plain")
+        add("bytes", "plain urllib3 GET x2 + crc32c", t_plain_crc, t_bpj, key="plain_crc")
+        add("bytes", "transfer_manager x8 threads", t_tm, t_bpj, ">= 10")
+        add("bytes", "official: list, download, json.loads", t_off, t_bpj)
 
         blobs = [gcs.read(f"gs://{BUCKET}/{n}") for n in names]
-        t_arrow, tbl = best(lambda: reader.to_arrow(), rep)
-        t_dec, n2 = best(lambda: decode_limit(blobs), rep)
-        t_dec_pa, _ = best(lambda: decode_limit_pyarrow_threads(blobs), rep)
+        t_arrow, tbl = best(lambda: reader.to_arrow(), rep, runs.setdefault("arrow", []))
+        t_dec, n2 = best(lambda: decode_limit(blobs), rep, runs.setdefault("dec", []))
+        t_dec_pa, _ = best(lambda: decode_limit_pyarrow_threads(blobs), rep, runs.setdefault("dec_pa", []))
         assert tbl.num_rows == n2 == nrows  # type: ignore[attr-defined]
         t_limit = min(t_dec, t_dec_pa)
-        t_fetch_dec, n3 = best(lambda: plain_get(ep, names, crc=True, decode=True), rep)
+        t_fetch_dec, n3 = best(
+            lambda: plain_get(ep, names, crc=True, decode=True), rep, runs.setdefault("fetch_dec", [])
+        )
         assert n3 == nrows
-        rows += [
-            ("arrow", "bpj to_arrow()", f"{mb / t_arrow:,.0f} MB/s", "1.00", ""),
-            (
-                "arrow",
-                "pyarrow.json in memory, 2 threads",
-                f"{mb / t_dec:,.0f} MB/s",
-                f"{t_dec / t_arrow:.2f}",
-                "",
-            ),
-            (
-                "arrow",
-                "pyarrow.json in memory, its threads",
-                f"{mb / t_dec_pa:,.0f} MB/s",
-                f"{t_dec_pa / t_arrow:.2f}",
-                "",
-            ),
+        add("arrow", "bpj to_arrow()", t_arrow, t_arrow, key="arrow")
+        add("arrow", "pyarrow.json in memory, 2 threads", t_dec, t_arrow, key="dec")
+        add("arrow", "pyarrow.json in memory, its threads", t_dec_pa, t_arrow, key="dec_pa")
+        rows.append(
             (
                 "arrow",
                 "decode limit (best of the two)",
                 f"{mb / t_limit:,.0f} MB/s",
                 f"{t_limit / t_arrow:.2f}",
                 ">= 0.85",
-            ),
-            (
-                "arrow",
-                "plain GET + crc32c + pyarrow.json x2",
-                f"{mb / t_fetch_dec:,.0f} MB/s",
-                f"{t_fetch_dec / t_arrow:.2f}",
-                "",
-            ),
-        ]
+            )
+        )
+        add("arrow", "plain GET + crc32c + pyarrow.json x2", t_fetch_dec, t_arrow, key="fetch_dec")
         blobs.clear()
 
         budget = total // 10
+        memory_phase = plot.Phase(
+            f"memory: peak RSS growth reading {total / _MiB:.0f} MiB, bound {budget / _MiB:.1f} MiB",
+            [],
+            unit="MiB (lower is better)",
+            ratio_means="x the bound",
+        )
         for mode in ("files", "batches"):
             growth = min(memory(ep, uri, budget, mode) for _ in range(2))
             rows.append(
@@ -355,6 +336,8 @@ def main() -> None:
                     "<= ~2x",
                 )
             )
+            how = "files()" if mode == "files" else "iter_batches()"
+            memory_phase.sides.append(plot.Side(f"bpj {how}", rate=growth, ratio=growth / (budget / _MiB)))
         from bpj import checksum
 
         print(
@@ -362,6 +345,19 @@ def main() -> None:
             f"bpj checks crc32c with {checksum.implementation()}, the plain GETs with google-crc32c"
         )
         print(table(rows, ("what", "how", "rate", "ratio (bpj / it)", "target")))
+        titles = {
+            "guard": "guard: bpj files() through the local stack's guard vs the bare engine",
+            "bytes": "bytes: bpj files() (crc32c checked) vs plain GETs and the official paths",
+            "arrow": "arrow: bpj to_arrow() vs pyarrow.json on the same bytes",
+        }
+        for key, phase in phases.items():
+            phase.name = titles[key]
+        plot.save(
+            args,
+            [*phases.values(), memory_phase],
+            "bench_gcs_reader: reading a job's GCS outputs, bpj against the limit and the official paths",
+            f"{args.objects} objects x {args.mib:g} MiB = {mb:,.0f} MB of JSONL; the best run of each (dots: every run)",
+        )
     finally:
         server.stop()
         bare.stop()

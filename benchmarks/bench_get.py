@@ -18,8 +18,10 @@ import os
 import statistics
 import tempfile
 import time
+from array import array
 from collections.abc import Callable
 
+from benchmarks import plot
 from benchmarks.common import table
 
 PROJECT, LOCATION = "bench", "us-central1"
@@ -143,16 +145,24 @@ def create_rows(calls: int) -> list[tuple[str, float]]:
     return rows
 
 
-def timed(fn: Callable[[], object], calls: int) -> float:
-    """Median microseconds per call, after a warm-up."""
+class Timing(float):
+    """Median microseconds per call, keeping every call's seconds (``samples``) for the picture."""
+
+    samples: array
+
+
+def timed(fn: Callable[[], object], calls: int) -> Timing:
+    """Median microseconds per call, after a warm-up; every call's seconds in ``.samples``."""
     for _ in range(min(50, calls)):
         fn()
-    samples = []
+    samples = array("d")
     for _ in range(calls):
         t = time.perf_counter_ns()
         fn()
-        samples.append(time.perf_counter_ns() - t)
-    return statistics.median(samples) / 1000
+        samples.append((time.perf_counter_ns() - t) / 1e9)
+    out = Timing(statistics.median(samples) * 1e6)
+    out.samples = samples
+    return out
 
 
 def plaintext_rows(calls: int) -> list[tuple[str, float]]:
@@ -265,15 +275,43 @@ def report(rows: list[tuple[str, float]]) -> str:
     )
 
 
+def phase(name: str, rows: list[tuple[str, float]]) -> plot.Phase:
+    """A table of rows as one phase of the picture: calls/s from the median, each call's time, the ratio to
+    the first row (the limit) as the table prints it."""
+    limit = rows[0][1]
+    sides = [
+        plot.Side(
+            label,
+            rate=1e6 / us,
+            ratio=us / limit,
+            latencies=getattr(us, "samples", ()),
+        )
+        for label, us in rows
+    ]
+    return plot.Phase(
+        name, sides, unit="calls/s (1 / median time)", call="call", ratio_means="median time / the limit's"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
+    plot.add_argument(ap)
     args = ap.parse_args()
-    print(report(plaintext_rows(args.calls)))
-    print()
-    print(report(create_rows(args.calls)))
-    print()
-    print(report(tls_rows(args.calls)))
+    plot.check(args)
+    tables = [
+        ("get, plaintext", plaintext_rows(args.calls)),
+        ("create (and a get through the job layer)", create_rows(args.calls)),
+        ("get over TLS", tls_rows(args.calls)),
+    ]
+    for k, (_, rows) in enumerate(tables):
+        print(("\n" if k else "") + report(rows))
+    plot.save(
+        args,
+        [phase(name, rows) for name, rows in tables],
+        "bench_get: one call's latency, every client against the same local server, reused connection",
+        f"{args.calls:,} calls each after a warm-up (the official high-level SDK: {max(20, args.calls // 20):,})",
+    )
 
 
 if __name__ == "__main__":

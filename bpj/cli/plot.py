@@ -121,7 +121,7 @@ def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") 
     # for the longest bar label, a gap for the latency panel's axis, a title above each panel and the
     # x labels under it.
     longest = max((len(_label(s.label)) for p in rows for s in p.sides), default=0)
-    left = min(3.4, max(0.75, 0.25 + 0.062 * longest))
+    left = min(3.1, max(0.75, 0.25 + 0.062 * longest))
     gap, right = 0.85, 0.25
     usable = width - left - gap - right if timed else width - left - right
     widths = [usable * 0.55, usable * 0.45] if timed else [usable]
@@ -144,16 +144,16 @@ def _shown(phase: Phase) -> Phase:
     """``phase`` with every text as it can be drawn."""
     return replace(
         phase,
-        name=_label(phase.name, 60),
+        name=_label(phase.name, 90),
         sides=[replace(s, label=_label(s.label)) for s in phase.sides],
-        unit=None if phase.unit is None else _label(phase.unit, 20),
+        unit=None if phase.unit is None else _label(phase.unit, 40),
         items=_label(phase.items, 20),
         call=_label(phase.call, 20),
         ratio_means=_label(phase.ratio_means),
     )
 
 
-def _label(text: str, most: int = 48) -> str:
+def _label(text: str, most: int = 46) -> str:
     """``text`` as matplotlib shows it literally (a ``$`` would start mathtext), cut to ``most`` characters."""
     text = " ".join(str(text).split())
     if len(text) > most:
@@ -227,9 +227,9 @@ def _bars(a: Any, phase: Phase) -> None:
     a.set_yticklabels([s.label for s in phase.sides], fontsize=8)
     a.set_xlim(0, (top or 1.0) * 1.3)
     what = phase.unit if by_rate else "seconds (lower is better)"
-    a.set_xlabel(what, fontsize=8)
-    ratio = f"; ratio: {phase.ratio_means}" if phase.ratio_means else ""
-    a.set_title(f"{phase.name}{ratio}", loc="left", fontsize=10)
+    ratio = f"   (in brackets: {phase.ratio_means})" if phase.ratio_means else ""
+    a.set_xlabel(f"{what}{ratio}", fontsize=8)
+    a.set_title(phase.name, loc="left", fontsize=10)
     a.grid(axis="x", alpha=0.3)
     a.tick_params(labelsize=8)
     if not phase.sides:
@@ -257,18 +257,18 @@ def _latency(a: Any, phase: Phase) -> None:
         a.set_xticks([])
         a.set_yticks([])
         return
+    a.set_title(f"time per {phase.call} (median / p99)", loc="left", fontsize=10)
     low, high = min(every), max(every)
-    if low > 0 and high / low > 30:
+    if low > 0 and high / low > 10:
         a.set_xscale("log")
     for i, side, vs in kept:
         colour = COLOURS[i % len(COLOURS)]
         xs = [v * scale for v in vs]
         median = xs[len(xs) // 2]
-        name = side.label if len(side.label) <= 32 else side.label[:31] + "…"
+        # Beside bars of the same colours the numbers are enough; alone, the side is named.
+        name = "" if len(phase.sides) > 1 else f"{side.label}: "
         if len(xs) == 1:
-            a.axvline(
-                xs[0], color=colour, linewidth=2, label=f"{name}: one {phase.call}, {_num(xs[0])} {unit}"
-            )
+            a.axvline(xs[0], color=colour, linewidth=2, label=f"{name}one {phase.call}, {_num(xs[0])} {unit}")
             continue
         p99 = xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)]
         ys = [(k + 1) / len(xs) for k in range(len(xs))]
@@ -277,13 +277,13 @@ def _latency(a: Any, phase: Phase) -> None:
             ys,
             where="post",
             color=colour,
-            label=f"{name}: median {_num(median)}, p99 {_num(p99)} {unit} (n={len(xs):,})",
+            label=f"{name}{_num(median)} / {_num(p99)} {unit} (n={len(xs):,})",
         )
     a.set_ylim(0, 1.02)
     a.set_xlabel(f"{unit} per {phase.call}", fontsize=8)
     a.set_ylabel("share of calls at most", fontsize=8)
     a.grid(alpha=0.3)
-    a.legend(fontsize=7, loc="upper left")
+    a.legend(fontsize=7, loc="best")
 
 
 def _time_unit(seconds: float) -> tuple[float, str]:

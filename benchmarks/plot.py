@@ -1,0 +1,58 @@
+"""``--plot PATH`` for every benchmark: the flag, the early matplotlib check, and the picture.
+
+A benchmark describes what it measured as ``bpj.cli.plot`` data (one :class:`Phase` per table, one
+:class:`Side` per row: bpj and the libraries it is compared with) and calls :func:`save`; the drawing itself
+is ``bpj.cli.plot.draw``, the one ``bpj bench --plot`` uses. The picture's subtitle names the date and the
+machine, so a picture carries where it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from bpj import errors
+from bpj.cli.plot import Phase, Side, draw, require
+
+__all__ = ["Phase", "Side", "add_argument", "check", "machine", "save"]
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plot", metavar="PNG", help="also draw the results into this PNG (needs matplotlib)"
+    )
+
+
+def check(args: argparse.Namespace) -> None:
+    """Fail now, before measuring, when ``--plot`` was given and matplotlib is missing."""
+    if getattr(args, "plot", None):
+        try:
+            require()
+        except errors.UsageError as e:
+            sys.exit(str(e))
+
+
+def machine() -> str:
+    """Date, cores, memory and Python of this run, for a picture's subtitle."""
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
+        memory = f", {kb / (1 << 20):.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return f"{day}; {os.cpu_count()} cores{memory}; Python {platform.python_version()}"
+
+
+def save(args: argparse.Namespace, phases: Sequence[Phase], title: str, detail: str = "") -> None:
+    """Draw ``phases`` into ``args.plot`` when it was given; say where on stderr."""
+    if not getattr(args, "plot", None):
+        return
+    subtitle = f"{machine()}; {detail}" if detail else machine()
+    draw(phases, args.plot, title=title, subtitle=subtitle)
+    print(f"wrote {args.plot}", file=sys.stderr)
