@@ -63,8 +63,8 @@ class WaitProgress:
         if total:
             parts.append(f"{100 * done / total:.0f}% of {total}")
             if rate and done < total and not states.is_terminal(r.state):
-                parts.append(f"~{_clock((total - done) / rate)} left")
-        parts.append(f"[{_clock(elapsed)}]")
+                parts.append(f"~{clock_text((total - done) / rate)} left")
+        parts.append(f"[{clock_text(elapsed)}]")
         return " ".join(parts)
 
     def show(self, elapsed: float) -> None:
@@ -89,7 +89,8 @@ class WaitProgress:
             self.stream.flush()
 
 
-def _clock(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
+    """``MM:SS``, or ``H:MM:SS`` from an hour."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -469,7 +469,11 @@ class BigQueryReader(Reader):
         streams = self.streams
         schema = self.schema
         json_columns = self.json_columns
-        progress = Progress(self.progress, label=f"bq://{self.project}.{self.dataset}.{self.table_id}")
+        progress = Progress(
+            self.progress,
+            label=f"bq://{self.project}.{self.dataset}.{self.table_id}",
+            total_rows=self.estimated_row_count or None,
+        )
         if not streams:
             progress.close()
             return

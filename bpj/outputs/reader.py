@@ -7,7 +7,8 @@ A reader implements two methods, everything else derives from them::
     partitions()    -> Sequence[Partition]               picklable tasks, each with read() -> pyarrow.Table
 
 ``records()``, ``to_arrow()``, ``to_pandas()``, ``export(path)`` and iteration come from here, as do
-``Progress`` (a rows/bytes/rate line on a terminal) and ``unify()`` (tables of differing schemas into one).
+``Progress`` (rows, bytes, rate, share done and time left on stderr) and ``unify()`` (tables of differing
+schemas into one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from bpj import errors
@@ -26,13 +27,26 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
-__all__ = ["Partition", "Progress", "Reader", "cores", "export_format", "unify"]
+__all__ = ["Partition", "Progress", "Reader", "cores", "export_format", "read_piece", "unify"]
 
 
 class Partition(Protocol):
-    """One independent piece of a read: plain, picklable, readable in another process or machine."""
+    """One independent piece of a read: plain, picklable, readable in another process or machine.
+
+    A partition that is one byte range of a larger object (``GcsReader.partitions(max_bytes=...)``) also has
+    ``read_piece() -> (table, Piece)``: its rows, and the CRC32C of exactly the bytes they came from. Its rows
+    are final only once :func:`bpj.outputs.pieces.check` has combined every piece of its object into the
+    object's CRC32C; the engine adapters (``to_dask``, ``to_ray``) do that before they hand a row over.
+    """
 
     def read(self) -> pa.Table: ...
+
+
+def read_piece(partition: Partition) -> tuple[pa.Table, Any]:
+    """``(rows, piece)``: the partition's ``read_piece()`` when it has one, else ``(read(), None)`` (a
+    partition that checks itself: a whole object, a BigQuery stream)."""
+    method = getattr(partition, "read_piece", None)
+    return method() if method is not None else (partition.read(), None)
 
 
 class Reader(abc.ABC):
@@ -67,6 +81,20 @@ class Reader(abc.ABC):
                 "to_pandas() needs pandas: pip install 'bpj[pandas]'", name="pandas"
             ) from None
         return self.to_arrow().to_pandas(**kwargs)
+
+    def to_dask(self, **kwargs: Any) -> Any:
+        """A ``dask.dataframe.DataFrame`` with one partition per bpj partition (``pip install 'bpj[dask]'``);
+        see :func:`bpj.outputs.engines.to_dask`."""
+        from bpj.outputs import engines
+
+        return engines.to_dask(self, **kwargs)
+
+    def to_ray(self, **kwargs: Any) -> Any:
+        """A ``ray.data.Dataset`` whose read tasks are bpj partitions (``pip install 'bpj[ray]'``); see
+        :func:`bpj.outputs.engines.to_ray`."""
+        from bpj.outputs import engines
+
+        return engines.to_ray(self, **kwargs)
 
     def only(self, columns: Sequence[str]) -> Reader:
         """The same read limited to ``columns`` where the source can leave the others out (BigQuery's
@@ -160,46 +188,96 @@ def cores() -> int:
 
 
 class Progress:
-    """``rows, MB, MB/s`` on one stderr line, redrawn at most every ``interval`` seconds.
+    """A read's progress on stderr: rows, MB, MB/s, and, when the size is known (``total_bytes``: the listed
+    objects; ``total_rows``: a read session's estimate), the share done and an estimate of the time left.
 
-    ``enabled``: True always, False never, None when stderr is a terminal.
+    ``enabled``: True always, False never, None as a wait's progress does: on a terminal; elsewhere only with
+    ``BPJ_PROGRESS=1``; never with ``BPJ_PROGRESS=0``. On a terminal one line is redrawn in place at most every
+    ``interval`` seconds; elsewhere a plain line is written every ``every`` seconds and at the end.
     """
 
-    def __init__(self, enabled: bool | None = None, *, label: str = "", interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        enabled: bool | None = None,
+        *,
+        label: str = "",
+        interval: float = 0.25,
+        every: float = 30.0,
+        total_bytes: int | None = None,
+        total_rows: int | None = None,
+        stream: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from bpj.progress import is_terminal_stream
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = is_terminal_stream(self.stream)
         if enabled is None:
-            enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            asked = os.environ.get("BPJ_PROGRESS", "")
+            enabled = asked != "0" and (self.live or asked == "1")
         self.enabled = enabled
         self.label = label
         self.rows = 0
         self.bytes = 0
-        self._interval = interval
-        self._start = time.monotonic()
-        self._last = 0.0
+        self.total_bytes = total_bytes
+        self.total_rows = total_rows
+        self._interval = interval if self.live else every
+        self._clock = clock
+        self._start = clock()
+        self._last = self._start
         self._drawn = False
 
     def add(self, rows: int = 0, nbytes: int = 0) -> None:
         self.rows += rows
         self.bytes += nbytes
         if self.enabled:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last >= self._interval:
                 self._last = now
                 self._draw(now)
 
-    def _draw(self, now: float) -> None:
+    def line(self, now: float) -> str:
+        """The text shown at ``now`` (a ``clock()`` reading)."""
+        from bpj.progress import clock_text
+
         seconds = max(now - self._start, 1e-9)
         mb = self.bytes / 1e6
-        label = f"{self.label}: " if self.label else ""
-        sys.stderr.write(f"\r{label}{self.rows:,} rows  {mb:,.1f} MB  {mb / seconds:,.1f} MB/s ")
-        sys.stderr.flush()
+        parts = [f"{self.label}:" if self.label else "", f"{self.rows:,} rows"]
+        done, total = self._share()
+        if self.total_bytes:
+            parts.append(f"{mb:,.1f}/{self.total_bytes / 1e6:,.1f} MB")
+        else:
+            parts.append(f"{mb:,.1f} MB")
+        parts.append(f"{mb / seconds:,.1f} MB/s")
+        if total:
+            share = min(done / total, 1.0)
+            parts.append(f"{100 * share:.0f}%")
+            if 0 < share < 1:
+                parts.append(f"~{clock_text(seconds * (1 - share) / share)} left")
+        parts.append(f"[{clock_text(seconds)}]")
+        return " ".join(p for p in parts if p)
+
+    def _share(self) -> tuple[float, float]:
+        """(done, total) in the unit whose total is known: bytes before rows."""
+        if self.total_bytes:
+            return self.bytes, self.total_bytes
+        if self.total_rows:
+            return self.rows, self.total_rows
+        return 0, 0
+
+    def _draw(self, now: float) -> None:
+        text = self.line(now)
+        self.stream.write(f"\r\x1b[2K{text}" if self.live else text + "\n")
+        self.stream.flush()
         self._drawn = True
 
     def close(self) -> None:
         if self.enabled and (self._drawn or self.rows or self.bytes):
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.enabled = False
+            self._draw(self._clock())
+            if self.live:
+                self.stream.write("\n")
+                self.stream.flush()
+        self.enabled = False
 
 
 # -- schemas ------------------------------------------------------------------------------------------

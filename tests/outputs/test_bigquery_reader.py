@@ -214,6 +214,14 @@ def test_empty_table_keeps_its_schema(store, client):
     assert reader.partitions() == []
 
 
+def test_progress_counts_toward_the_sessions_row_estimate(store, client, capsys):
+    uri, written = make_table(store, simple_rows(500), parts=3)
+    reader = read_bigquery(uri, client=client, progress=True)
+    assert reader.to_arrow().num_rows == 500
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"{uri}: 500 rows ") and " 100% " in last, last
+
+
 def test_selected_fields_and_row_restriction(store, client):
     uri, written = make_table(store, simple_rows(300), parts=2)
     reader = read_bigquery(
