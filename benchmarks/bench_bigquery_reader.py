@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import plot
 from benchmarks.bench_storage_read import bare_read, build, cpu_seconds
 from benchmarks.common import table
 
@@ -135,6 +136,17 @@ def memory_probe(endpoint: str, bound: int) -> None:
     print(json.dumps({"rows": rows, "bytes": nbytes, "growth": peak - before}))
 
 
+def picture_phase(
+    name: str, bpj: str, others: list[str], rates: dict[str, float], passes: dict[str, list[float]]
+) -> plot.Phase:
+    """bpj's read and the reads it is compared with, in M rows/s (best pass), with bpj / it as the ratio."""
+    sides = [
+        plot.Side(label, rate=rates[label] / 1e6, ratio=rates[bpj] / rates[label], runs=passes[label])
+        for label in [bpj, *others]
+    ]
+    return plot.Phase(name, sides, unit="M rows/s", ratio_means="bpj / it")
+
+
 def main() -> None:
     import warnings
 
@@ -148,7 +160,9 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--stream-rows", type=int, default=1_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, help=argparse.SUPPRESS)
+    plot.add_argument(parser)
     args = parser.parse_args()
+    plot.check(args)
     if args.serve:
         serve(args.serve, args.stream_rows)
         return
@@ -181,6 +195,7 @@ def main() -> None:
                 ("official list_rows", lambda: official_list_rows(url, args.slice_rows), 1),
             ]
             rates: dict[str, float] = {}
+            per_pass: dict[str, list[float]] = {}
             results: list[tuple[str, ...]] = []
             # Interleaved passes: every path sees the same (warm) server and machine state.
             for n in range(args.passes):
@@ -192,6 +207,7 @@ def main() -> None:
                     elapsed = time.perf_counter() - t
                     server_cpu = cpu_seconds(child.pid) - cpu0
                     rates[label] = max(rates.get(label, 0.0), rows / elapsed)
+                    per_pass.setdefault(label, []).append(rows / elapsed / 1e6)
                     results.append(
                         (
                             f"{label} #{n + 1}",
@@ -232,6 +248,28 @@ def main() -> None:
                     ],
                     ("ratio (best pass each, rows/s)", "measured", "target"),
                 )
+            )
+            plot.save(
+                args,
+                [
+                    picture_phase(
+                        "drop each batch: bpj iter_batches() vs a bare ReadRows loop",
+                        "bpj iter_batches",
+                        ["bare ReadRows"],
+                        rates,
+                        per_pass,
+                    ),
+                    picture_phase(
+                        "keep every row: bpj to_arrow() vs a bare loop keeping its messages and the official paths",
+                        "bpj to_arrow",
+                        ["bare ReadRows, kept", "official to_arrow", "official list_rows"],
+                        rates,
+                        per_pass,
+                    ),
+                ],
+                "bench_bigquery_reader: reading a table through Storage Read, bpj against the limit and the official clients",
+                f"{args.rows:,} rows, {args.streams} streams; the best pass of {args.passes} (dots: every pass); "
+                f"official list_rows: REST, the first {args.slice_rows:,} rows",
             )
             # Peak RSS growth = what the bound lets wait + gRPC's receive buffers of the streams open at
             # once (their number follows the bound too); a read with a 1 MiB bound (one stream) shows the

@@ -220,7 +220,7 @@ def _bars(a: Any, phase: Phase) -> None:
     for s, y, v, raw in zip(phase.sides, ys, shown, values, strict=True):
         text = "n/a" if raw is None else _num(v)
         if s.ratio is not None and math.isfinite(s.ratio):
-            text += f"  ({s.ratio:.2f}x)"
+            text += f"  ({s.ratio:,.0f}x)" if s.ratio >= 100 else f"  ({s.ratio:.2f}x)"
         a.text(v + top * 0.01, y, text, va="center", fontsize=8)
     a.set_ylim(-0.7, len(ys) - 0.3 + (0.5 if len(ys) == 1 else 0))
     a.set_yticks(ys)
