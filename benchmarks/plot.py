@@ -9,14 +9,11 @@ machine, so a picture carries where it was measured.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 from bpj import errors
-from bpj.cli.plot import Phase, Side, draw, require
+from bpj.cli.plot import Phase, Side, draw, machine, require
 
 __all__ = ["Phase", "Side", "add_argument", "check", "machine", "save"]
 
@@ -34,19 +31,6 @@ def check(args: argparse.Namespace) -> None:
             require()
         except errors.UsageError as e:
             sys.exit(str(e))
-
-
-def machine() -> str:
-    """Date, cores, memory and Python of this run, for a picture's subtitle."""
-    memory = ""
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
-        memory = f", {kb / (1 << 20):.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    return f"{day}; {os.cpu_count()} cores{memory}; Python {platform.python_version()}"
 
 
 def save(args: argparse.Namespace, phases: Sequence[Phase], title: str, detail: str = "") -> None:

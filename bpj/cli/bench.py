@@ -310,9 +310,8 @@ def _draw(path: str, report: dict[str, Any], kept: list[tuple[Samples, Samples |
         f"bpj bench: {report['instances']:,} instances, {report['total_seconds']:.1f} s from create to outputs "
         f"read ({report['throughput']:,.0f} instances/s)"
     )
-    plot.draw(
-        phases, path, title=title, subtitle=f"{report['endpoint']}; job {report['job']} ({report['state']})"
-    )
+    where = f"{plot.machine()}; {report['endpoint']}; job {report['job']} ({report['state']})"
+    plot.draw(phases, path, title=title, subtitle=where)
 
 
 def _rate(phase: dict[str, Any]) -> str:

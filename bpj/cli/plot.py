@@ -97,6 +97,23 @@ class Phase:
     notes: list[str] = field(default_factory=list)
 
 
+def machine() -> str:
+    """This run's date (UTC), cores, memory and Python, for a picture's subtitle."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
+        memory = f", {kb / (1 << 20):.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return f"{day}; {os.cpu_count()} cores{memory}; Python {platform.python_version()}"
+
+
 def require() -> None:
     """Raise UsageError naming the extra to install when matplotlib cannot be imported."""
     try:
@@ -198,6 +215,9 @@ def _progress(a: Any, phase: Phase, lines: list[tuple[int, Side]]) -> None:
     a.set_title(f"{phase.name}: {phase.items} done over time", loc="left", fontsize=10)
     a.set_xlabel("seconds since the phase started", fontsize=8)
     a.set_ylabel(phase.items, fontsize=8)
+    from matplotlib.ticker import EngFormatter
+
+    a.yaxis.set_major_formatter(EngFormatter(sep=""))
     a.set_xlim(left=0)
     a.set_ylim(bottom=0)
     a.grid(alpha=0.3)
@@ -277,7 +297,7 @@ def _latency(a: Any, phase: Phase) -> None:
             ys,
             where="post",
             color=colour,
-            label=f"{name}{_num(median)} / {_num(p99)} {unit} (n={len(xs):,})",
+            label=f"{name}{_duration(median / scale)} / {_duration(p99 / scale)} (n={len(xs):,})",
         )
     a.set_ylim(0, 1.02)
     a.set_xlabel(f"{unit} per {phase.call}", fontsize=8)
@@ -292,6 +312,11 @@ def _time_unit(seconds: float) -> tuple[float, str]:
     if seconds < 2.0:
         return 1e3, "ms"
     return 1.0, "s"
+
+
+def _duration(seconds: float) -> str:
+    scale, unit = _time_unit(seconds)
+    return f"{_num(seconds * scale)} {unit}"
 
 
 def _num(x: float) -> str:
