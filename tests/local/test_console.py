@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 from html.parser import HTMLParser
 from importlib import resources
 from urllib.parse import quote, urlsplit
@@ -318,7 +321,8 @@ def test_the_jobs_list_filters_by_state_and_label(stack, jobs, done):
         1,
         {"team": "vision"},
     )
-    assert row["model"] == jobs.echo and row["endTime"] and row["terminal"]
+    assert (row["model"], row["modelDisplayName"]) == (jobs.echo, "echo")
+    assert row["endTime"] and row["terminal"] and row["total"] is None
     for query, expect in (
         ("label=team", True),
         ("label=team%3Dvision", True),
@@ -396,3 +400,36 @@ def test_no_console_opens_no_port(tmp_path):
         assert s.console is None and s.console_url is None
         with pytest.raises(errors.UsageError, match="console is off"):
             s.console_login_url()
+
+
+def test_bpj_local_start_prints_a_one_time_link_and_no_console_turns_it_off(tmp_path):
+    from bpj.cli import parser
+
+    assert parser().parse_args(["local", "start", "--no-console"]).console is False
+    assert parser().parse_args(["local", "start"]).console is True
+    command = [
+        sys.executable,
+        "-m",
+        "bpj.cli",
+        "local",
+        "start",
+        "--data-dir",
+        str(tmp_path),
+        "--token",
+        TOKEN,
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = next((line for line in proc.stdout if line.startswith("# console:")), "")
+        assert TOKEN not in line
+        found = re.search(r"(http://127\.0\.0\.1:(\d+)/console/login\?once=\S+)", line)
+        assert found is not None, line
+        link, port = found[1], int(found[2])
+        assert request(port, "GET", "/console/")[0] == 401
+        status, headers, _ = request(port, "GET", path_of(link))
+        assert status == 303 and "set-cookie" in headers
+        assert request(port, "GET", path_of(link))[0] == 403
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

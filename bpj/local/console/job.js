@@ -28,7 +28,7 @@
     const stats = `${data.successful} succeeded, ${data.failed} failed` + (Number(data.incomplete) ? `, ${data.incomplete} incomplete` : "");
     document.getElementById("facts").replaceChildren(
       ...fact("Name", el("span", { class: "mono" }, data.name)),
-      ...fact("Model", el("span", { class: "mono" }, data.model), data.modelVersionId ? ` (version ${data.modelVersionId})` : ""),
+      ...fact("Model", data.modelDisplayName ? `${data.modelDisplayName} ` : "", el("span", { class: "mono" }, data.model), data.modelVersionId ? ` (version ${data.modelVersionId})` : ""),
       ...fact("Created", bpj.when(data.createTime)),
       ...fact("Started", bpj.when(data.startTime)),
       ...fact("Ended", bpj.when(data.endTime)),

@@ -23,7 +23,7 @@
       { "data-name": job.name, "data-state": job.state },
       el("td", {}, bpj.jobLink(job), el("div", { class: "muted mono" }, job.id)),
       el("td", {}, bpj.state(job.state)),
-      el("td", { class: "mono" }, job.model),
+      el("td", {}, job.modelDisplayName, el("div", { class: "muted mono" }, job.model)),
       el("td", {}, bpj.when(job.createTime)),
       el("td", {}, bpj.when(job.endTime)),
       el("td", { class: "num" }, job.successful),

@@ -67,6 +67,7 @@ class Views:
         self._bq_client: Any = None
         self._previews: dict[tuple[str, str], dict[str, Any]] = {}
         self._totals: dict[str, int | None] = {}
+        self._model_names: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- jobs ------------------------------------------------------------------------------------------
@@ -121,7 +122,27 @@ class Views:
     def summary(self, job: Any) -> dict[str, Any]:
         out = summary(job)
         out["total"] = None if states.is_terminal(job.state) else self.total(job)
+        out["modelDisplayName"] = self.model_display_name(job.model)
         return out
+
+    def model_display_name(self, name: str) -> str:
+        """The display name of a job's model ("" for a publisher model or one since deleted)."""
+        from bpj.local.publisher import is_publisher
+
+        if not name or is_publisher(name):
+            return ""
+        with self._lock:
+            if name in self._model_names:
+                return self._model_names[name]
+        try:
+            shown = self.model_service.get_model(types.GetModelRequest(name=name)).display_name
+        except errors.NotFound:
+            return ""
+        with self._lock:  # display names never change (the service has no UpdateModel)
+            self._model_names[name] = shown
+            while len(self._model_names) > MAX_JOBS:
+                del self._model_names[next(iter(self._model_names))]
+        return shown
 
     def total(self, job: Any) -> int | None:
         """How many instances a job reads (lines of its jsonl, csv or file-list inputs), when they are small
