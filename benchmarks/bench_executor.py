@@ -27,11 +27,14 @@ import resource
 import time
 from typing import Any
 
+from benchmarks import plot
 from benchmarks.common import table
+from bpj.cli.plot import Samples
 
 SKLEARN_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest"
 PARENT = "projects/bpj-local/locations/us-central1"
 INPUT = "gs://bench-in/iris.jsonl"
+SAMPLES = 10_000  # progress points and Get times kept per run
 
 
 def train() -> tuple[Any, list[list[float]]]:
@@ -70,8 +73,9 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def plain(gcs: Any, model: Any, batch_size: int, out_dir: str) -> tuple[float, str]:
-    """The work of a job written as one script; returns (seconds, first output line)."""
+def plain(gcs: Any, model: Any, batch_size: int, out_dir: str, progress: Samples) -> tuple[float, str]:
+    """The work of a job written as one script; returns (seconds, first output line). Adds (seconds, instances
+    done) to ``progress`` after every batch."""
     import numpy
 
     t = time.perf_counter()
@@ -88,11 +92,15 @@ def plain(gcs: Any, model: Any, batch_size: int, out_dir: str) -> tuple[float, s
             )
             first = first or out.split("\n", 1)[0]
             w.write(out.encode())
+            progress.add(time.perf_counter() - t, start + len(instances))
     return time.perf_counter() - t, first
 
 
-def job(jobs: Any, model_name: str, batch_size: int, out_prefix: str) -> tuple[float, Any]:
-    """Create a job and poll it to a terminal state; returns (seconds from Create to SUCCEEDED, the job)."""
+def job(
+    jobs: Any, model_name: str, batch_size: int, out_prefix: str, progress: Samples, gets: Samples
+) -> tuple[float, Any]:
+    """Create a job and poll it to a terminal state; returns (seconds from Create to SUCCEEDED, the job).
+    Adds (seconds, instances done) to ``progress`` and each Get's seconds to ``gets`` at every poll."""
     from bpj import types
 
     S = types.JobState
@@ -109,7 +117,12 @@ def job(jobs: Any, model_name: str, batch_size: int, out_prefix: str) -> tuple[f
     )
     get = types.GetBatchPredictionJobRequest(name=created.name)
     while True:
+        asked = time.perf_counter()
         current = jobs.get_batch_prediction_job(get)
+        answered = time.perf_counter()
+        gets.add(answered - asked)
+        stats = current.completion_stats
+        progress.add(answered - t, stats.successful_count + stats.failed_count)
         if current.state in terminal:
             break
         time.sleep(0.02)
@@ -142,7 +155,9 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best is shown")
+    plot.add_argument(parser)
     args = parser.parse_args()
+    plot.check(args)
     n, b = args.instances, args.batch_size
 
     from bpj._gen.services.job_service import JobServiceClient
@@ -163,16 +178,20 @@ def main() -> None:
             plain_runs, job_runs = [], []
             for r in range(args.repeat):
                 c = cpu()
-                seconds, first = plain(gcs, model, b, f"gs://bench-out/plain-{r}")
-                plain_runs.append((seconds, cpu() - c))
+                plain_progress = Samples(SAMPLES, width=2)
+                seconds, first = plain(gcs, model, b, f"gs://bench-out/plain-{r}", plain_progress)
+                plain_runs.append((seconds, cpu() - c, plain_progress, Samples(1)))
                 c = cpu()
-                seconds, finished = job(jobs, model_name, b, f"gs://bench-out/job-{r}")
-                job_runs.append((seconds, cpu() - c))
+                job_progress, gets = Samples(SAMPLES, width=2), Samples(SAMPLES)
+                seconds, finished = job(jobs, model_name, b, f"gs://bench-out/job-{r}", job_progress, gets)
+                job_runs.append((seconds, cpu() - c, job_progress, gets))
                 check_outputs(gcs, finished, n, first)
         finally:
             transport.close()
 
-    (p, p_cpu), (j, j_cpu) = min(plain_runs), min(job_runs)
+    best_plain = min(plain_runs, key=lambda run: run[0])
+    best_job = min(job_runs, key=lambda run: run[0])
+    (p, p_cpu), (j, j_cpu) = best_plain[:2], best_job[:2]
     print(f"{n:,} iris instances ({len(data) / 1e6:.1f} MB JSONL), batch size {b}, best of {args.repeat}")
     print(
         table(
@@ -190,6 +209,34 @@ def main() -> None:
         )
     )
     print(f"job/plain throughput ratio: {p / j:.2f}x (target >= 0.70x); outputs checked: {n:,} predictions")
+    sides = [
+        plot.Side(
+            label,
+            rate=n / seconds,
+            ratio=p / seconds,
+            timeline=[(0.0, 0.0), *progress.rows()],
+            latencies=calls,
+        )
+        for label, (seconds, _, progress, calls) in [
+            ("plain script", best_plain),
+            ("bpj job, Create to SUCCEEDED", best_job),
+        ]
+    ]
+    plot.save(
+        args,
+        [
+            plot.Phase(
+                f"{n:,} iris instances, batch size {b}",
+                sides,
+                unit="instances/s",
+                items="instances",
+                call="Get",
+                ratio_means="throughput / the plain script's",
+            )
+        ],
+        "bench_executor: a job on the local stack against a plain script doing the same work",
+        f"{len(data) / 1e6:.1f} MB JSONL on the stack's GCS; the job polled every 20 ms; the best of {args.repeat} run(s)",
+    )
 
 
 if __name__ == "__main__":

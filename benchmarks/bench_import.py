@@ -12,6 +12,7 @@ import argparse
 import subprocess
 import sys
 
+from benchmarks import plot
 from benchmarks.common import fresh, table
 
 TARGET_MS = 50.0
@@ -41,7 +42,9 @@ CASES = [
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
+    plot.add_argument(ap)
     args = ap.parse_args()
+    plot.check(args)
     results = {name: fresh(code, args.repeat) for name, code in CASES}
     official = results["from google.cloud import aiplatform"]
     rows = [
@@ -63,6 +66,37 @@ def main() -> None:
     for name, code in (("import bpj", "import bpj"), ("import bpj; make an ApiError", MAKE_ERROR)):
         found = loaded(code)
         print(f"{name}: loads {', '.join(found) or 'none'} of {', '.join(HEAVY)}")
+    aiplatform_ms, aiplatform_mb = official["seconds"] * 1000, official["rss_mb"]
+    plot.save(
+        args,
+        [
+            plot.Phase(
+                "import time",
+                [
+                    plot.Side(
+                        name,
+                        rate=r["seconds"] * 1000,
+                        ratio=aiplatform_ms / (r["seconds"] * 1000),
+                        runs=[t * 1000 for t in r["runs"]],
+                    )
+                    for name, r in results.items()
+                ],
+                unit="ms, median (lower is better)",
+                ratio_means="aiplatform's / this",
+            ),
+            plot.Phase(
+                "peak RSS",
+                [
+                    plot.Side(name, rate=r["rss_mb"], ratio=aiplatform_mb / r["rss_mb"])
+                    for name, r in results.items()
+                ],
+                unit="MB, median (lower is better)",
+                ratio_means="aiplatform's / this",
+            ),
+        ],
+        "bench_import: the cost of an import in a fresh interpreter, bpj against google-cloud-aiplatform",
+        f"{args.repeat} fresh interpreters each (dots: every run)",
+    )
 
 
 def loaded(code: str) -> list[str]:

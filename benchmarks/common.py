@@ -6,6 +6,7 @@ import json
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 _PROBE = """
 import json, resource, sys, time
@@ -16,15 +17,16 @@ print(json.dumps({"seconds": elapsed, "maxrss_kb": resource.getrusage(resource.R
 """
 
 
-def fresh(code: str, repeat: int = 7) -> dict[str, float]:
-    """Median wall time and peak RSS of running ``code`` in a new interpreter (``repeat`` runs)."""
+def fresh(code: str, repeat: int = 7) -> dict[str, Any]:
+    """Median wall time and peak RSS of running ``code`` in a new interpreter (``repeat`` runs); ``runs``:
+    every run's seconds."""
     times, rss = [], []
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", _PROBE, code], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         times.append(r["seconds"])
         rss.append(r["maxrss_kb"] / 1024)
-    return {"seconds": statistics.median(times), "rss_mb": statistics.median(rss)}
+    return {"seconds": statistics.median(times), "rss_mb": statistics.median(rss), "runs": times}
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:

@@ -137,7 +137,8 @@ def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") 
     # Laid out by hand in inches (matplotlib's layout engines cost seconds a picture here): room on the left
     # for the longest bar label, a gap for the latency panel's axis, a title above each panel and the
     # x labels under it.
-    longest = max((len(_label(s.label)) for p in rows for s in p.sides), default=0)
+    barred = [p for p in rows if not _progressing(p)]
+    longest = max((len(s.label) for p in barred for s in p.sides), default=0)
     left = min(3.1, max(0.75, 0.25 + 0.062 * longest))
     gap, right = 0.85, 0.25
     usable = width - left - gap - right if timed else width - left - right
@@ -185,8 +186,13 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [float(v) for v in values if math.isfinite(v)]
 
 
+def _progressing(phase: Phase) -> list[tuple[int, Side]]:
+    """The sides of ``phase`` with progress over time to draw (none: the phase is drawn as bars)."""
+    return [(i, s) for i, s in enumerate(phase.sides) if len(_points(s.timeline)) >= 2]
+
+
 def _throughput(a: Any, phase: Phase) -> None:
-    lines = [(i, s) for i, s in enumerate(phase.sides) if len(_points(s.timeline)) >= 2]
+    lines = _progressing(phase)
     if lines:
         _progress(a, phase, lines)
     else:
@@ -230,22 +236,28 @@ def _bars(a: Any, phase: Phase) -> None:
     values = [(s.rate if by_rate else s.seconds) for s in phase.sides]
     shown = [v if v is not None and math.isfinite(v) and v >= 0 else 0.0 for v in values]
     ys = list(range(len(phase.sides)))[::-1]  # the first side on top
-    a.barh(ys, shown, color=[COLOURS[i % len(COLOURS)] for i in range(len(ys))], height=0.6)
-    top = max([*shown, 0.0])
-    for s, y in zip(phase.sides, ys, strict=True):
-        runs = [r for r in _finite(s.runs) if r >= 0]
-        top = max([top, *runs])
-        if len(runs) > 1:
-            a.plot(runs, [y] * len(runs), "o", color="black", markersize=3, alpha=0.6)
+    runs = [[r for r in _finite(s.runs) if r >= 0] for s in phase.sides]
+    top = max([*shown, *(r for rs in runs for r in rs), 0.0])
+    positive = [v for v in [*shown, *(r for rs in runs for r in rs)] if v > 0]
+    # Values far apart (10 ms next to 10 s) on a log axis, the bars starting below the smallest.
+    log = bool(positive) and top / min(positive) > 100
+    base = min(positive) / 3 if log else 0.0
+    colours = [COLOURS[i % len(COLOURS)] for i in range(len(ys))]
+    a.barh(ys, [max(v - base, 0.0) for v in shown], left=base, color=colours, height=0.6)
+    if log:
+        a.set_xscale("log")
+    for y, rs in zip(ys, runs, strict=True):
+        if len(rs) > 1:
+            a.plot([max(r, base) for r in rs], [y] * len(rs), "o", color="black", markersize=3, alpha=0.6)
     for s, y, v, raw in zip(phase.sides, ys, shown, values, strict=True):
         text = "n/a" if raw is None else _num(v)
         if s.ratio is not None and math.isfinite(s.ratio):
             text += f"  ({s.ratio:,.0f}x)" if s.ratio >= 100 else f"  ({s.ratio:.2f}x)"
-        a.text(v + top * 0.01, y, text, va="center", fontsize=8)
+        a.text(max(v, base) * 1.08 if log else v + top * 0.01, y, text, va="center", fontsize=8)
     a.set_ylim(-0.7, len(ys) - 0.3 + (0.5 if len(ys) == 1 else 0))
     a.set_yticks(ys)
     a.set_yticklabels([s.label for s in phase.sides], fontsize=8)
-    a.set_xlim(0, (top or 1.0) * 1.3)
+    a.set_xlim(*((base, top * 6) if log else (0, (top or 1.0) * 1.3)))
     what = phase.unit if by_rate else "seconds (lower is better)"
     ratio = f"   (in brackets: {phase.ratio_means})" if phase.ratio_means else ""
     a.set_xlabel(f"{what}{ratio}", fontsize=8)
@@ -307,7 +319,7 @@ def _latency(a: Any, phase: Phase) -> None:
 
 
 def _time_unit(seconds: float) -> tuple[float, str]:
-    if seconds < 2e-3:
+    if seconds < 1e-3:
         return 1e6, "µs"
     if seconds < 2.0:
         return 1e3, "ms"
