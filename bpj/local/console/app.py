@@ -42,7 +42,8 @@ CSRF_HEADER = "X-BPJ-CSRF"
 SECURITY_HEADERS = [
     (
         "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'",
+        "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'",
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
