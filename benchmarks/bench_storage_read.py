@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import plot
 from benchmarks.common import table
 
 P, D, T = "bench", "ds", "wide"
@@ -149,7 +150,9 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--response-mib", type=float, default=2.0, help="the server's response size")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    plot.add_argument(parser)
     args = parser.parse_args()
+    plot.check(args)
     if args.serve:
         serve(args.serve, args.response_mib)
         return
@@ -178,6 +181,7 @@ def main() -> None:
             endpoint, url = child.stdout.readline().split()
             results: list[tuple[str, ...]] = []
             rates: dict[str, float] = {}
+            per_pass: dict[str, list[float]] = {}
             runs = [
                 ("bare ReadRows", lambda: bare_read(endpoint)),
                 ("official to_arrow", lambda: official_read(endpoint, url)),
@@ -190,6 +194,7 @@ def main() -> None:
                     server_cpu = cpu_seconds(child.pid) - cpu0
                     name = f"{label} ({'first' if n == 0 else 'warm'})"
                     rates[name] = max(rates.get(name, 0.0), rows / elapsed)  # best of the passes
+                    per_pass.setdefault(label, []).append(rows / elapsed / 1e6)
                     results.append(
                         (
                             name,
@@ -204,6 +209,25 @@ def main() -> None:
             bare = rates.get("bare ReadRows (warm)") or rates["bare ReadRows (first)"]
             official = rates.get("official to_arrow (warm)") or rates["official to_arrow (first)"]
             print(f"official to_arrow / bare ReadRows (best warm pass each): {official / bare:.2f}x")
+            sides = [
+                plot.Side("bare ReadRows", rate=bare / 1e6, ratio=1.0, runs=per_pass["bare ReadRows"]),
+                plot.Side(
+                    "official to_arrow",
+                    rate=official / 1e6,
+                    ratio=official / bare,
+                    runs=per_pass["official to_arrow"],
+                ),
+            ]
+            plot.save(
+                args,
+                [
+                    plot.Phase(
+                        "the server, read two ways", sides, unit="M rows/s", ratio_means="it / bare ReadRows"
+                    )
+                ],
+                "bench_storage_read: the local Storage Read server itself",
+                f"{args.rows:,} rows; the best warm pass of {args.passes} (dots: every pass, the first fills the cache)",
+            )
         finally:
             if child.stdin is not None:
                 child.stdin.close()
