@@ -79,15 +79,21 @@ class ConsoleJobs:
         model: str | None = None,
         labels: dict[str, str] | None = None,
         batch_size: int = 1,
+        bigquery: bool = False,
     ) -> str:
-        """A job over ``lines`` (one jsonl line each, written as given: a malformed one is an error row)."""
+        """A job over ``lines`` (one jsonl line each, written as given: a malformed one is an error row),
+        writing to GCS, or with ``bigquery`` to a new dataset of the stack's BigQuery."""
         source = f"gs://console-in/{len(list(self.stack.gcs.list('gs://console-in/*')))}.jsonl"
         self.stack.gcs.write(source, "".join(line + "\n" for line in lines).encode())
         j = types.BatchPredictionJob(display_name=display_name, model=model or self.echo, labels=labels or {})
         j.input_config.instances_format = "jsonl"
         j.input_config.gcs_source.uris.append(source)
-        j.output_config.predictions_format = "jsonl"
-        j.output_config.gcs_destination.output_uri_prefix = "gs://console-out/run"
+        if bigquery:
+            j.output_config.predictions_format = "bigquery"
+            j.output_config.bigquery_destination.output_uri = f"bq://{self.stack.project}"
+        else:
+            j.output_config.predictions_format = "jsonl"
+            j.output_config.gcs_destination.output_uri_prefix = "gs://console-out/run"
         j.manual_batch_tuning_parameters.batch_size = batch_size
         request = types.CreateBatchPredictionJobRequest(parent=self.parent, batch_prediction_job=j)
         return self.jobs.create_batch_prediction_job(request).name

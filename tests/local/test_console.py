@@ -41,7 +41,8 @@ def jobs(stack, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ended(jobs):
     """Jobs created at once and run to their end: "done" SUCCEEDED with one malformed line among its
-    instances (one error row), "delete-me" SUCCEEDED, "fails" FAILED (its predictor cannot load)."""
+    instances (one error row), "delete-me" SUCCEEDED, "fails" FAILED (its predictor cannot load),
+    "to-bigquery" SUCCEEDED with the lines of "done", written to BigQuery."""
     lines = instances(3)
     lines.insert(1, '{"not json"')
     broken = jobs.upload("broken-console", BROKEN.format(message="no <b>model</b> here"))
@@ -49,6 +50,7 @@ def ended(jobs):
         "done": jobs.create("done", lines, labels={"team": "vision"}),
         "delete-me": jobs.create("delete-me", instances(2)),
         "fails": jobs.create("fails", instances(1), model=broken),
+        "to-bigquery": jobs.create("to-bigquery", lines, bigquery=True),
     }
     return {key: jobs.wait(name) for key, name in names.items()}
 
@@ -433,3 +435,39 @@ def test_bpj_local_start_prints_a_one_time_link_and_no_console_turns_it_off(tmp_
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_a_bigquery_jobs_preview_reads_its_tables(stack, ended):
+    job = ended["to-bigquery"]
+    assert job.state == S.JOB_STATE_SUCCEEDED, job.error
+    shown = call(stack, "GET", f"/console/api/job?name={quote(job.name)}", token=TOKEN)[2]
+    assert shown["previewNote"] == ""
+    assert [json.loads(p)["prediction"] for p in shown["predictions"]] == [[0, 0], [1, 1], [2, 2]]
+    (error,) = [json.loads(e) for e in shown["errors"]]
+    assert error["instance"] == '{"not json"' and "is not valid JSON" in json.dumps(error)
+    table = f"{job.output_info.bigquery_output_dataset}.predictions"
+    assert {"what": "predictions", "uri": table} in shown["outputs"]
+
+
+def test_the_store_records_each_state_once_and_forgets_a_deleted_job():
+    from bpj import types
+    from bpj.local.store import Store
+
+    store = Store(None)
+    name = "projects/p/locations/l/batchPredictionJobs/1"
+    job = types.BatchPredictionJob(name=name, state=S.JOB_STATE_PENDING)
+    store.insert("job", name, "projects/p/locations/l", 1, job)
+    for state in (S.JOB_STATE_RUNNING, S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED):
+        store.update("job", name, types.BatchPredictionJob, lambda j, state=state: setattr(j, "state", state))
+    history = store.state_history(name)
+    assert [state for _, state in history] == [
+        S.JOB_STATE_PENDING,
+        S.JOB_STATE_RUNNING,
+        S.JOB_STATE_SUCCEEDED,
+    ]
+    assert [t for t, _ in history] == sorted(t for t, _ in history)
+    store.put("model", "m", "projects/p/locations/l", 1, types.Model(name="m"))
+    assert store.state_history("m") == []
+    store.delete("job", name)
+    assert store.state_history(name) == []
+    store.close()

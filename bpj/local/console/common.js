@@ -35,7 +35,9 @@ const bpj = (() => {
     }
     if (!response.ok) {
       const why = data && data.error ? data.error.message : response.statusText;
-      throw new Error(`${response.status}: ${why}`);
+      const error = new Error(`${response.status}: ${why}`);
+      error.status = response.status;
+      throw error;
     }
     return data;
   }

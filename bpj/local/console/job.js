@@ -53,7 +53,12 @@
   }
 
   async function refresh() {
-    render(await bpj.get("/console/api/job?name=" + encodeURIComponent(name)));
+    try {
+      render(await bpj.get("/console/api/job?name=" + encodeURIComponent(name)));
+    } catch (e) {
+      if (e.status === 404 || e.status === 400) gone = true; // no such job (any more): stop asking
+      throw e;
+    }
   }
 
   async function act(what) {
