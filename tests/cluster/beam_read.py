@@ -1,12 +1,15 @@
-"""Run by the Beam test with the Beam venv's python: read an output through ``engines.to_beam`` on the
-DirectRunner and write its rows as JSON lines. Endpoints and the token come from the environment only.
+"""Run by the Beam test with the Beam venv's python: read outputs through ``engines.to_beam`` on the
+DirectRunner, each into a file of JSON lines. Endpoints and the token come from the environment only.
 
-    python beam_read.py gs://bucket/dir|bq://p.d.t OUT.jsonl [MAX_BYTES]
+    python beam_read.py OUT_DIR URI[@MAX_BYTES]...    (URI: gs://bucket/dir or bq://project.dataset.table)
+
+The rows of the n-th URI go to OUT_DIR/n.jsonl.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import apache_beam as beam
@@ -14,15 +17,18 @@ import apache_beam as beam
 from bpj.outputs import engines, read_bigquery, read_gcs
 
 
-def main(uri: str, out: str, max_bytes: str | None = None) -> None:
-    reader = read_gcs(uri) if uri.startswith("gs://") else read_bigquery(uri)
+def main(out: str, *reads: str) -> None:
     with beam.Pipeline() as p:
-        (
-            p
-            | engines.to_beam(reader, max_bytes=int(max_bytes) if max_bytes else None)
-            | beam.Map(json.dumps, sort_keys=True)
-            | beam.io.WriteToText(out, num_shards=1, shard_name_template="")
-        )
+        for n, read in enumerate(reads):
+            uri, _, max_bytes = read.partition("@")
+            reader = read_gcs(uri) if uri.startswith("gs://") else read_bigquery(uri)
+            (
+                p
+                | f"Read{n}" >> engines.to_beam(reader, max_bytes=int(max_bytes) if max_bytes else None)
+                | f"Json{n}" >> beam.Map(json.dumps, sort_keys=True)
+                | f"Write{n}"
+                >> beam.io.WriteToText(os.path.join(out, f"{n}.jsonl"), num_shards=1, shard_name_template="")
+            )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 from bpj import errors
 from bpj.outputs import read_bigquery, read_gcs
+from bpj.outputs.engines import read_piece
 from bpj.outputs.reader import Reader
 from tests.cluster.faults import FailingOnce
 
@@ -25,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BUCKET = "cluster-extra"
 KINDS = ["gcs", "bigquery"]
+SPLIT = 16 << 10  # the GCS job's one object (about 90 KB) in ranges of about this many bytes
+# (output, max_bytes): the GCS output whole and split into ranges, the BigQuery output's streams
+READS = [("gcs", None), ("gcs", SPLIT), ("bigquery", None)]
 
 
 def reader_of(outputs, kind: str) -> Reader:
@@ -48,11 +52,12 @@ def ray_rows(ray, reader: Reader, **kwargs) -> pa.Table:
 # -- the rows of to_arrow() -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_dask_gives_the_rows_and_dtypes_of_the_reader(kind, outputs, dask_client):
+@pytest.mark.parametrize(("kind", "max_bytes"), READS)
+def test_dask_gives_the_rows_and_dtypes_of_the_reader(kind, max_bytes, outputs, dask_client):
     reader = reader_of(outputs, kind)
-    frame = reader.to_dask()
-    assert frame.npartitions == len(reader.partitions())
+    frame = reader.to_dask(max_bytes=max_bytes)
+    parts = reader.partitions(max_bytes=max_bytes) if max_bytes else reader.partitions()
+    assert frame.npartitions == len(parts) and (len(parts) > 4 or not max_bytes)
     expected = reader.to_pandas().sort_values("key", ignore_index=True)
     got = frame.compute().sort_values("key", ignore_index=True)
     assert len(got) == INSTANCES_EXPECTED
@@ -60,11 +65,11 @@ def test_dask_gives_the_rows_and_dtypes_of_the_reader(kind, outputs, dask_client
     assert got.equals(expected)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_ray_gives_the_rows_of_the_reader(kind, outputs, ray_local):
+@pytest.mark.parametrize(("kind", "max_bytes"), READS)
+def test_ray_gives_the_rows_of_the_reader(kind, max_bytes, outputs, ray_local):
     reader = reader_of(outputs, kind)
     expected = by_key(reader.to_arrow())
-    got = by_key(ray_rows(ray_local, reader))
+    got = by_key(ray_rows(ray_local, reader, max_bytes=max_bytes))
     assert got.num_rows == INSTANCES_EXPECTED
     assert got.schema.equals(expected.schema) and got.equals(expected)
 
@@ -123,9 +128,11 @@ def test_objects_of_differing_schemas_conform_to_the_first(stack, dask_client, r
 # -- corruption ---------------------------------------------------------------------------------------
 
 
-def corrupted_copy(stack, directory: str, name: str) -> tuple[str, str]:
-    """The output's objects copied under ``name``, the middle byte of the first one flipped where the local
-    GCS keeps it on disk (its stored crc32c stays the original's). Returns (directory, corrupted uri)."""
+def corrupted_copy(stack, directory: str, name: str, how: str) -> tuple[str, str]:
+    """The output's objects copied under ``name``, a digit near the middle of the first one changed where
+    the local GCS keeps it on disk (its stored crc32c stays the original's): to another digit (``quiet``:
+    the lines still parse) or to a control character (``breaks``: a line no longer parses). Returns
+    (directory, corrupted uri)."""
     source = read_gcs(directory)
     stack.gcs.create_bucket(BUCKET, exists_ok=True)
     target = f"gs://{BUCKET}/{name}/prediction-model-2026-12-02T00:00:00.000Z"
@@ -134,55 +141,59 @@ def corrupted_copy(stack, directory: str, name: str) -> tuple[str, str]:
         stack.gcs.write(f"{target}/{uri.rpartition('/')[2]}", data)
     first = f"{target}/{files[0][0].rpartition('/')[2]}"
     path = Path(stack.root, "gcs", BUCKET, first.removeprefix(f"gs://{BUCKET}/"))
-    with open(path, "r+b") as f:
-        f.seek(path.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x20]))
+    data = bytearray(path.read_bytes())
+    at = next(i for i in range(len(data) // 2, len(data)) if chr(data[i]).isdigit())
+    data[at] ^= 0x01 if how == "quiet" else 0x20
+    with open(path, "r+b") as f:  # in place: the object's stored metadata stays
+        f.write(data)
     return target, first
 
 
-def test_a_corrupted_object_fails_each_adapter_with_no_rows(stack, outputs, dask_client, ray_local):
-    directory, corrupted = corrupted_copy(stack, outputs.gcs, "corrupt")
+@pytest.mark.parametrize(("max_bytes", "how"), [(None, "quiet"), (SPLIT, "quiet"), (SPLIT, "breaks")])
+def test_a_corrupted_object_fails_each_adapter_with_no_rows(
+    max_bytes, how, stack, outputs, dask_client, ray_local
+):
+    directory, corrupted = corrupted_copy(stack, outputs.gcs, f"corrupt-{max_bytes}-{how}", how)
     reader = read_gcs(directory)
     with pytest.raises(errors.DataCorruption, match="crc32c"):
         reader.to_arrow()
     pattern = rf"{corrupted}.*crc32c"
     with pytest.raises(errors.DataCorruption, match=pattern):
-        reader.to_dask()  # the schema's sample is read here, and checked as well
+        read_gcs(directory).to_dask()  # the schema's sample (the whole object) is read here, and checked
     # With a schema given, nothing is read before the engine's workers read.
     schema = read_gcs(outputs.gcs).to_arrow().schema
     frame = None
     with pytest.raises(errors.DataCorruption, match=pattern):
-        frame = reader.to_dask(schema=schema).compute()
+        frame = reader.to_dask(schema=schema, max_bytes=max_bytes).compute()
     assert frame is None
     got = None
     with pytest.raises(errors.DataCorruption, match=pattern):
-        got = ray_rows(ray_local, reader, schema=schema)
+        got = ray_rows(ray_local, reader, schema=schema, max_bytes=max_bytes)
     assert got is None
 
 
 # -- retries and idempotence --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("kind", "max_bytes"), READS)
 def test_a_partition_that_fails_once_is_retried_without_duplicates(
-    kind, outputs, dask_client, ray_local, tmp_path
+    kind, max_bytes, outputs, dask_client, ray_local, tmp_path
 ):
     reader = reader_of(outputs, kind)
     expected = by_key(reader.to_arrow())
-    assert reader.partitions()[0].read().equals(reader.partitions()[0].read())  # idempotent
+    parts = reader.partitions(max_bytes=max_bytes) if max_bytes else reader.partitions()
+    assert [read_piece(p) for p in parts] == [read_piece(p) for p in parts]  # idempotent
 
     (tmp_path / "dask").mkdir()
     failing = FailingOnce(reader, str(tmp_path / "dask"))
     # schema given: the sample would be the first read, in this process, which no engine retries
-    assert by_key(dask_rows(failing, retries=1, schema=expected.schema)).equals(expected)
-    assert failing.attempts() == [["first", "retry"]] * len(reader.partitions())
+    assert by_key(dask_rows(failing, retries=1, schema=expected.schema, max_bytes=max_bytes)).equals(expected)
+    assert failing.attempts() == [["first", "retry"]] * len(parts)
 
     (tmp_path / "ray").mkdir()
     failing = FailingOnce(reader, str(tmp_path / "ray"))
-    assert by_key(ray_rows(ray_local, failing, schema=expected.schema)).equals(expected)
-    assert failing.attempts() == [["first", "retry"]] * len(reader.partitions())
+    assert by_key(ray_rows(ray_local, failing, schema=expected.schema, max_bytes=max_bytes)).equals(expected)
+    assert failing.attempts() == [["first", "retry"]] * len(parts)
 
 
 # -- what travels to a worker -------------------------------------------------------------------------
@@ -223,18 +234,16 @@ def test_a_missing_engine_names_its_extra(module, call, message):
 # -- Beam (its own venv) --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_beam_direct_runner_reads_the_rows_of_the_reader(kind, stack, outputs, tmp_path):
+def test_beam_direct_runner_reads_the_rows_of_the_reader(stack, outputs, tmp_path):
     python = os.environ.get("BPJ_BEAM_PYTHON")
     if not python:
         pytest.skip("BPJ_BEAM_PYTHON is unset: `make beam-venv` builds the Beam venv and `make test` sets it")
-    reader = reader_of(outputs, kind)
-    uri = outputs.gcs if kind == "gcs" else outputs.bigquery
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPJ_")}
     env.update(stack.env())
-    out = tmp_path / "rows.jsonl"
+    uris = {"gcs": outputs.gcs, "bigquery": outputs.bigquery}
+    reads = [uris[kind] + (f"@{max_bytes}" if max_bytes else "") for kind, max_bytes in READS]
     done = subprocess.run(
-        [python, str(ROOT / "tests" / "cluster" / "beam_read.py"), uri, str(out)],
+        [python, str(ROOT / "tests" / "cluster" / "beam_read.py"), str(tmp_path), *reads],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -242,5 +251,7 @@ def test_beam_direct_runner_reads_the_rows_of_the_reader(kind, stack, outputs, t
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    got = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["key"])
-    assert got == by_key(reader.to_arrow()).to_pylist()
+    for n, (kind, _) in enumerate(READS):
+        lines = (tmp_path / f"{n}.jsonl").read_text().splitlines()
+        got = sorted((json.loads(line) for line in lines), key=lambda r: r["key"])
+        assert got == by_key(reader_of(outputs, kind).to_arrow()).to_pylist(), READS[n]
