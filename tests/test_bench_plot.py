@@ -167,3 +167,31 @@ def test_missing_matplotlib_fails_before_any_work(tmp_path):
     assert "pip install 'bpj[bench]'" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_benchmark_draws_its_sides(tmp_path):
+    """bench_get against its own loopback servers: every client a bar with its ratio, every call's time a CDF."""
+    out = tmp_path / "get.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_get", "--calls", "20", "--plot", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    width, height, drawn, colours = picture(out)
+    assert width == round(plot.WIDTH_INCHES * plot.DPI) and height > 3 * plot.ROW_INCHES * plot.DPI
+    assert drawn > 0.05 and colours > 20
+
+
+def test_a_benchmark_without_matplotlib_stops_before_measuring(tmp_path):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        f"sys.argv = ['bench_get', '--plot', {str(tmp_path / 'p.png')!r}]\n"
+        "from benchmarks import bench_get\n"
+        "bench_get.plaintext_rows = None  # measuring would fail loudly\n"
+        "bench_get.main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "pip install 'bpj[bench]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
