@@ -98,21 +98,29 @@ def job_page(page, stack, name: str) -> None:
 def test_a_new_job_appears_and_its_progress_moves(page, stack, jobs):
     from playwright.sync_api import expect
 
-    name = jobs.create("watched", instances(200, g1=100, g2=150), labels={"team": "vision"})
+    from bpj.local.executor import MESSAGE_BATCHES, MESSAGE_INSTANCES
+
+    # One instance a batch: the predictor process answers `per` of them a message, and the stack saves the
+    # counts after each answer. A gate in the middle of the second message holds the job at `per` done; one
+    # in the middle of the third holds it at 2 * per.
+    per = min(MESSAGE_BATCHES, MESSAGE_INSTANCES)
+    total = 3 * per + 8
+    name = jobs.create(
+        "watched", instances(total, g1=per + per // 2, g2=2 * per + per // 2), labels={"team": "vision"}
+    )
     row = page.locator(f'#jobs tbody tr[data-name="{name}"]')
     expect(row).to_be_visible()
     bar = row.locator("progress")
-    # Held at the first gate: the first message of 64 batches is answered and saved, the second waits.
-    expect(bar).to_have_attribute("data-done", "64")
-    assert bar.evaluate("b => [b.value, b.max]") == [64, 200]
+    expect(bar).to_have_attribute("data-done", str(per))
+    assert bar.evaluate("b => [b.value, b.max]") == [per, total]
     expect(row.locator(".state")).to_have_text("RUNNING")
     shot(page, "jobs-running")
     jobs.open_gate("g1")
-    expect(bar).to_have_attribute("data-done", "128")
-    assert bar.evaluate("b => b.value") == 128
+    expect(bar).to_have_attribute("data-done", str(2 * per))
+    assert bar.evaluate("b => b.value") == 2 * per
     jobs.open_gate("g2")
     expect(row.locator(".state")).to_have_text("SUCCEEDED")
-    expect(row.locator("td.num").first).to_have_text("200")
+    expect(row.locator("td.num").first).to_have_text(str(total))
     # the filters: by state and label, in the page's own form
     page.select_option("#state", "JOB_STATE_FAILED")
     expect(row).to_have_count(0)
