@@ -471,3 +471,24 @@ def test_the_store_records_each_state_once_and_forgets_a_deleted_job():
     store.delete("job", name)
     assert store.state_history(name) == []
     store.close()
+
+
+def test_a_jobs_output_files_download_as_attachments_and_nothing_else_does(stack, done):
+    job = call(stack, "GET", f"/console/api/job?name={quote(done.name)}", token=TOKEN)[2]
+    files = {f["uri"].rsplit("/", 1)[1]: f for f in job["files"]}
+    assert set(files) == {"predictions_0001.jsonl", "errors_0001.jsonl"}
+    for f in files.values():
+        target = f"/console/api/download?job={quote(done.name, safe='')}&uri={quote(f['uri'], safe='')}"
+        assert request(stack.console.port, "GET", target)[0] == 401
+        status, headers, body = request(stack.console.port, "GET", target, token=TOKEN)
+        assert status == 200 and body == stack.gcs.read(f["uri"]) and len(body) == f["size"]
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["content-disposition"].startswith("attachment;")
+        assert (
+            "sandbox" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+        )
+    # Any other object, the job's own input included, is not served through the console.
+    for uri in (done.input_config.gcs_source.uris[0], f"{done.output_info.gcs_output_directory}/../x"):
+        target = f"/console/api/download?job={quote(done.name, safe='')}&uri={quote(uri, safe='')}"
+        status, _, body = request(stack.console.port, "GET", target, token=TOKEN)
+        assert status == 404, body

@@ -147,6 +147,12 @@ def test_a_finished_jobs_page_shows_history_and_predictions(page, stack, jobs):
         0,
         0,
     ]
+    link = page.locator("#outputs a[download]", has_text="predictions_0001.jsonl")
+    expect(link).to_have_count(1)
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), "rb") as f:
+        assert f.read() == stack.gcs.read(link.inner_text())
     expect(page.locator("#delete")).to_be_enabled()
     expect(page.locator("#cancel")).to_be_disabled()
     shot(page, "job-succeeded")

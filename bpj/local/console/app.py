@@ -8,7 +8,7 @@ Routes (all under ``/console``; ``/`` redirects there):
     GET  /console/static/<file>      its scripts and style  GET  /console/api/models
     GET  /console/login?once=<n>     one-time link          POST /console/api/cancel    {"name": ...}
     GET  /console/login              sign in with the token POST /console/api/delete    {"name": ...}
-    POST /console/login              (form field ``token``)
+    POST /console/login              (form field ``token``) GET  /console/api/download?job=&uri=  an output file
 
 Who may do what (the server in front, :class:`~bpj.local.servers.http_server.RestServer`, has already
 refused a ``Host`` that is not the stack's and an ``Origin`` that is not the console's own):
@@ -26,7 +26,8 @@ refused a ``Host`` that is not the stack's and an ``Origin`` that is not the con
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from http import cookies
 from importlib import resources
 from typing import Any
@@ -196,6 +197,8 @@ class ConsoleApp:
             "models": lambda: self.views.models(),
         }
         posts: dict[str, Callable[[str], Any]] = {"cancel": self.views.cancel, "delete": self.views.delete}
+        if route == "download" and method == "GET":
+            return self.download(start_response, _required(query, "job"), _required(query, "uri"))
         if route in gets:
             if method != "GET":
                 raise Refused(405, f"{method} is not served at /console/api/{route}")
@@ -218,11 +221,23 @@ class ConsoleApp:
         try:
             return _json(start_response, view())
         except errors.ApiError as e:
-            return _json(
-                start_response,
-                {"error": {"code": e.http_status, "status": e.code.name, "message": e.message}},
-                status=e.http_status,
-            )
+            return _api_error(start_response, e)
+
+    def download(self, start_response: StartResponse, job: str, uri: str) -> Iterable[bytes]:
+        """One file of a job's outputs, as an attachment: user data is never rendered from this origin."""
+        try:
+            f, size = self.views.open_output(job, uri)
+        except errors.ApiError as e:
+            return _api_error(start_response, e)
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rsplit("/", 1)[-1]) or "output"
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(size)),
+            ("Content-Disposition", f'attachment; filename="{filename}"'),
+            *[(k, f"{v}; sandbox" if k == "Content-Security-Policy" else v) for k, v in SECURITY_HEADERS],
+        ]
+        start_response("200 OK", headers)
+        return _chunks(f)
 
     def file(
         self,
@@ -239,6 +254,19 @@ class ConsoleApp:
             headers.append(set_cookie)
         start_response(status, headers)
         return [data]
+
+
+def _api_error(start_response: StartResponse, e: errors.ApiError) -> list[bytes]:
+    body = {"error": {"code": e.http_status, "status": e.code.name, "message": e.message}}
+    return _json(start_response, body, status=e.http_status)
+
+
+def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while chunk := f.read(size):
+            yield chunk
+    finally:
+        f.close()
 
 
 def _required(query: dict[str, str], key: str) -> str:

@@ -46,7 +46,12 @@
     fill("errors", numbered(data.errors, data.previewNote));
     fill("predictions", numbered(data.predictions, data.previewNote));
     document.getElementById("preview-note").textContent = data.previewNote;
-    fill("outputs", data.outputs.map((o) => el("tr", {}, el("td", {}, o.what), el("td", { class: "mono" }, o.uri))));
+    const files = data.files.map((f) => el("tr", {}, el("td", {}, `file, ${f.size} bytes`), el("td", { class: "mono" }, el(
+      "a",
+      { href: `/console/api/download?job=${encodeURIComponent(name)}&uri=${encodeURIComponent(f.uri)}`, download: true },
+      f.uri,
+    ))));
+    fill("outputs", [...data.outputs.map((o) => el("tr", {}, el("td", {}, o.what), el("td", { class: "mono" }, o.uri))), ...files]);
     document.getElementById("config").textContent = data.config;
     document.getElementById("cancel").disabled = !data.cancellable;
     document.getElementById("delete").disabled = !data.deletable;

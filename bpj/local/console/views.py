@@ -185,7 +185,12 @@ class Views:
         """The first predictions and errors of a job's outputs (kept once the job has ended)."""
         info = job.output_info
         if not (info.gcs_output_directory or info.bigquery_output_dataset):
-            return {"predictions": [], "errors": [], "previewNote": "no outputs are listed for this job"}
+            return {
+                "predictions": [],
+                "errors": [],
+                "files": [],
+                "previewNote": "no outputs are listed for this job",
+            }
         key = (job.name, job.update_time.ToJsonString())
         with self._lock:
             cached = self._previews.get(key)
@@ -196,16 +201,30 @@ class Views:
             found = {
                 "predictions": _rows(predictions.records(), PREVIEW_ROWS),
                 "errors": _rows(errors_.records(), PREVIEW_ROWS),
+                "files": [
+                    {"uri": o.uri, "size": o.size}
+                    for reader in (predictions, errors_)
+                    for o in getattr(reader, "objects", list)()
+                ],
                 "previewNote": "",
             }
         except (errors.BpjError, OSError) as e:
-            return {"predictions": [], "errors": [], "previewNote": f"the outputs could not be read: {e}"}
+            note = f"the outputs could not be read: {e}"
+            return {"predictions": [], "errors": [], "files": [], "previewNote": note}
         if states.is_terminal(job.state):
             with self._lock:
                 self._previews[key] = found
                 while len(self._previews) > _CACHED_PREVIEWS:
                     del self._previews[next(iter(self._previews))]
         return found
+
+    def open_output(self, name: str, uri: str) -> tuple[Any, int]:
+        """``(binary file, size)`` of one file of job ``name``'s GCS outputs; NotFound for any other URI."""
+        job = self.job_service.get_batch_prediction_job(types.GetBatchPredictionJobRequest(name=name))
+        for f in self.preview(job)["files"]:
+            if f["uri"] == uri:
+                return self.gcs.open(uri), f["size"]
+        raise errors.NotFound(f"{uri} is not an output file of {name}")
 
     def _readers(self, info: Any) -> tuple[Any, Any]:
         from bpj.outputs.bigquery import BigQueryReader
