@@ -5,7 +5,7 @@ Modules (server side; nothing here is imported by ``import bpj``):
     stack.py      LocalStack: starts everything on 127.0.0.1 with free ports, env() for clients
     vertex.py     JobService, ModelService and Operations servicers
     checks.py     what the emulator refuses at create and upload: URIs outside the stack, non-finite Values
-    store.py      jobs, models and operations in SQLite under the data dir
+    store.py      jobs, models and operations in SQLite under the data dir, and every state a job entered
     executor.py   runs jobs in a bounded pool: read instances, predict, write outputs, keep state
     predictor_process.py   each running job's predictor in a process of its own, stopped on cancel
     models.py     scikit-learn, XGBoost and custom-prediction-routine predictors
@@ -19,6 +19,7 @@ Modules (server side; nothing here is imported by ``import bpj``):
     instance_config.py   InstanceConfig: how a raw record becomes an instance
     sinks.py      prediction and error writers in Vertex AI's layout (GCS files, BigQuery tables)
     bigquery/     the table store, the Storage Read gRPC server and the BigQuery REST API
+    console/      the web console (jobs, a job, models): its pages, scripts, JSON API and sign-in sessions
 """
 
 from __future__ import annotations
