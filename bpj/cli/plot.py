@@ -259,7 +259,7 @@ def _bars(a: Any, phase: Phase) -> None:
     colours = [COLOURS[i % len(COLOURS)] for i in range(len(ys))]
     a.barh(ys, [max(v - base, 0.0) for v in shown], left=base, color=colours, height=0.6)
     if log:
-        _log_x(a)
+        _log_x(a, top / min(positive))
     for y, rs in zip(ys, runs, strict=True):
         if len(rs) > 1:
             a.plot([max(r, base) for r in rs], [y] * len(rs), "o", color="black", markersize=3, alpha=0.6)
@@ -306,7 +306,7 @@ def _latency(a: Any, phase: Phase) -> None:
     a.set_title(f"time per {phase.call} (median / p99)", loc="left", fontsize=10)
     low, high = min(every), max(every)
     if low > 0 and high / low > 10:
-        _log_x(a)
+        _log_x(a, high / low)
     for i, side, vs in kept:
         colour = COLOURS[i % len(COLOURS)]
         xs = [v * scale for v in vs]
@@ -333,12 +333,13 @@ def _latency(a: Any, phase: Phase) -> None:
     a.legend(fontsize=7, loc="best")
 
 
-def _log_x(a: Any) -> None:
-    """A log x axis labelled in plain numbers at 1, 2 and 5 times the powers of ten."""
+def _log_x(a: Any, span: float) -> None:
+    """A log x axis labelled in plain numbers: at 1, 2 and 5 times the powers of ten when the values span
+    less than three of them (``span`` = largest / smallest), else at the powers alone."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     a.set_xscale("log")
-    a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 1000 else (1.0,)))
     a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
     a.xaxis.set_minor_formatter(NullFormatter())
 
