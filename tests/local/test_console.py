@@ -93,7 +93,7 @@ def call(stack, method, target, **kwargs):
 @pytest.mark.parametrize("target", ["/console/", "/console/job?name=x", "/console/models"])
 def test_a_page_without_cookie_or_token_is_refused(stack, target):
     status, headers, body = request(stack.console.port, "GET", target)
-    assert status == 401
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     assert b"Sign in" in body and b"console-s3cret" not in body  # the sign-in page, never data or the token
     status, _, _ = request(stack.console.port, "GET", target, token="wrong")
     assert status == 401
@@ -106,7 +106,8 @@ def test_a_page_without_cookie_or_token_is_refused(stack, target):
 
 @pytest.mark.parametrize("target", ["/console/api/jobs", "/console/api/models", "/console/api/session"])
 def test_the_api_without_cookie_or_token_is_refused(stack, target):
-    assert call(stack, "GET", target)[0] == 401
+    status, headers, _ = call(stack, "GET", target)
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     assert call(stack, "GET", target, token="wrong")[0] == 401
     assert call(stack, "GET", target, token=TOKEN)[0] == 200
 

@@ -51,6 +51,7 @@ SECURITY_HEADERS = [
     ("X-Frame-Options", "DENY"),
     ("Cache-Control", "no-store"),
 ]
+CHALLENGE = ("WWW-Authenticate", 'Bearer realm="bpj console"')  # what a 401 asks for (RFC 9110 §11.6.1)
 PAGES = frozenset({"/console/", "/console/job", "/console/models"})  # one page; its script shows the view
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -252,6 +253,8 @@ class ConsoleApp:
         headers = [("Content-Type", kind), ("Content-Length", str(len(data))), *SECURITY_HEADERS]
         if set_cookie is not None:
             headers.append(set_cookie)
+        if status.startswith("401"):
+            headers.append(CHALLENGE)
         start_response(status, headers)
         return [data]
 
@@ -296,6 +299,7 @@ def _json(start_response: StartResponse, data: Any, *, status: int = 200) -> lis
             ("Content-Type", "application/json; charset=utf-8"),
             ("Content-Length", str(len(payload))),
             *SECURITY_HEADERS,
+            *([CHALLENGE] if status == 401 else []),
         ],
     )
     return [payload]
