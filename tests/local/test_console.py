@@ -493,3 +493,17 @@ def test_a_jobs_output_files_download_as_attachments_and_nothing_else_does(stack
         target = f"/console/api/download?job={quote(done.name, safe='')}&uri={quote(uri, safe='')}"
         status, _, body = request(stack.console.port, "GET", target, token=TOKEN)
         assert status == 404, body
+
+
+def test_an_expired_session_is_refused(stack):
+    from bpj.local.console.sessions import Sessions
+
+    console = Console(stack.console.app.views, token=TOKEN, sessions=Sessions(session_ttl=0))
+    try:
+        status, headers, _ = request(console.port, "GET", path_of(console.login_url()))
+        assert status == 303
+        cookie = headers["set-cookie"].split(";", 1)[0]
+        assert request(console.port, "GET", "/console/", headers={"Cookie": cookie})[0] == 401
+        assert request(console.port, "GET", "/console/api/jobs", headers={"Cookie": cookie})[0] == 401
+    finally:
+        console.stop()
