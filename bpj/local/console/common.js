@@ -77,7 +77,7 @@ const bpj = (() => {
   // indeterminate bar next to the count.
   function progress(job) {
     const done = Number(job.successful) + Number(job.failed);
-    if (job.terminal) return el("span", { class: "muted" }, `${done} done`);
+    if (job.terminal) return el("span", { class: "muted" }, "ended");
     const bar = el("progress", { "data-done": done });
     const total = Number(job.total || 0);
     if (total > 0) {
