@@ -159,7 +159,7 @@ class ConsoleApp:
             session = self.sessions.redeem(query["once"])
             if session is None:
                 raise Refused(
-                    403, "this link was used already or has expired: ask `bpj local start` for a new one"
+                    403, "this link was used already or has expired: sign in with the token at /console/login"
                 )
             return _redirect(start_response, "/console/", self.cookie(session))
         if method == "GET":
