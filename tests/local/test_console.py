@@ -203,8 +203,9 @@ def test_a_one_time_link_signs_in_once(stack):
 def test_an_expired_or_made_up_link_is_refused(stack):
     expired = stack.console_login_url(ttl=0)
     for target in (path_of(expired), "/console/login?once=made-up", "/console/login?once="):
-        status, headers, _ = request(stack.console.port, "GET", target)
+        status, headers, body = request(stack.console.port, "GET", target)
         assert status == 403 and "set-cookie" not in headers
+        assert b"Sign in" in body  # the page that says how to sign in instead
 
 
 def test_the_sign_in_form_takes_the_token_in_the_body(stack):

@@ -155,21 +155,17 @@ class ConsoleApp:
     def login(
         self, environ: dict[str, Any], method: str, query: dict[str, str], start_response: StartResponse
     ) -> Iterable[bytes]:
+        if method not in ("GET", "POST"):
+            raise Refused(405, f"{method} is not served at /console/login")
+        if self.token is None:  # nothing to sign in to
+            return _redirect(start_response, "/console/")
         if method == "GET" and "once" in query:
             session = self.sessions.redeem(query["once"])
-            if session is None:
-                raise Refused(
-                    403, "this link was used already or has expired: sign in with the token at /console/login"
-                )
+            if session is None:  # used already, expired or made up: the page says how to sign in instead
+                return self.file(start_response, "signin.html", status="403 Forbidden")
             return _redirect(start_response, "/console/", self.cookie(session))
         if method == "GET":
-            if self.token is None:
-                return _redirect(start_response, "/console/")
             return self.file(start_response, "signin.html")
-        if method != "POST":
-            raise Refused(405, f"{method} is not served at /console/login")
-        if self.token is None:
-            return _redirect(start_response, "/console/")
         form = parse_qs(_body(environ, _MAX_FORM).decode("utf-8", "replace"))
         typed = (form.get("token") or [""])[0]
         if not bearer_ok(f"Bearer {typed}", self.token):
