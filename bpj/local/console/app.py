@@ -16,10 +16,10 @@ refused a ``Host`` that is not the stack's and an ``Origin`` that is not the con
 - With a token, every route but login needs the session cookie a login set, or ``Authorization: Bearer``.
   Without one, a first page view starts a session by itself (the loopback default: any local process may
   use the stack, as with its other ports).
-- A POST by cookie also needs the session's CSRF token in ``X-BPJ-CSRF``; ``Sec-Fetch-Site``, when the browser
-  sends it, must be ``same-origin``. GET never changes anything.
-- Every answer carries a Content-Security-Policy without inline script, ``nosniff``, ``no-referrer`` and
-  ``frame-ancestors 'none'``; API answers are ``no-store``. The pages hold no data: scripts fetch it as JSON
+- A POST by cookie also needs the session's CSRF token in ``X-BPJ-CSRF``; a ``Sec-Fetch-Site`` naming another
+  site (``same-site``, ``cross-site``) is refused. GET never changes anything.
+- Every answer carries a Content-Security-Policy without inline script, ``nosniff``, ``no-referrer``,
+  ``frame-ancestors 'none'`` and ``no-store``; an output file comes as an attachment under a ``sandbox`` CSP. The pages hold no data: scripts fetch it as JSON
   and build the DOM with ``textContent``.
 """
 
