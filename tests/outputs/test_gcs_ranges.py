@@ -9,19 +9,25 @@ import json
 import multiprocessing
 import operator
 import pickle
+import socket
+import ssl
+import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import checksum
-from bpj.errors import DataCorruption, UsageError
+from bpj.errors import DataCorruption, Unavailable, UsageError
 from bpj.gcs import Gcs
 from bpj.local.gcs import GcsServer
+from bpj.local.servers.tls import self_signed_cert
 from bpj.outputs import read_gcs
 from bpj.outputs.gcs_partitions import GcsPartition, owned_lines
 from bpj.outputs.pieces import check
 from bpj.outputs.reader import unify
+from tests.gcs_faults import pipe
 
 BUCKET = "ranges-test"
 TOKEN = "ranges-test-token-a8f3"
@@ -236,3 +242,68 @@ def test_partitions_pickle_without_secrets_and_read_the_same_in_fresh_processes(
     assert [t.to_pylist() for t, _ in there] == [t.to_pylist() for t, _ in here]
     check(piece for _, piece in there)
     assert unify(t for t, _ in there if t.num_rows).to_pylist() == [r for rows in files for r in rows]
+
+
+class TlsRelay:
+    """TLS on 127.0.0.1 in front of a plaintext server, with a self-signed certificate (written to
+    ``root``): what a worker must trust through the partition's TLS root."""
+
+    def __init__(self, upstream: str, root: Path) -> None:
+        key, cert = self_signed_cert(("127.0.0.1",))
+        (root / "key.pem").write_bytes(key)
+        (root / "cert.pem").write_bytes(cert)
+        self.cert = str(root / "cert.pem")
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(self.cert, str(root / "key.pem"))
+        host, port = upstream.removeprefix("http://").split(":")
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            client = self._context.wrap_socket(raw, server_side=True)
+        except OSError:
+            raw.close()
+            return
+        upstream = socket.create_connection(self._upstream)
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_partition_carries_its_tls_root_to_a_fresh_process(tmp_path, monkeypatch):
+    with GcsServer(guarded=False) as bare:
+        relay = TlsRelay(bare.endpoint, tmp_path)
+        try:
+            monkeypatch.delenv("BPJ_TOKEN", raising=False)
+            monkeypatch.setenv("BPJ_TLS_ROOT_CERT", relay.cert)
+            gcs = Gcs(relay.endpoint)
+            gcs.create_bucket(BUCKET)
+            uri = f"gs://{BUCKET}/tls/predictions.jsonl"
+            rows = rows_of([40] * 300)
+            gcs.write(uri, body(rows))
+            parts = read_gcs(uri, endpoint=relay.endpoint).partitions(max_bytes=4000)
+            assert {p.tls_root for p in parts} == {relay.cert}
+            # The workers' environment names no TLS root: what they trust comes with the partition.
+            monkeypatch.delenv("BPJ_TLS_ROOT_CERT")
+            untrusted = [dataclasses.replace(p, tls_root=None) for p in parts[:1]]
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                there = pool.map(operator.methodcaller("read_piece"), parts)
+                with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                    pool.map(operator.methodcaller("read_piece"), untrusted)
+            check(piece for _, piece in there)
+            assert unify(t for t, _ in there if t.num_rows).to_pylist() == rows
+        finally:
+            relay.close()
