@@ -278,7 +278,7 @@ class AsyncGcsReader(AsyncReader):
         """The objects read, in file order (listed in a thread at the first call, then remembered)."""
         return await asyncio.to_thread(self.sync.objects)
 
-    def files(self) -> AsyncGenerator[tuple[str, bytes], None]:
+    def files(self) -> AsyncGenerator[tuple[str, bytes | memoryview], None]:
         """``(uri, bytes)`` for every object, each checked against its crc32c, downloaded by the sync
         ``files()`` in a worker thread (at most ``queue_size`` objects wait for you)."""
         return in_thread(self.sync.files, queue_size=self.queue_size)

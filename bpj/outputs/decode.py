@@ -1,14 +1,13 @@
 """Output files' bytes to Arrow: JSONL with pyarrow's C++ JSON reader, CSV with its CSV reader.
 
-:func:`decode` turns the checked bytes of one object (or of whole lines of it) into a table; :func:`slices`
-does it a bounded slice of whole lines at a time, for an object too large to decode at once.
+:func:`decode` turns the checked bytes of one object, or of whole lines of it (a byte range, a slice of
+an object too large to decode at once), into a table.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bpj import errors
@@ -17,21 +16,24 @@ from bpj.gcs import CHUNK_SIZE, GcsObject
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["decode", "slices"]
+__all__ = ["BLANK", "decode", "release_unused"]
 
 
-def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
+def decode(obj: GcsObject, data: bytes, block_size: int | None = None) -> pa.Table | None:
     """An object's rows as an Arrow table (None when it holds none). JSONL: pyarrow's JSON reader, whole
-    file as one block (one thread) unless it is large; a column whose values are of different kinds in one
-    file (or that pyarrow's reader gets wrong: a list that starts with null) falls back to a per-line parse,
-    with a column of mixed kinds as JSON text. CSV: pyarrow's CSV reader."""
+    file as one block (one thread) unless it is large or ``block_size`` says how large the blocks it parses
+    on its threads are; a column whose values are of different kinds in one file (or that pyarrow's reader
+    gets wrong: a list that starts with null) falls back to a per-line parse, with a column of mixed kinds
+    as JSON text. CSV: pyarrow's CSV reader."""
     import pyarrow as pa
 
-    if _BLANK.fullmatch(data):
+    if BLANK.fullmatch(data):
         return None
     pool = _memory_pool()
-    threads = len(data) > 4 * CHUNK_SIZE
-    block = CHUNK_SIZE if threads else len(data) + 1
+    if block_size is None:
+        block_size = CHUNK_SIZE if len(data) > 4 * CHUNK_SIZE else len(data) + 1
+    threads = block_size < len(data)
+    block = block_size if threads else len(data) + 1
     if obj.format == "csv":
         import pyarrow.csv as pcsv
 
@@ -68,24 +70,7 @@ def decode(obj: GcsObject, data: bytes) -> pa.Table | None:
     raise AssertionError("unreachable")
 
 
-_BLANK = re.compile(rb"\s*")  # not data.strip(): that copies a bytearray, however large
-
-
-def slices(obj: GcsObject, data: bytes, size: int) -> Iterator[pa.Table]:
-    """The rows of a JSONL object's bytes, decoded ``size`` bytes of whole lines at a time (a line longer
-    than that whole), as they are asked for."""
-    start, end_of_data = 0, len(data)
-    while start < end_of_data:
-        end = min(end_of_data, start + size)
-        if end < end_of_data:
-            cut = data.rfind(b"\n", start, end)
-            if cut < 0:  # one line longer than a slice: the whole line
-                cut = data.find(b"\n", end)
-            end = end_of_data if cut < 0 else cut + 1
-        table = decode(obj, data[start:end])
-        start = end
-        if table is not None:
-            yield table
+BLANK = re.compile(rb"\s*")  # not data.strip(): that copies a bytearray, however large
 
 
 _pool: Any = None
@@ -103,6 +88,11 @@ def _memory_pool() -> Any:
         except NotImplementedError:
             _pool = pa.system_memory_pool()
     return _pool
+
+
+def release_unused() -> None:
+    """Hand the decoding pool's free memory back to the OS (jemalloc keeps it a while otherwise)."""
+    _memory_pool().release_unused()
 
 
 def _decode_mixed(obj: GcsObject, data: bytes) -> pa.Table:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from bpj import errors, gcs_uri
 from bpj.gcs import CHUNK_SIZE, Gcs, GcsObject, verify
-from bpj.outputs.decode import decode, slices
+from bpj.outputs.decode import decode, release_unused
 from bpj.outputs.gcs_partitions import GcsPartition, split
 from bpj.outputs.reader import Progress, Reader, export_format
 from bpj.outputs.reader import cores as _cores
+from bpj.outputs.spool import Spool
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,6 +38,8 @@ DECODE_FACTOR = 3
 # few more than the cores; decoding is CPU-bound and each decoding thread keeps its allocators' scratch (about
 # 20 MiB for 4 MiB objects, measured), so one per core.
 DOWNLOAD_WORKERS = 4
+# The smallest slice an object too large for memory is decoded (and downloaded) in, however small the bound.
+SLICE_MIN = 4 << 10
 
 
 # -- the reader ---------------------------------------------------------------------------------------
@@ -154,13 +157,18 @@ class GcsReader(Reader):
 
     # -- reading --
 
-    def files(self) -> Iterator[tuple[str, bytes]]:
-        """``(uri, bytes)`` for every object, each checked against its crc32c."""
+    def files(self) -> Iterator[tuple[str, bytes | memoryview]]:
+        """``(uri, bytes)`` for every object, each checked against its crc32c before it is handed out.
+
+        An object larger than ``max_bytes_in_flight`` is downloaded into a temporary file (never held in
+        memory), checked there, and comes as a read-only memory map of that file (a ``memoryview``: the OS
+        pages it in as it is read; the file is already unlinked and its space returns when the view goes).
+        """
         meter = Progress(self.progress, label=self.uri)
         try:
             for obj, data in self._run(None):
                 meter.add(0, obj.size)
-                yield obj.uri, data
+                yield obj.uri, data.view() if isinstance(data, Spool) else data
         finally:
             meter.close()
 
@@ -168,26 +176,36 @@ class GcsReader(Reader):
         """Arrow record batches, decoded in the worker threads (one schema per file; to_arrow() unifies).
 
         A JSONL object too large to decode whole within ``max_bytes_in_flight`` (a Gemini job's one
-        ``predictions.jsonl``) is checked whole, then decoded slice by slice (whole lines, about
-        ``max_bytes_in_flight / DECODE_FACTOR`` bytes each) as the batches are taken: one schema per slice.
+        ``predictions.jsonl``) is downloaded into a temporary file while its crc32c is computed, checked,
+        then decoded from the file slice by slice (whole lines, about a sixth of ``max_bytes_in_flight``
+        each, so one slice decoding takes about half of it) as the batches are taken: one schema per slice, and peak memory about twice
+        ``max_bytes_in_flight`` whatever the object's size. (A CSV object that large is decoded whole once
+        checked: a slice could cut a quoted newline.)
         """
         meter = Progress(self.progress, label=self.uri)
-        slice_size = max(self.chunk_size, self.max_bytes_in_flight // DECODE_FACTOR)
+        slice_size = max(SLICE_MIN, self.max_bytes_in_flight // (2 * DECODE_FACTOR))
+        # A slice is decoded by the consumer's thread: pyarrow's threads parse its blocks on every core.
+        block_size = max(SLICE_MIN, slice_size // _cores())
 
-        def transform(obj: GcsObject, data: bytes) -> Any:
-            if obj.format == "jsonl" and len(data) * DECODE_FACTOR > self.max_bytes_in_flight:
-                return slices(obj, data, slice_size)
-            return decode(obj, data)
+        def transform(obj: GcsObject, data: bytes | Spool) -> Any:
+            if not isinstance(data, Spool):
+                return decode(obj, data)
+            if obj.format == "jsonl":
+                return _decoded_lines(obj, data, slice_size, block_size)
+            return decode(obj, cast(bytes, data.read(0, obj.size)))
 
         try:
             for obj, value in self._run(transform):
-                for table in value if isinstance(value, Iterator) else (value,):
-                    if table is None:
-                        continue
-                    meter.add(table.num_rows, 0)
-                    for batch in table.to_batches():
-                        if batch.num_rows:
-                            yield batch
+                tables = value if isinstance(value, Iterator) else iter((value,))
+                del value
+                while (table := cast("pa.Table | None", next(tables, _END))) is not _END:
+                    if table is not None:
+                        meter.add(table.num_rows, 0)
+                        for batch in table.to_batches():
+                            if batch.num_rows:
+                                yield batch
+                    # Let go of this slice before the next is decoded (only one in memory at a time).
+                    table = batch = None
                 meter.add(0, obj.size)
         finally:
             meter.close()
@@ -212,16 +230,19 @@ class GcsReader(Reader):
 
         if export_format(path, format) != "jsonl" or any(o.format != "jsonl" for o in self.objects()):
             return super().export(path, format=format)
-        rows = 0
+        rows, piece = 0, max(SLICE_MIN, self.max_bytes_in_flight // 4)
         with open(path, "wb") as f:
-            for _, data in self.files():
-                if data.strip():
-                    rows += sum(1 for line in data.splitlines() if line.strip())
-                    f.write(data if data.endswith(b"\n") else data + b"\n")
+            for _, data in self._run(None):
+                # A spooled object in slices of whole lines (a bytearray reads as bytes do).
+                lines = cast(Iterator[bytes], data.lines(piece)) if isinstance(data, Spool) else (data,)
+                rows += _copy_lines(f, lines)
         return rows
 
-    def _run(self, transform: Callable[[GcsObject, bytes], Any] | None) -> Iterator[tuple[GcsObject, Any]]:
-        """``(object, transform(object, bytes))`` per object, in file order or as completed."""
+    def _run(self, transform: Callable[[GcsObject, Any], Any] | None) -> Iterator[tuple[GcsObject, Any]]:
+        """``(object, transform(object, data))`` per object, in file order or as completed. ``data`` is
+        the object's checked bytes, or a :class:`Spool` (a checked temporary file) for an object larger
+        than the in-memory bound (``max_bytes_in_flight``, or a third of it when decoding); the spool is
+        closed when the next object is handed over or the iterator ends."""
         objects = self.objects()
         chunk = self.chunk_size
         factor = 1 if transform is None else DECODE_FACTOR
@@ -231,20 +252,29 @@ class GcsReader(Reader):
         results: queue.Queue[tuple[int, Any, int] | BaseException] = queue.Queue()
         pieces: dict[int, list[Any]] = {}
         whole: dict[int, bytearray] = {}
+        spools: dict[int, Spool] = {}
         left: dict[int, int] = {}
         lock = threading.Lock()
         client = self._client
+        n_workers = self.max_workers or (DOWNLOAD_WORKERS if transform is None else _cores())
+        # A spooled object's ranges pass through memory on their way to the file: keep them small enough
+        # that all the workers' together stay well within the bound.
+        spool_chunk = max(SLICE_MIN, min(chunk, budget.cap // (4 * n_workers)))
 
         def feed() -> None:
             try:
                 for i, obj in enumerate(objects):
-                    spans = [(s, min(obj.size, s + chunk)) for s in range(0, obj.size, chunk)] or [(0, 0)]
+                    spooled = obj.size * factor > budget.cap
+                    step = spool_chunk if spooled else chunk
+                    spans = [(s, min(obj.size, s + step)) for s in range(0, obj.size, step)] or [(0, 0)]
                     if not budget.acquire(min(obj.size * factor, budget.cap), stop):
                         return
                     with lock:
                         pieces[i] = [None] * len(spans)
                         left[i] = len(spans)
-                        if transform is not None and len(spans) > 1:
+                        if spooled:
+                            spools[i] = Spool(obj)
+                        elif transform is not None and len(spans) > 1:
                             # Decoding takes the bytes as they are: the ranges go straight into their
                             # place, never joined from a list (which would hold the object twice).
                             whole[i] = bytearray(obj.size)
@@ -264,13 +294,16 @@ class GcsReader(Reader):
                 try:
                     got = client.fetch(obj, s, e) if e > s else (b"", None)
                     with lock:
-                        into = whole.get(i)
+                        into: bytearray | Spool | None = whole.get(i) or spools.get(i)
                     if into is not None:
                         if len(got[0]) != e - s:
                             raise errors.DataCorruption(
                                 f"{obj.uri}: bytes {s}-{e} came back as {len(got[0])} bytes"
                             )
-                        into[s:e] = got[0]
+                        if isinstance(into, Spool):
+                            into.write(s, got[0])
+                        else:
+                            into[s:e] = got[0]
                         got = (b"", got[1])
                     with lock:
                         pieces[i][k] = got
@@ -279,12 +312,18 @@ class GcsReader(Reader):
                         parts = pieces.pop(i) if done else None
                     if parts is None or stop.is_set():
                         continue
-                    if into is not None:
+                    header_crc = next((p[1] for p in parts if p[1] is not None), None)
+                    data: Any
+                    if isinstance(into, Spool):
+                        into.check(header_crc)
+                        data = into
+                    elif into is not None:
                         with lock:  # a bytearray reads as bytes do, for the check and the decoders
                             data = cast(bytes, whole.pop(i))
                     else:
                         data = parts[0][0] if len(parts) == 1 else b"".join(p[0] for p in parts)
-                    verify(obj, data, next((p[1] for p in parts if p[1] is not None), None))
+                    if not isinstance(data, Spool):
+                        verify(obj, data, header_crc)
                     del parts
                     value = transform(obj, data) if transform else data
                     results.put((i, value, min(obj.size * factor, budget.cap)))
@@ -294,14 +333,12 @@ class GcsReader(Reader):
                     results.put(exc)
                     return
 
-        workers = [
-            threading.Thread(target=work, name=f"bpj-gcs-{n}", daemon=True)
-            for n in range(self.max_workers or (DOWNLOAD_WORKERS if transform is None else _cores()))
-        ]
+        workers = [threading.Thread(target=work, name=f"bpj-gcs-{n}", daemon=True) for n in range(n_workers)]
         feeder = threading.Thread(target=feed, name="bpj-gcs-feed", daemon=True)
         for t in [feeder, *workers]:
             t.start()
         waiting: dict[int, tuple[Any, int]] = {}
+        handed: Spool | None = None
         try:
             for n in range(len(objects)):
                 if self.ordered:
@@ -313,6 +350,10 @@ class GcsReader(Reader):
                 else:
                     i, value, cost = _next(results, workers)
                 budget.hand_over(cost)
+                with lock:
+                    if handed is not None:
+                        handed.close()
+                    handed = spools.pop(i, None)
                 yield objects[i], value
                 del value
         finally:
@@ -322,6 +363,22 @@ class GcsReader(Reader):
                 tasks.put(None)
             for t in [feeder, *workers]:
                 t.join()
+            for spool in [*spools.values(), *([handed] if handed is not None else [])]:
+                spool.close()
+
+
+_END = object()
+
+
+def _decoded_lines(obj: GcsObject, spool: Spool, size: int, block_size: int) -> Iterator[pa.Table | None]:
+    """A spooled JSONL object decoded a slice of about ``size`` bytes of whole lines at a time, each
+    slice's parse scratch handed back to the OS before the next (memory stays that of one slice)."""
+    for block in spool.lines(size):
+        table = decode(obj, cast(bytes, block), block_size)
+        del block
+        release_unused()
+        yield table
+        del table
 
 
 def _next(results: queue.Queue[Any], workers: list[threading.Thread]) -> Any:
@@ -371,6 +428,24 @@ class _Budget:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _copy_lines(f: Any, slices: Iterable[bytes]) -> int:
+    """Write one JSONL object's slices of whole lines to ``f`` (from the first that is not blank; a newline
+    added after a last line that has none) and return its rows: the lines that are not blank."""
+    rows, wrote, last = 0, False, b"\n"
+    for piece in slices:
+        n = sum(1 for _ in _CONTENT_LINE.finditer(piece))
+        if wrote or n:
+            f.write(piece)
+            rows, wrote, last = rows + n, True, piece[-1:]
+    if wrote and last != b"\n":
+        f.write(b"\n")
+    return rows
+
+
+# The start of a line that holds more than white space.
+_CONTENT_LINE = re.compile(rb"^[^\S\n]*\S", re.MULTILINE)
 
 
 def _not_found(what: str, uri: str) -> errors.NotFound:
