@@ -17,11 +17,14 @@ import itertools
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpj import errors
 from bpj.cli.common import add_json, print_json, print_table, require_reachable, stderr, vertex_reachable
-from bpj.cli.plot import Samples
+
+# bpj.cli.plot loads in run(): its dataclasses would cost every bpj command milliseconds.
+if TYPE_CHECKING:
+    from bpj.cli.plot import Samples
 
 IRIS_ROW = "[5.1, 3.5, 1.4, 0.2]"
 # create()'s parameters as the bench flags that set them, for the messages of its checks.
@@ -132,6 +135,7 @@ def write_input(s: Any, uri: str, data: bytes) -> None:
 def run(args: argparse.Namespace) -> int:
     from bpj import clients, gcs_uri, rules, steps
     from bpj.cli import plot
+    from bpj.cli.plot import Samples
     from bpj.cli.resources import flag_names
     from bpj.jobs import BatchPredictionJob, WaitTimeout, check_create, settle
     from bpj.progress import WaitProgress
