@@ -47,12 +47,19 @@ def test_the_wheel_holds_the_package_its_data_and_its_entry_points(wheel):
         dist = f"bpj-{bpj.__version__}.dist-info"
         metadata = z.read(f"{dist}/METADATA").decode()
         entry_points = z.read(f"{dist}/entry_points.txt").decode()
-    for needed in ("bpj/__init__.py", "bpj/py.typed", "bpj/_gen/descriptors.binpb", "bpj/_gen/types.pyi"):
+    console = [f"bpj/local/console/{f}" for f in ("console.html", "signin.html", "common.js", "console.css")]
+    for needed in (
+        "bpj/__init__.py",
+        "bpj/py.typed",
+        "bpj/_gen/descriptors.binpb",
+        "bpj/_gen/types.pyi",
+        *console,
+    ):
         assert needed in names, needed
     assert any(n.startswith(f"{dist}/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "examples/", "benchmarks/", "codegen/")) for n in names)
     assert "License-Expression: Apache-2.0" in metadata and "Classifier: Typing :: Typed" in metadata
-    for extra in ("pandas", "testing", "local", "fast"):
+    for extra in ("pandas", "testing", "local", "fast", "dask", "ray", "bench"):
         assert f"Provides-Extra: {extra}" in metadata
     assert "pytest11" not in entry_points  # pytest would rewrite all of bpj in every run (see pyproject)
     assert "[console_scripts]\nbpj = bpj.cli:main" in entry_points
@@ -62,7 +69,14 @@ def test_the_sdist_holds_what_rebuilds_the_package(tmp_path):
     sdist = build("sdist", tmp_path)
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    for needed in ("pyproject.toml", "README.md", "LICENSE", "bpj/_gen/descriptors.binpb", "bpj/py.typed"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "bpj/_gen/descriptors.binpb",
+        "bpj/py.typed",
+        "bpj/local/console/jobs.js",
+    ):
         assert needed in names, needed
 
 
