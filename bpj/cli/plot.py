@@ -18,7 +18,7 @@ import math
 import random
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bpj import errors
@@ -95,7 +95,6 @@ class Phase:
     items: str = "items"
     call: str = "call"
     ratio_means: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def machine() -> str:
@@ -147,8 +146,8 @@ def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") 
     fig = Figure(figsize=(width, height))
     top = height - HEADER_INCHES
     for phase, h in zip(rows, heights, strict=True):
-        bottom, top = top - h, top - h
-        box = (bottom + 0.55) / height, (h - 0.95) / height
+        top -= h  # the row's bottom edge, and the next row's top
+        box = (top + 0.55) / height, (h - 0.95) / height
         _throughput(fig.add_axes((left / width, box[0], widths[0] / width, box[1])), phase)
         if timed:
             x = (left + widths[0] + gap) / width
@@ -214,13 +213,14 @@ def _throughput(a: Any, phase: Phase) -> None:
 
 
 def _points(timeline: Sequence[tuple[float, ...]]) -> list[tuple[float, float]]:
-    pts = sorted(
+    return sorted(
         (float(p[0]), float(p[1])) for p in timeline if len(p) >= 2 and all(map(math.isfinite, p[:2]))
     )
-    return pts
 
 
 def _progress(a: Any, phase: Phase, lines: list[tuple[int, Side]]) -> None:
+    from matplotlib.ticker import EngFormatter
+
     for i, side in lines:
         pts = _points(side.timeline)
         rate = "" if side.rate is None else f": {_num(side.rate)} {phase.unit or ''}".rstrip()
@@ -235,9 +235,7 @@ def _progress(a: Any, phase: Phase, lines: list[tuple[int, Side]]) -> None:
     a.set_title(f"{phase.name}: {phase.items} done over time", loc="left", fontsize=10)
     a.set_xlabel("seconds since the phase started", fontsize=8)
     a.set_ylabel(phase.items, fontsize=8)
-    from matplotlib.ticker import EngFormatter
-
-    a.yaxis.set_major_formatter(EngFormatter(sep=""))
+    a.yaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1M
     a.set_xlim(left=0)
     a.set_ylim(bottom=0)
     a.grid(alpha=0.3)
