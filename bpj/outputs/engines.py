@@ -66,15 +66,15 @@ def partitions(reader: Reader, max_bytes: int | None) -> list[Partition]:
     """The reader's partitions; ``max_bytes`` splits large GCS objects into line-aligned ranges."""
     if max_bytes is None:
         return list(reader.partitions())
-    if max_bytes < 1:
-        raise errors.UsageError(f"max_bytes must be positive or None, got {max_bytes}")
-    try:
-        return list(reader.partitions(max_bytes=max_bytes))  # type: ignore[call-arg]
-    except TypeError:
+    import inspect
+
+    accepts = inspect.signature(reader.partitions).parameters
+    if "max_bytes" not in accepts and not any(a.kind == a.VAR_KEYWORD for a in accepts.values()):
         raise errors.UsageError(
             f"{type(reader).__name__} does not split by bytes (max_bytes={max_bytes}); "
             "a BigQuery read splits into its streams (max_stream_count=)"
-        ) from None
+        )
+    return list(reader.partitions(max_bytes=max_bytes))
 
 
 def groups(parts: Sequence[Partition]) -> list[list[int]]:

@@ -22,6 +22,7 @@ INSTANCES = 3000
 class Outputs:
     gcs: str  # the GCS job's output directory
     bigquery: str  # bq://project.dataset.table of the BigQuery job
+    rows: int  # predictions in each
 
 
 @pytest.fixture(scope="package")
@@ -78,6 +79,7 @@ def outputs(stack):
     return Outputs(
         gcs=gcs.output_info.gcs_output_directory,
         bigquery=f"{info.bigquery_output_dataset}.{info.bigquery_output_table}",
+        rows=INSTANCES,
     )
 
 

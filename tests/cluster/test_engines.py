@@ -60,7 +60,7 @@ def test_dask_gives_the_rows_and_dtypes_of_the_reader(kind, max_bytes, outputs, 
     assert frame.npartitions == len(parts) and (len(parts) > 4 or not max_bytes)
     expected = reader.to_pandas().sort_values("key", ignore_index=True)
     got = frame.compute().sort_values("key", ignore_index=True)
-    assert len(got) == INSTANCES_EXPECTED
+    assert len(got) == outputs.rows
     assert got.dtypes.equals(expected.dtypes) and frame.dtypes.equals(expected.dtypes)
     assert got.equals(expected)
 
@@ -70,11 +70,8 @@ def test_ray_gives_the_rows_of_the_reader(kind, max_bytes, outputs, ray_local):
     reader = reader_of(outputs, kind)
     expected = by_key(reader.to_arrow())
     got = by_key(ray_rows(ray_local, reader, max_bytes=max_bytes))
-    assert got.num_rows == INSTANCES_EXPECTED
+    assert got.num_rows == outputs.rows
     assert got.schema.equals(expected.schema) and got.equals(expected)
-
-
-INSTANCES_EXPECTED = 3000
 
 
 # -- one schema from differing objects ----------------------------------------------------------------
@@ -229,6 +226,11 @@ def test_a_missing_engine_names_its_extra(module, call, message):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == message, done.stderr
+
+
+def test_max_bytes_splits_gcs_objects_only(outputs):
+    with pytest.raises(errors.UsageError, match="max_stream_count"):
+        read_bigquery(outputs.bigquery).to_dask(max_bytes=1 << 20)
 
 
 # -- Beam (its own venv) --------------------------------------------------------------------------------
