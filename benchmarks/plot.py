@@ -25,10 +25,10 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Fail now, before measuring, when ``--plot`` was given and matplotlib is missing."""
+    """Fail now, before measuring, when ``--plot`` was given and matplotlib or its folder is missing."""
     if getattr(args, "plot", None):
         try:
-            require()
+            require(args.plot)
         except errors.UsageError as e:
             sys.exit(str(e))
 

@@ -195,3 +195,26 @@ def test_a_benchmark_without_matplotlib_stops_before_measuring(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "pip install 'bpj[bench]'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_plot_into_a_missing_folder_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BPJ_API_ENDPOINT", "127.0.0.1:9")  # never reached: the check comes first
+    out = tmp_path / "nowhere" / "bench.png"
+    try:
+        code = main(["bench", "--model", "iris", "--gcs-prefix", "gs://b", "--plot", str(out)])
+    finally:
+        config.reset()
+    err = capsys.readouterr().err
+    assert code == 2 and "--plot: no such folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_samples_keep_a_uniform_subset():
+    """Reservoir sampling: past the limit, every sample added is as likely to be kept, early or late."""
+    kept = plot.Samples(200)
+    n = 100_000
+    for i in range(n):
+        kept.add(float(i))
+    values = sorted(kept)
+    assert len(values) == 200 and kept.seen == n
+    assert 0.4 * n < sum(values) / len(values) < 0.6 * n  # the first 200 alone would average 100
+    assert sum(v >= n / 2 for v in values) > 60  # and late samples are kept too

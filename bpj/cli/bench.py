@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise errors.UsageError(f"-n must be > 0, got {args.n}")
     if args.plot:
-        plot.require()
+        plot.require(args.plot)
     prefix = args.gcs_prefix.rstrip("/")
     if not prefix.startswith("gs://") or len(prefix) <= len("gs://"):
         raise errors.UsageError(f"--gcs-prefix must be gs://bucket[/path], got {args.gcs_prefix!r}")

@@ -114,12 +114,17 @@ def machine() -> str:
     return f"{day}; {os.cpu_count()} cores{memory}; Python {platform.python_version()}"
 
 
-def require() -> None:
-    """Raise UsageError naming the extra to install when matplotlib cannot be imported."""
+def require(path: str | None = None) -> None:
+    """Raise UsageError naming the extra to install when matplotlib cannot be imported, or naming ``path``
+    when its folder does not exist (checked before a run, not after it)."""
+    import os
+
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError as e:
         raise errors.UsageError(f"--plot needs matplotlib: {INSTALL} ({e})") from None
+    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise errors.UsageError(f"--plot: no such folder for {path}")
 
 
 def draw(phases: Sequence[Phase], path: str, *, title: str, subtitle: str = "") -> None:
