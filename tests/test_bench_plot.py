@@ -218,3 +218,16 @@ def test_samples_keep_a_uniform_subset():
     assert len(values) == 200 and kept.seen == n
     assert 0.4 * n < sum(values) / len(values) < 0.6 * n  # the first 200 alone would average 100
     assert sum(v >= n / 2 for v in values) > 60  # and late samples are kept too
+
+
+@given(
+    values=st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=300),
+    q=st.sampled_from([0.01, 0.5, 0.9, 0.99, 1.0]),
+)
+def test_quantile_is_the_smallest_value_a_share_q_stays_under(values, q):
+    ordered = sorted(values)
+    x = plot.quantile(ordered, q)
+    n = len(ordered)
+    assert x in ordered
+    assert sum(v <= x for v in ordered) >= q * n - 1e-9
+    assert sum(v < x for v in ordered) < q * n

@@ -65,14 +65,14 @@ class TimedCalls:
 
 class Progress:
     """The wait's progress hook: records (seconds, instances done) after every Get, then shows the usual
-    progress line (when there is one)."""
+    progress line (when there is one). ``offset``: seconds of the phase before the wait began."""
 
-    def __init__(self, job: Any, timeline: Samples, shown: Any) -> None:
-        self.job, self.timeline, self.shown = job, timeline, shown
+    def __init__(self, job: Any, timeline: Samples, shown: Any, offset: float = 0.0) -> None:
+        self.job, self.timeline, self.shown, self.offset = job, timeline, shown, offset
 
     def show(self, elapsed: float) -> None:
         stats = self.job.gca_resource.completion_stats
-        self.timeline.add(elapsed, stats.successful_count + stats.failed_count)
+        self.timeline.add(self.offset + elapsed, stats.successful_count + stats.failed_count)
         if self.shown is not None:
             self.shown.show(elapsed)
 
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     # job.wait(), with every Get timed and the counts of every poll kept.
     gets, progress = Samples(SAMPLES), Samples(SAMPLES, width=2)
     pacer = steps.Pacer(POLL, MAX_POLL, args.timeout)
-    hook = Progress(job, progress, WaitProgress.wanted(job))
+    hook = Progress(job, progress, WaitProgress.wanted(job), offset=time.perf_counter() - start)
     client = TimedCalls(clients.job_service(), gets)
     if not steps.run(steps.wait_job(job, pacer, hook), steps.one(client)):
         raise WaitTimeout(job, args.timeout or 0.0)
@@ -275,13 +275,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _latency(calls: Samples) -> dict[str, Any]:
     """The report's summary of a phase's call times: count, median and p99 seconds (of the kept sample)."""
+    from bpj.cli.plot import quantile
+
     xs = sorted(calls)
     if not xs:
         return {"calls": 0}
     return {
         "calls": calls.seen,
-        "median_call_seconds": round(xs[len(xs) // 2], 6),
-        "p99_call_seconds": round(xs[min(len(xs) - 1, -(-99 * len(xs) // 100) - 1)], 6),
+        "median_call_seconds": round(quantile(xs, 0.5), 6),
+        "p99_call_seconds": round(quantile(xs, 0.99), 6),
     }
 
 

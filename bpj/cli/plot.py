@@ -97,6 +97,12 @@ class Phase:
     ratio_means: str = ""
 
 
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0 < q <= 1) of sorted, non-empty ``ordered``: the smallest value at least a
+    share ``q`` of them do not exceed."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
 def machine() -> str:
     """This run's date (UTC), cores, memory and Python, for a picture's subtitle."""
     import os
@@ -313,13 +319,13 @@ def _latency(a: Any, phase: Phase) -> None:
     for i, side, vs in kept:
         colour = COLOURS[i % len(COLOURS)]
         xs = [v * scale for v in vs]
-        median = xs[len(xs) // 2]
+        median = quantile(xs, 0.5)
         # Beside bars of the same colours the numbers are enough; alone, the side is named.
         name = "" if len(phase.sides) > 1 else f"{side.label}: "
         if len(xs) == 1:
             a.axvline(xs[0], color=colour, linewidth=2, label=f"{name}one {phase.call}, {_num(xs[0])} {unit}")
             continue
-        p99 = xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)]
+        p99 = quantile(xs, 0.99)
         # At most CDF_POINTS steps: more are invisible at this size and only make the PNG bigger.
         ks = sorted({round(j * (len(xs) - 1) / (CDF_POINTS - 1)) for j in range(CDF_POINTS)})
         a.step(
