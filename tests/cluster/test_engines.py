@@ -236,24 +236,34 @@ def test_max_bytes_splits_gcs_objects_only(outputs):
 # -- Beam (its own venv) --------------------------------------------------------------------------------
 
 
-def test_beam_direct_runner_reads_the_rows_of_the_reader(stack, outputs, tmp_path):
+def beam(stack, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``beam_read.py`` run by the Beam venv's python with the stack's environment (and no other BPJ_)."""
     python = os.environ.get("BPJ_BEAM_PYTHON")
     if not python:
         pytest.skip("BPJ_BEAM_PYTHON is unset: `make beam-venv` builds the Beam venv and `make test` sets it")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPJ_")}
     env.update(stack.env())
+    script = ROOT / "tests" / "cluster" / "beam_read.py"
+    return subprocess.run(
+        [python, str(script), *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_beam_direct_runner_reads_the_rows_of_the_reader(stack, outputs, tmp_path):
     uris = {"gcs": outputs.gcs, "bigquery": outputs.bigquery}
-    reads = [uris[kind] + (f"@{max_bytes}" if max_bytes else "") for kind, max_bytes in READS]
-    done = subprocess.run(
-        [python, str(ROOT / "tests" / "cluster" / "beam_read.py"), str(tmp_path), *reads],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = beam(
+        stack, tmp_path, *(uris[kind] + (f"@{max_bytes}" if max_bytes else "") for kind, max_bytes in READS)
     )
     assert done.returncode == 0, done.stderr[-4000:]
     for n, (kind, _) in enumerate(READS):
         lines = (tmp_path / f"{n}.jsonl").read_text().splitlines()
         got = sorted((json.loads(line) for line in lines), key=lambda r: r["key"])
         assert got == by_key(reader_of(outputs, kind).to_arrow()).to_pylist(), READS[n]
+
+
+def test_beam_fails_on_a_corrupted_split_object_with_no_rows(stack, outputs, tmp_path):
+    directory, corrupted = corrupted_copy(stack, outputs.gcs, "corrupt-beam", "quiet")
+    done = beam(stack, "--in-process", tmp_path, f"{directory}@{SPLIT}")
+    assert done.returncode != 0
+    assert "DataCorruption" in done.stderr and f"{corrupted} (generation" in done.stderr, done.stderr[-4000:]
+    assert not (tmp_path / "0.jsonl").exists()
