@@ -11,12 +11,13 @@ Each adapter is a few graph edges around three plain functions, so every engine 
   one check task has combined the CRC32C of every piece of that object into the object's
   (:func:`bpj.outputs.pieces.check`); a corrupted object fails the computation with ``DataCorruption``
   naming it.
-- **One schema.** An engine needs the columns before it reads (Dask's ``meta``, Ray's block schema). The rule:
-  the schema of the first partition that holds rows (a BigQuery stream: its first batch), unless you pass
-  ``schema=``. Every partition is conformed to it the way :func:`bpj.outputs.reader.unify` merges tables
-  (missing columns and struct fields as nulls, ints widened to floats); a
-  partition that does not fit (a column the sample lacks, floats where the sample had ints) fails with
-  ``InvalidArgument`` saying to pass ``schema=``, e.g. ``reader.to_arrow().schema`` of a small read.
+- **One schema.** An engine needs the columns before it reads (Dask's ``meta``, Ray's block schema). The
+  rule: the schema of the first partition that holds rows, read on the calling machine, at most its first
+  ``SAMPLE_BYTES`` (16 MiB of whole lines; a BigQuery stream: its first batch), unless you pass ``schema=``.
+  Every partition is conformed to it the way :func:`bpj.outputs.reader.unify` merges tables (missing
+  columns and struct fields as nulls, ints widened to floats); a partition that does not fit (a column the
+  sample lacks, floats where the sample had ints) fails with ``InvalidArgument`` saying to pass
+  ``schema=``, e.g. ``reader.to_arrow().schema`` of a small read.
 - **Idempotent.** Reading a partition twice gives the same rows, so an engine that retries a failed task
   (``compute(retries=...)`` on a Dask client, ``max_retries`` in Ray) gets no duplicates.
 
@@ -44,8 +45,20 @@ Partition = Any  # read() -> pyarrow.Table; a GCS partition also has read_piece(
 
 __all__ = ["conform", "groups", "sample", "to_beam", "to_dask", "to_ray"]
 
-# Engine tasks retry this often by default (a partition is idempotent, so a retry only costs time).
+# The schema rule reads at most about this many bytes of a GCS object (whole lines).
+SAMPLE_BYTES = 16 << 20
+# Engine tasks retry this often by default (a partition is idempotent, so a retry only costs time), on
+# these errors: those a second attempt can cure, not a corrupted object, a misfit or a bad file.
 RETRIES = 2
+TRANSIENT = (
+    OSError,
+    errors.Unavailable,
+    errors.DeadlineExceeded,
+    errors.Aborted,
+    errors.ResourceExhausted,
+    errors.Internal,
+    errors.Unknown,
+)
 
 
 # -- what every engine shares -------------------------------------------------------------------------
@@ -118,8 +131,9 @@ def check(pieces: Iterable[Any]) -> None:
 
 
 def sample(parts: Sequence[Partition]) -> pa.Table:
-    """The rows the schema rule reads: those of the first partition that has any (a partition with
-    ``iter_batches``, a BigQuery stream, gives only its first batch). No rows anywhere: no columns."""
+    """The rows the schema rule reads: the first partition's that has any, at most ``SAMPLE_BYTES`` of them
+    (a GCS partition: the lines that start in its first ``SAMPLE_BYTES``; a BigQuery stream: its first
+    batch). Only their schema is used: no row of them is handed over. No rows anywhere: no columns."""
     import pyarrow as pa
 
     for p in parts:
@@ -132,10 +146,21 @@ def sample(parts: Sequence[Partition]) -> pa.Table:
                 getattr(it, "close", lambda: None)()
             table = None if first is None else pa.Table.from_batches([first])
         else:
-            table = read_piece(p)[0]  # a range's rows too: only their schema is taken, no row is handed over
+            table = read_piece(_head(p))[0]
         if table is not None and table.num_columns:
             return table
     return pa.table({})
+
+
+def _head(p: Partition) -> Partition:
+    """The first ``SAMPLE_BYTES`` of a GCS partition (a range of its object), else the partition."""
+    obj = getattr(p, "object", None)
+    if obj is None or obj.format != "jsonl" or "start" not in getattr(p, "__dataclass_fields__", {}):
+        return p
+    end = obj.size if p.end is None else p.end
+    if end - p.start <= SAMPLE_BYTES:
+        return p
+    return dataclasses.replace(p, end=p.start + SAMPLE_BYTES)
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: str = "a partition") -> pa.Table:
@@ -285,7 +310,8 @@ def to_ray(
     ``DataCorruption`` from this call), and only then do their tables join the dataset
     (``from_arrow_refs``). The trade-off: split objects are read in full, into Ray's object store, before
     the dataset is returned; choose ``max_bytes`` to spread one large object over workers, not to stream.
-    ``max_retries``: how often Ray reruns a failed read task.
+    ``max_retries``: how often Ray reruns a read task that failed on a transient error (``TRANSIENT``: the
+    network, the server) or lost its worker.
     """
     _engine("ray.data", "to_ray()", "bpj[ray]")
     import ray
@@ -293,7 +319,7 @@ def to_ray(
 
     parts = partitions(reader, max_bytes)
     schema = schema if schema is not None else sample(parts).schema
-    retry = {"max_retries": max_retries, "retry_exceptions": True}
+    retry = {"max_retries": max_retries, "retry_exceptions": list(TRANSIENT)}
     whole = [parts[g[0]] for g in groups(parts) if len(g) == 1]
     split = [[parts[i] for i in g] for g in groups(parts) if len(g) > 1]
     datasets = []

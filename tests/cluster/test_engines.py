@@ -122,6 +122,17 @@ def test_objects_of_differing_schemas_conform_to_the_first(stack, dask_client, r
     assert by_key(ray_rows(ray_local, reader, schema=schema)).equals(by_key(reader.to_arrow()))
 
 
+def test_the_schema_sample_reads_the_head_of_a_large_object(stack, monkeypatch):
+    from bpj.outputs import engines
+
+    rows = [{"key": i, "late": i} if i >= 100 else {"key": i} for i in range(200)]
+    reader = read_gcs(write_objects(stack, "head", [rows]))
+    monkeypatch.setattr(engines, "SAMPLE_BYTES", 1000)  # about 80 of the first lines
+    head = engines.sample(reader.partitions())
+    assert head.column_names == ["key"] and 0 < head.num_rows < 100
+    assert head.to_pylist() == rows[: head.num_rows]
+
+
 # -- corruption ---------------------------------------------------------------------------------------
 
 
