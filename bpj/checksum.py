@@ -6,9 +6,9 @@ the other download threads keep reading while one checks; otherwise google-crc32
 google-cloud-storage) does it at about 5 GB/s here, holding the GIL, on bytes only (other buffers are
 copied first). Both give the same values.
 
-``combine(crc_a, crc_b, len_b)`` is the CRC32C of A followed by B from the CRC32Cs of A and B and the length of
-B, without the bytes: how the pieces of an object read by several workers are checked against the one CRC32C
-Cloud Storage keeps for the whole object.
+``combine(crc_a, crc_b, len_b)`` is the CRC32C of A followed by B from the CRC32Cs of A and B and the length
+of B, without the bytes: how the pieces of an object read by several workers (or ranges downloaded out of
+order) are checked against the one CRC32C Cloud Storage keeps for the whole object.
 """
 
 from __future__ import annotations

@@ -8,6 +8,13 @@ checked before any of its bytes are handed out (``bpj.errors.DataCorruption`` ot
 consumer); reservations are made in file order, so ``ordered=True`` cannot deadlock. JSONL decodes with
 pyarrow's C++ JSON reader and CSV with its CSV reader, in the worker threads; when the consumer stops
 iterating, every worker ends before the iterator closes.
+
+An object too large for that bound (larger than ``max_bytes_in_flight``, or a third of it when decoding)
+is never held whole: its ranges go into a temporary file (:mod:`bpj.outputs.spool`) while their crc32c
+values are kept, the combined crc32c is checked, and only then is the file decoded a slice of whole lines
+at a time, so peak memory stays about twice ``max_bytes_in_flight`` whatever the object's size. Past
+one machine, :meth:`GcsReader.partitions` splits such an object into byte ranges
+(:mod:`bpj.outputs.gcs_partitions`).
 """
 
 from __future__ import annotations
@@ -178,9 +185,9 @@ class GcsReader(Reader):
         A JSONL object too large to decode whole within ``max_bytes_in_flight`` (a Gemini job's one
         ``predictions.jsonl``) is downloaded into a temporary file while its crc32c is computed, checked,
         then decoded from the file slice by slice (whole lines, about a sixth of ``max_bytes_in_flight``
-        each, so one slice decoding takes about half of it) as the batches are taken: one schema per slice, and peak memory about twice
-        ``max_bytes_in_flight`` whatever the object's size. (A CSV object that large is decoded whole once
-        checked: a slice could cut a quoted newline.)
+        each, so one slice decoding takes about half of it) as the batches are taken: one schema per slice,
+        and peak memory about twice ``max_bytes_in_flight`` whatever the object's size. (A CSV object that
+        large is decoded whole once checked: a slice could cut a quoted newline.)
         """
         meter = Progress(self.progress, label=self.uri)
         slice_size = max(SLICE_MIN, self.max_bytes_in_flight // (2 * DECODE_FACTOR))

@@ -68,7 +68,8 @@ def _check_object(uri: str, generation: int, pieces: list[Piece]) -> None:
             )
         if p.start < pos:
             raise errors.DataCorruption(
-                f"{what}: bytes {p.start}-{min(pos, p.end)} were read by more than one piece; rows would repeat"
+                f"{what}: bytes {p.start}-{min(pos, p.end)} were read by more than one piece; "
+                "rows would repeat"
             )
         crc = checksum.combine(crc, p.crc, p.end - p.start)
         pos = p.end

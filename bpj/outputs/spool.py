@@ -3,8 +3,8 @@
 The download threads write the object's ranges into the file at their offsets, in whatever order they come,
 and keep each range's CRC32C; once all are in, the CRC32Cs are combined (:func:`bpj.checksum.combine`) into
 the object's, so the check needs no second pass over the bytes. Only then does anyone read the file: in
-slices of whole lines to decode (bounded memory whatever the object's size), in pieces to copy, or as a
-read-only memory map. The file is unlinked as soon as it is created (nothing is left behind, whatever
+slices of whole lines to decode or copy (bounded memory whatever the object's size), or as a read-only
+memory map. The file is unlinked as soon as it is created (nothing is left behind, whatever
 happens to the process) and its space returns when :meth:`Spool.close` closes it.
 """
 
@@ -20,6 +20,8 @@ from bpj import checksum, errors
 from bpj.gcs import GcsObject
 
 __all__ = ["Spool"]
+
+_PREADV = hasattr(os, "preadv")
 
 
 class Spool:
@@ -79,7 +81,12 @@ class Spool:
         out = bytearray(max(0, min(end, self.obj.size) - start))
         view, pos = memoryview(out), start
         while view:
-            n = os.preadv(self._open_fd(), [view], pos)
+            if _PREADV:
+                n = os.preadv(self._open_fd(), [view], pos)
+            else:  # (macOS before 11: pread, and a copy)
+                got = os.pread(self._open_fd(), len(view), pos)
+                n = len(got)
+                view[:n] = got
             if n == 0:
                 break
             view, pos = view[n:], pos + n

@@ -1,5 +1,6 @@
-"""One object many times the reader's memory bound, against a real fake-gcs-server: read in a fresh process whose
-peak RSS is sampled, corrupted in its middle, and stopped early, with the temporary file it goes through."""
+"""One object many times the reader's memory bound, against a real fake-gcs-server: read in a fresh process
+whose peak RSS is sampled, corrupted in its middle, and stopped early, with the temporary file it goes
+through."""
 
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ def server():
         yield s
 
 
-# The child warms up what any read costs once (pyarrow's JSON reader and memory pool, the client, the listing),
-# then reads, checking batch by batch (never holding them all, no Python object per row) that the ids run
-# 0, 1, 2... and the predictions have the lengths of row(i)'s; the CRC32C of all the predictions' bytes in a
-# row tells the rest.
+# The child warms up what any read costs once (pyarrow's JSON reader and memory pool, the client, the
+# listing), then reads, checking batch by batch (never holding them all, no Python object per row) that the
+# ids run 0, 1, 2... and the predictions have the lengths of row(i)'s; the CRC32C of all the predictions'
+# bytes in a row tells the rest.
 _CHILD = """
 import json, sys
 import numpy as np
@@ -70,8 +71,9 @@ rows, wrong, crc = 0, 0, 0
 if mode == "batches":
     for batch in reader.iter_batches():
         ids = np.arange(rows, rows + batch.num_rows)
-        got = batch.column("instance").field("id")
-        wrong += not np.array_equal(np.frombuffer(got.buffers()[1], np.int64)[got.offset : got.offset + len(got)], ids)
+        got = batch.column("instance").field("id")  # (read from its buffer: to_numpy() grows RSS here)
+        got = np.frombuffer(got.buffers()[1], np.int64)[got.offset : got.offset + len(got)]
+        wrong += not np.array_equal(got, ids)
         text = batch.column("prediction")
         offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset : text.offset + len(text) + 1]
         digits = np.floor(np.log10(np.maximum(ids, 1))).astype(np.int64) + 1

@@ -1,5 +1,6 @@
-"""GCS partitions by byte range against a real fake-gcs-server: every line decoded once whatever the cuts, pieces
-that combine to the object's crc32c, a rewritten object caught, and partitions read in fresh processes."""
+"""GCS partitions by byte range against a real fake-gcs-server: every line decoded once whatever the cuts,
+pieces that combine to the object's crc32c, a rewritten object caught, and partitions read in fresh
+processes (their token and TLS root from the environment or the partition, never pickled secrets)."""
 
 from __future__ import annotations
 
