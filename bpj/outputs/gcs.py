@@ -438,15 +438,18 @@ class _Budget:
 
 
 def _copy_lines(f: Any, slices: Iterable[bytes]) -> int:
-    """Write one JSONL object's slices of whole lines to ``f`` (from the first that is not blank; a newline
-    added after a last line that has none) and return its rows: the lines that are not blank."""
-    rows, wrote, last = 0, False, b"\n"
+    """Write one JSONL object's slices of whole lines to ``f`` as they are (nothing if it is all blank; a
+    newline added after a last line that has none) and return its rows: the lines that are not blank."""
+    rows, blank, last = 0, [], b"\n"
     for piece in slices:
         n = sum(1 for _ in _CONTENT_LINE.finditer(piece))
-        if wrote or n:
-            f.write(piece)
-            rows, wrote, last = rows + n, True, piece[-1:]
-    if wrote and last != b"\n":
+        if not rows and not n:  # blank so far: written only if a row follows
+            blank.append(piece)
+            continue
+        for p in [*blank, piece]:
+            f.write(p)
+        rows, blank, last = rows + n, [], piece[-1:]
+    if rows and last != b"\n":
         f.write(b"\n")
     return rows
 

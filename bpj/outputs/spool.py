@@ -113,7 +113,8 @@ class Spool:
             yield block
 
     def view(self) -> memoryview | bytes:
-        """The whole object as a read-only memory map (it stays valid after :meth:`close`)."""
+        """The whole object as a read-only memory map (it stays valid after :meth:`close`, and keeps the
+        file until it is released)."""
         if self.obj.size == 0:
             return b""
         return memoryview(mmap.mmap(self._open_fd(), self.obj.size, prot=mmap.PROT_READ))

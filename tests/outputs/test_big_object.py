@@ -4,6 +4,7 @@ through."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bpj import checksum
 from bpj.errors import DataCorruption
@@ -24,6 +27,7 @@ BUCKET = "big-object-test"
 _MiB = 1 << 20
 BOUND = 8 * _MiB
 BIG = f"gs://{BUCKET}/big/predictions.jsonl"
+_names = itertools.count()
 
 
 def row(i: int) -> dict:
@@ -211,3 +215,35 @@ def test_export_of_spooled_objects_keeps_their_bytes_and_counts_rows(server, tem
         gcs.write(f"{directory}/predictions_{n:04d}.jsonl", data)
     assert small_reader(server, directory).export(temp_dir / "out.jsonl") == 2001
     assert (temp_dir / "out.jsonl").read_bytes() == ragged + b"\n"
+
+
+_line = st.one_of(
+    st.builds(lambda i, n: json.dumps({"id": i, "p": "é" * n}), st.integers(0, 99), st.integers(0, 3000)),
+    st.sampled_from(["", "  ", "\t", " \r"]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.lists(st.tuples(st.lists(_line, max_size=25), st.booleans()), min_size=1, max_size=3),
+    bound=st.sampled_from([1, 5000, 30_000]),
+)
+def test_export_copies_the_same_lines_whether_an_object_is_spooled_or_not(server, files, bound):
+    gcs = Gcs(server.endpoint)
+    directory = f"gs://{BUCKET}/export-{next(_names)}"
+    bodies = [("\n".join(lines) + ("\n" if newline else "")).encode() for lines, newline in files]
+    for n, data in enumerate(bodies, 1):
+        gcs.write(f"{directory}/predictions_{n:04d}.jsonl", data)
+    outs = []
+    for max_bytes in (bound, 1 << 30):  # spooled (most of them), and in memory
+        with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
+            reader = read_gcs(
+                directory, endpoint=server.endpoint, ordered=True, max_bytes_in_flight=max_bytes
+            )
+            outs.append((reader.export(f.name), Path(f.name).read_bytes()))
+    assert outs[0] == outs[1]
+    rows, written = outs[0]
+    assert rows == sum(1 for lines, _ in files for line in lines if line.strip())
+    assert [json.loads(line) for line in written.splitlines() if line.strip()] == [
+        json.loads(line) for lines, _ in files for line in lines if line.strip()
+    ]
