@@ -287,6 +287,9 @@ class GcsReader(Reader):
                             whole[i] = bytearray(obj.size)
                     for k, (s, e) in enumerate(spans):
                         tasks.put((i, k, s, e))
+            except BaseException as exc:  # (no temporary file, no memory): the consumer hears why
+                stop.set()
+                results.put(exc)
             finally:
                 for _ in workers:
                     tasks.put(None)

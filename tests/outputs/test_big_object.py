@@ -247,3 +247,10 @@ def test_export_copies_the_same_lines_whether_an_object_is_spooled_or_not(server
     assert [json.loads(line) for line in written.splitlines() if line.strip()] == [
         json.loads(line) for lines, _ in files for line in lines if line.strip()
     ]
+
+
+def test_no_temporary_directory_is_said_not_hidden(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    reader = small_reader(server, BIG)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        next(reader.iter_batches())
