@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpj import checksum
-from bpj.errors import DataCorruption, Unavailable, UsageError
+from bpj.errors import DataCorruption, NotFound, Unavailable, UsageError
 from bpj.gcs import Gcs
 from bpj.local.gcs import GcsServer
 from bpj.local.servers.tls import self_signed_cert
@@ -188,6 +188,16 @@ def test_csv_objects_stay_whole(server, gcs):
     table, piece = part.read_piece()
     assert table.num_rows == 300 and (piece.start, piece.end) == (0, len(text.encode()))
     check([piece])
+
+
+def test_every_range_reads_the_generation_listed(server, gcs):
+    uri = fresh_uri()
+    gcs.write(uri, body(rows_of([20] * 200)))
+    parts = read_gcs(uri, endpoint=server.endpoint).partitions(max_bytes=2000)
+    gcs.write(uri, body(rows_of([30] * 200)))  # overwritten after the listing: a new generation
+    for p in (parts[0], parts[3], parts[-1]):
+        with pytest.raises(NotFound, match=uri):
+            p.read_piece()
 
 
 # -- corruption -----------------------------------------------------------------------------------------
