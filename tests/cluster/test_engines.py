@@ -133,6 +133,20 @@ def test_the_schema_sample_reads_the_head_of_a_large_object(stack, monkeypatch):
     assert head.to_pylist() == rows[: head.num_rows]
 
 
+def test_an_output_without_rows_is_an_empty_frame_and_dataset(stack, dask_client, ray_local):
+    directory = write_objects(stack, "empty", [[], []])
+    stack.gcs.write(f"{directory}/", b"")
+    reader = read_gcs(directory)
+    assert reader.to_arrow().num_rows == 0
+    assert len(reader.to_dask().compute()) == 0
+    assert reader.to_ray().count() == 0
+    directory = write_objects(stack, "nothing", [])
+    stack.gcs.write(f"{directory}/errors_0001.jsonl", b"")  # a directory without a prediction file
+    nothing = read_gcs(directory)
+    assert nothing.partitions() == []
+    assert len(nothing.to_dask().compute()) == 0 and nothing.to_ray().count() == 0
+
+
 # -- corruption ---------------------------------------------------------------------------------------
 
 
@@ -208,13 +222,20 @@ def test_a_partition_that_fails_once_is_retried_without_duplicates(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_partitions_and_graphs_carry_no_secret(kind, stack, outputs, dask_client):
+def test_partitions_and_graphs_carry_no_secret(kind, stack, outputs, dask_client, ray_local):
     import cloudpickle
 
     reader = reader_of(outputs, kind)
-    assert stack.token.encode() not in pickle.dumps(reader.partitions())
-    graph = dict(reader.to_dask().__dask_graph__())
-    assert graph and stack.token.encode() not in cloudpickle.dumps(graph)
+    parts = reader.partitions()
+    # what names the first partition's data is in each pickle (so the pickles hold the partitions)
+    name = (parts[0].object.name if kind == "gcs" else parts[0].stream).encode()
+    token = stack.token.encode()
+    pickled = pickle.dumps(parts)
+    assert name in pickled and token not in pickled
+    graph = cloudpickle.dumps(dict(reader.to_dask().__dask_graph__()))
+    assert name in graph and token not in graph
+    plan = cloudpickle.dumps(reader.to_ray())  # the dataset's plan: its datasource and read tasks
+    assert name in plan and token not in plan
     # the workers read with the token all the same: it is in their environment, as the stack printed it
     assert set(dask_client.run(lambda: os.environ.get("BPJ_TOKEN")).values()) == {stack.token}
 
