@@ -314,9 +314,7 @@ class AsyncBigQueryReader(AsyncReader):
         return self.sync.estimated_row_count
 
     def _combine(self, batches: list[pa.RecordBatch]) -> pa.Table:
-        import pyarrow as pa
-
-        return pa.Table.from_batches(batches, schema=self.sync.schema)
+        return self.sync.combine(batches)
 
 
 def wrap(reader: Reader, *, queue_size: int = QUEUE_SIZE) -> AsyncReader:

@@ -513,14 +513,18 @@ class BigQueryReader(Reader):
     def to_arrow(self) -> pa.Table:
         """Every row in one Arrow table with the session's schema (its chunks are the batches as received,
         not copied); with JSON columns parsed, their types as the values make them (batches unified)."""
+        return self.combine(list(self.iter_batches()))
+
+    def combine(self, batches: list[pa.RecordBatch]) -> pa.Table:
+        """``batches`` of this read in one table: with the session's schema, or unified when JSON columns
+        were parsed (their types come from the values)."""
         import pyarrow as pa
 
         from bpj.outputs.reader import unify
 
         if self.json_columns:
-            batches = list(self.iter_batches())
             return unify(batches) if batches else pa.Table.from_batches([], schema=self.schema)
-        return pa.Table.from_batches(list(self.iter_batches()), schema=self.schema)
+        return pa.Table.from_batches(batches, schema=self.schema)
 
     def only(self, columns: Sequence[str]) -> BigQueryReader:
         """This read narrowed to those of ``columns`` the table has, as selected fields of a new session

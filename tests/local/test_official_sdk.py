@@ -154,7 +154,7 @@ def test_rest_bigquery_job_iter_outputs_reads_the_predictions(bq_job, prediction
         (r["a"], r["b"], r["c"], r["d"]) for r in every[:100]
     )
     got = sorted(((r["a"], r["b"], r["c"], r["d"]), r["prediction"]) for r in every)
-    assert got == [(r, str(p)) for r, p in expected_pairs(model, rows)]
+    assert got == expected_pairs(model, rows)  # prediction is of the JSON type: parsed by the client
 
 
 # -- google-cloud-aiplatform over gRPC with TLS, in a fresh process -----------------------------------------
@@ -256,10 +256,16 @@ def test_bigquery_list_rows_over_rest(stack, bq, predictions_table, data):
     listed = list(iterator)
     assert iterator.total_rows == len(rows)
     got = sorted(((r["a"], r["b"], r["c"], r["d"]), r["prediction"]) for r in listed)
-    assert got == [(r, str(p)) for r, p in expected_pairs(model, rows)]
+    assert got == expected_pairs(model, rows)  # prediction is of the JSON type: parsed by the client
 
     some = list(bq.list_rows(table, selected_fields=[table.schema[0]], start_index=10, max_results=25))
     assert [r.values() for r in some] == [(r["a"],) for r in listed[10:35]]
+
+
+def listed_as_storage_read_sends(bq, table: str) -> list[dict]:
+    """The rows tabledata.list gives, with the JSON column ``prediction`` as the JSON text the Storage Read
+    API sends (the official client parses it)."""
+    return [{**dict(r.items()), "prediction": json.dumps(r["prediction"])} for r in bq.list_rows(table)]
 
 
 def session_for(stack, read_client, predictions_table, **options):
@@ -289,7 +295,7 @@ def read_stream(read_client, session, name: str, offset: int = 0) -> pa.Table:
 def test_storage_read_api_reads_resumes_and_splits(stack, bq, read_client, predictions_table, data):
     _, rows = data
     dataset_id, table_id = predictions_table
-    listed = [dict(r.items()) for r in bq.list_rows(f"{stack.project}.{dataset_id}.{table_id}")]
+    listed = listed_as_storage_read_sends(bq, f"{stack.project}.{dataset_id}.{table_id}")
 
     session = session_for(stack, read_client, predictions_table)
     assert session.streams and session.data_format == types.DataFormat.ARROW
@@ -315,7 +321,7 @@ def test_storage_read_api_reads_resumes_and_splits(stack, bq, read_client, predi
 
 def test_storage_read_api_selected_fields_and_row_restriction(stack, bq, read_client, predictions_table):
     dataset_id, table_id = predictions_table
-    listed = [dict(r.items()) for r in bq.list_rows(f"{stack.project}.{dataset_id}.{table_id}")]
+    listed = listed_as_storage_read_sends(bq, f"{stack.project}.{dataset_id}.{table_id}")
     session = session_for(
         stack, read_client, predictions_table, selected_fields=["a", "prediction"], row_restriction="a > 6.0"
     )
