@@ -249,7 +249,8 @@ def to_dask(reader: Reader, *, max_bytes: int | None = None, schema: pa.Schema |
     ``max_bytes``: split GCS objects larger than this into line-aligned ranges (a GCS reader only). The
     graph: per partition a read task giving ``(table, piece)``; per split object one check task taking the
     pieces of all its ranges; each output partition depends on its table and its object's check task, so
-    no row of a corrupted object reaches ``compute()``, which raises ``DataCorruption`` naming it.
+    no row of a corrupted object reaches ``compute()``, which raises ``DataCorruption`` naming it. (So the
+    decoded rows of a split object's ranges wait in the workers' memory until its last range is read.)
     Retries are asked for at compute time, ``frame.compute(retries=2)`` on a distributed ``Client`` (Dask
     drops annotations on the tasks of ``from_delayed``); a partition is idempotent, so a rerun adds no row.
     """
