@@ -1,7 +1,7 @@
 """An output past one machine: a Dask LocalCluster of 1, 2 and 4 worker processes against the single-process
 reader, on the same output.
 
-    python -m benchmarks.bench_engines [--rows 20000000] [--objects 32] [--repeat 3] [--workers 1 2 4]
+    python -m benchmarks.bench_engines [--rows 20000000] [--objects 32] [--repeat 3] [--workers 1 2 4] [--ray]
 
 The local stack's GCS (bpj.local.gcs.GcsServer: fake-gcs-server behind its guard, on disk in a temporary
 directory) holds ``--rows`` small prediction lines (``{"key": i, "prediction": i % 3, "score": ...}``, about
@@ -12,6 +12,8 @@ directory) holds ``--rows`` small prediction lines (``{"key": i, "prediction": i
   dask N   ``read_gcs(dir).to_dask()`` on a LocalCluster of N worker processes with one thread each,
            reduced on the workers (``len`` and the sum of ``key``, checked against the rows written), so
            what is timed is reading every row into the workers, not shipping them back
+  ray      (``--ray``) ``read_gcs(dir).to_ray()`` on a local Ray with one CPU per core, its blocks reduced
+           by remote tasks where they lie
 
 Prints rows/s and each side's ratio to the single-process reader; never asserts. The GCS server shares the
 machine's cores with the readers, and N above the core count measures oversubscription, not scaling.
@@ -81,12 +83,41 @@ def best(run: Any, repeat: int) -> tuple[float, list[float]]:
     return min(times), times
 
 
+def _count_and_sum(block: Any) -> tuple[int, int]:
+    import pyarrow.compute as pc
+
+    return block.num_rows, pc.sum(block.column("key")).as_py() or 0
+
+
+def on_ray(reader: Any, args: argparse.Namespace, expected_sum: int) -> tuple[str, str, float, list[float]]:
+    """``to_ray()`` on a local Ray with the machine's cores, reduced there (count and sum of ``key``)."""
+    import ray
+
+    from bpj.outputs.reader import cores
+
+    ray.init(num_cpus=cores(), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        reduce = ray.remote(_count_and_sum)
+
+        def run() -> None:
+            # each block reduced where it lies (Ray Data's own aggregate shuffles, and costs seconds more)
+            parts = ray.get([reduce.remote(block) for block in reader.to_ray().to_arrow_refs()])
+            got = (sum(p[0] for p in parts), sum(p[1] for p in parts))
+            assert got == (args.rows, expected_sum), got
+
+        t, runs = best(run, args.repeat)
+    finally:
+        ray.shutdown()
+    return (f"ray {cores()} CPUs", "to_ray(), reduced", t, runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=20_000_000)
     ap.add_argument("--objects", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--ray", action="store_true", help="also read with to_ray() on a local Ray of the cores")
     plot.add_argument(ap)
     args = ap.parse_args()
     plot.check(args)
@@ -132,6 +163,8 @@ def main() -> None:
 
                 t_n, runs_n = best(on_dask, args.repeat)
             results.append((f"dask {n} worker{'s' if n > 1 else ''}", "to_dask(), reduced", t_n, runs_n))
+        if args.ray:
+            results.append(on_ray(reader, args, expected_sum))
 
     rows = [
         (what, how, f"{args.rows / t:,.0f}", f"{size / 1e6 / t:,.0f}", f"{t:.2f}", f"{t_single / t:.2f}")
