@@ -171,13 +171,19 @@ class GcsReader(Reader):
         memory), checked there, and comes as a read-only memory map of that file (a ``memoryview``: the OS
         pages it in as it is read; the file is already unlinked and its space returns when the view goes).
         """
-        meter = Progress(self.progress, label=self.uri)
+        meter = self._meter()
         try:
             for obj, data in self._run(None):
                 meter.add(0, obj.size)
                 yield obj.uri, data.view() if isinstance(data, Spool) else data
         finally:
             meter.close()
+
+    def _meter(self) -> Progress:
+        """The progress line of one read, its total the listed objects' bytes."""
+        return Progress(
+            self.progress, label=self.uri, total_bytes=sum(o.size for o in self.objects()) or None
+        )
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
         """Arrow record batches, decoded in the worker threads (one schema per file; to_arrow() unifies).
@@ -189,7 +195,7 @@ class GcsReader(Reader):
         and peak memory about twice ``max_bytes_in_flight`` whatever the object's size. (A CSV object that
         large is decoded whole once checked: a slice could cut a quoted newline.)
         """
-        meter = Progress(self.progress, label=self.uri)
+        meter = self._meter()
         slice_size = max(SLICE_MIN, self.max_bytes_in_flight // (2 * DECODE_FACTOR))
         # A slice is decoded by the consumer's thread: pyarrow's threads parse its blocks on every core.
         block_size = max(SLICE_MIN, slice_size // _cores())

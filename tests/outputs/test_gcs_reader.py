@@ -126,6 +126,17 @@ def test_small_budget_many_files_and_ranged_chunks(server, gcs):
     assert [len(b) for _, b in reader.files()] == [o.size for o in reader.objects()]
 
 
+def test_progress_counts_toward_the_listed_bytes(server, gcs, capsys):
+    directory = fresh_dir()
+    write_jsonl(gcs, directory, [[{"prediction": i} for i in range(n * 100)] for n in range(1, 5)])
+    reader = read_gcs(directory, endpoint=server.endpoint, progress=True)
+    total = sum(o.size for o in reader.objects())
+    for read in (reader.to_arrow, lambda: list(reader.files())):
+        read()
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.startswith(f"{directory}: ") and f"/{total / 1e6:,.1f} MB" in last and " 100% " in last
+
+
 def test_prefix_glob_and_single_object(server, gcs):
     directory = fresh_dir()
     write_jsonl(gcs, directory, [[{"instance": 1, "prediction": 2}], [{"instance": 3, "prediction": 4}]])
