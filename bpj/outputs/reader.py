@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
-__all__ = ["Partition", "Progress", "Reader", "cores", "export_format", "read_piece", "unify"]
+__all__ = ["Partition", "Progress", "Reader", "cores", "export_format", "unify"]
 
 
 class Partition(Protocol):
@@ -40,13 +40,6 @@ class Partition(Protocol):
     """
 
     def read(self) -> pa.Table: ...
-
-
-def read_piece(partition: Partition) -> tuple[pa.Table, Any]:
-    """``(rows, piece)``: the partition's ``read_piece()`` when it has one, else ``(read(), None)`` (a
-    partition that checks itself: a whole object, a BigQuery stream)."""
-    method = getattr(partition, "read_piece", None)
-    return method() if method is not None else (partition.read(), None)
 
 
 class Reader(abc.ABC):

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bpj.outputs.reader import Reader, read_piece
+from bpj.outputs.engines import read_piece
+from bpj.outputs.reader import Reader
 
 
 @dataclass(frozen=True)
