@@ -258,6 +258,8 @@ def settings(**overrides: Any) -> Settings:
     """The current settings: init() arguments over environment variables over defaults, then ``overrides``."""
     base = Settings(**{**from_environment(), **_explicit})
     extra = {k: v for k, v in overrides.items() if v is not None}
+    if "credentials" in extra and overrides.get("token") is None:
+        extra["token"] = None  # credentials given here replace a token set by init() or the environment
     return validate(replace(base, **extra)) if extra else validate(base)
 
 

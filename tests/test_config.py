@@ -42,6 +42,23 @@ def test_environment_then_init_then_overrides(monkeypatch):
     assert config.settings(project="override").parent == "projects/override/locations/us-central1"
 
 
+def test_credentials_given_to_a_client_replace_an_ambient_token(monkeypatch):
+    from google.oauth2.credentials import Credentials
+
+    mine = Credentials("mine")
+    for ambient in ("env", "init"):
+        config.reset()
+        monkeypatch.delenv("BPJ_TOKEN", raising=False)
+        if ambient == "env":
+            monkeypatch.setenv("BPJ_TOKEN", "ambient")
+        else:
+            config.init(token="ambient")
+        assert config.settings().token == "ambient"
+        s = config.settings(credentials=mine)
+        assert (s.credentials, s.token) == (mine, None), ambient
+        assert config.settings(credentials=mine, token="both").token == "both"  # both given: both kept
+
+
 def test_missing_project_says_how_to_set_it():
     with pytest.raises(errors.UsageError, match="BPJ_PROJECT"):
         _ = config.settings().parent

@@ -350,7 +350,8 @@ def test_a_jobs_page_shows_history_outputs_errors_and_predictions(stack, done):
         "JOB_STATE_RUNNING",
         "JOB_STATE_SUCCEEDED",
     ]
-    assert [json.loads(p)["prediction"] for p in job["predictions"]] == [[0, 0], [1, 1], [2, 2]]
+    predictions = [json.loads(p)["prediction"] for p in job["predictions"]]
+    assert predictions == [[0, 0], [1, 1], [2, 2]], job["previewNote"]
     (error,) = [json.loads(e) for e in job["errors"]]
     assert (error["instance"], error["error"]["status"]) == ('{"not json"', "INVALID_ARGUMENT")
     assert "line 2 of gs://console-in/" in error["error"]["message"]
