@@ -22,13 +22,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from bpj import errors
-from bpj.local.gcs_guard import die_with_parent
 
 log = logging.getLogger("bpj.local")
 
 __all__ = ["GcsServer"]
 
 _UNSUPPORTED = "fake-gcs-server ships for Linux x86_64 only; run a GCS-compatible server yourself and pass gcs_endpoint=..."
+
+
+# The engine's launcher when it runs unguarded: a fresh interpreter asks for the parent-death signal (SIGTERM
+# when the thread that started it ends), exits if that parent is already gone, then becomes the engine.
+_EXEC_DYING_WITH_PARENT = (
+    "import ctypes, os, sys; ctypes.CDLL(None, use_errno=True).prctl(1, 15); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(70); os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 class GcsServer:
@@ -107,7 +114,7 @@ class GcsServer:
         # No preexec_fn: the guard asks for its parent-death signal itself, first thing, and exits if the
         # stack is already gone (nothing to run in the forked copy of this threaded process).
         proc = self._spawn(
-            [sys.executable, "-m", "bpj.local.gcs_guard"], subprocess.PIPE, subprocess.PIPE, self._log, None
+            [sys.executable, "-m", "bpj.local.gcs_guard"], subprocess.PIPE, subprocess.PIPE, self._log
         )
         assert proc.stdin is not None and proc.stdout is not None
         # The token goes through a pipe, never the command line (which other local users can read).
@@ -149,21 +156,16 @@ class GcsServer:
         else:
             args += ["-backend", "filesystem", "-filesystem-root", str(self._root)]
         args += ["-log-level", "error", "-public-host", endpoint.split("://")[1], "-external-url", endpoint]
-        self._spawn(args, subprocess.DEVNULL, self._log, subprocess.STDOUT, die_with_parent)
+        if sys.platform == "linux":  # dies with the thread that started it, like the guard
+            args = [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *args]
+        self._spawn(args, subprocess.DEVNULL, self._log, subprocess.STDOUT)
         self._wait_ready(self._startup_timeout)
 
-    def _spawn(
-        self, args: list[str], stdin: Any, stdout: Any, stderr: Any, preexec: Any
-    ) -> subprocess.Popen[bytes]:
-        """Start a child that dies with this process's thread (Linux) and is stopped when this object goes."""
-        proc = subprocess.Popen(
-            args,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            close_fds=True,
-            preexec_fn=preexec if sys.platform == "linux" else None,
-        )
+    def _spawn(self, args: list[str], stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+        """Start a child, stopped when this object goes. Never with a preexec_fn: that runs Python in the
+        forked copy of this threaded process, where gRPC's fork handlers (a process that ran Ray or other
+        gRPC servers) can abort the child before it execs."""
+        proc = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True)
         self._proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc, self._log)
         return proc

@@ -4,6 +4,7 @@ when set, is required on every call."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -227,3 +228,41 @@ def test_fake_gcs_server_does_not_outlive_a_killed_stack(started):
         if time.monotonic() > deadline:
             raise AssertionError("fake-gcs-server still answers after its stack was killed")
         time.sleep(0.1)
+
+
+def test_an_unguarded_fake_gcs_server_does_not_outlive_its_process(tmp_path):
+    """The engine started without the guard (GcsServer(guarded=False)) goes through a launcher that asks
+    for the parent-death signal and then execs it: killing its process ends it too."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from bpj.local.gcs import GcsServer\n"
+        "s = GcsServer(sys.argv[1], guarded=False)\n"
+        "print(s.endpoint, s._proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        endpoint, pid = proc.stdout.readline().split()
+        Gcs(endpoint).create_bucket("alive")  # it answers
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert b"fake-gcs-server" in f.read()  # the launcher became the engine (same pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fake-gcs-server {pid} still runs after its process was killed")
+        time.sleep(0.1)
+
+
+def _state(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
