@@ -39,8 +39,12 @@ $(BEAM_STAMP): pyproject.toml
 	touch $(BEAM_STAMP)
 beam-venv: $(BEAM_STAMP)
 
+# Two pytest workers (pytest-xdist), a file to each at a time (its module-scoped stack or cluster starts once):
+# most tests wait on servers, jobs and subprocesses, so two overlap well
+# on this 2-core machine. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: check lint typecheck browser beam-venv
-	BPJ_BEAM_PYTHON=$(CURDIR)/.venv-beam/bin/python BPJ_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+	BPJ_BEAM_PYTHON=$(CURDIR)/.venv-beam/bin/python BPJ_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .venv-beam .pytest_cache .mypy_cache .hypothesis
