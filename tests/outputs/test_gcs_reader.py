@@ -335,9 +335,9 @@ def test_lists_that_start_with_null_read_as_written(server, gcs):
 def test_an_object_larger_than_the_bound_is_decoded_in_slices_of_whole_lines(
     server, gcs, lengths, chunk, bound
 ):
-    # One object (as a Gemini job writes its predictions.jsonl), downloaded in ranges straight into place,
-    # checked whole, then decoded a slice of lines at a time: lines longer than a slice, and slice cuts at
-    # every place, still give exactly the rows written, in order.
+    # One object (as a Gemini job writes its predictions.jsonl) larger than the bound: downloaded in ranges
+    # into a temporary file, checked by its combined crc32c, then decoded a slice of lines at a time: lines
+    # longer than a slice, and slice cuts at every place, still give exactly the rows written, in order.
     directory = fresh_dir()
     rows = [{"instance": {"id": i}, "prediction": "é" * n} for i, n in enumerate(lengths)]
     write_jsonl(gcs, directory, [rows])
