@@ -545,8 +545,18 @@ class BigQueryReader(Reader):
             return Reader.export(self._like(parse_json=False), path, format=format)
         return Reader.export(self, path, format=format)
 
-    def _like(self, **changes: Any) -> BigQueryReader:
-        """A reader of the same read with ``changes`` to its options (a session of its own)."""
+    def errors(self) -> BigQueryReader:
+        """The same reader over the errors table beside these predictions: ``errors`` beside
+        ``predictions`` (the two tables a Vertex AI job creates in its dataset), ``<table>_errors`` beside any
+        other table. Selected fields and the row restriction are left out: the errors table has columns of
+        its own (the instance's, then ``errors``, a STRUCT of ``code`` and ``message``)."""
+        name = "errors" if self.table_id == "predictions" else f"{self.table_id}_errors"
+        path = f"projects/{self.project}/datasets/{self.dataset}/tables/{name}"
+        return self._like(table=path, selected_fields=None, row_restriction=None)
+
+    def _like(self, *, table: str | None = None, **changes: Any) -> BigQueryReader:
+        """A reader of the same read (of ``table`` when given) with ``changes`` to its options (a session of
+        its own)."""
         options: dict[str, Any] = dict(
             selected_fields=self.selected_fields,
             row_restriction=self.row_restriction or None,
@@ -561,7 +571,7 @@ class BigQueryReader(Reader):
             parse_json=self.parse_json,
         )
         options.update(changes)
-        return BigQueryReader(self.table_path, **options)
+        return BigQueryReader(table or self.table_path, **options)
 
 
 def _work(

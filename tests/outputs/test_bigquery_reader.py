@@ -222,6 +222,35 @@ def test_progress_counts_toward_the_sessions_row_estimate(store, client, capsys)
     assert last.startswith(f"{uri}: 500 rows ") and " 100% " in last, last
 
 
+def test_errors_reads_the_errors_table_beside_the_predictions(store, client):
+    errors_schema = pa.schema(
+        [("id", pa.int64()), ("errors", pa.struct([("code", pa.int64()), ("message", pa.string())]))]
+    )
+    dataset = f"job{next(_names)}"
+    store.create_dataset(PROJECT, dataset)
+    wrote = {}
+    for table, schema in (("predictions", SCHEMA), ("errors", errors_schema), ("mine", SCHEMA)):
+        store.create_table(PROJECT, dataset, table, schema)
+    store.create_table(PROJECT, dataset, "mine_errors", errors_schema)
+    for table in ("errors", "mine_errors"):
+        rows = [{"id": i, "errors": {"code": 3, "message": f"{table} {i}"}} for i in range(4)]
+        store.append(PROJECT, dataset, table, pa.Table.from_pylist(rows, errors_schema))
+        wrote[table] = rows
+    predictions = read_bigquery(
+        f"bq://{PROJECT}.{dataset}.predictions",
+        client=client,
+        selected_fields=["id"],
+        row_restriction="id > 0",
+    )
+    got = predictions.errors()
+    assert got.table_id == "errors" and got.selected_fields is None and not got.row_restriction
+    assert got.to_arrow().sort_by("id").to_pylist() == wrote["errors"]
+    mine = read_bigquery(f"bq://{PROJECT}.{dataset}.mine", client=client).errors()
+    assert (
+        mine.table_id == "mine_errors" and mine.to_arrow().sort_by("id").to_pylist() == wrote["mine_errors"]
+    )
+
+
 def test_selected_fields_and_row_restriction(store, client):
     uri, written = make_table(store, simple_rows(300), parts=2)
     reader = read_bigquery(

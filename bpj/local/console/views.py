@@ -246,21 +246,16 @@ class Views:
                 credentials=credentials,
             )
             return reader, reader.errors()
-        dataset = info.bigquery_output_dataset
         table = info.bigquery_output_table or "predictions"
-        errors_table = "errors" if table == "predictions" else f"{table}_errors"
-        client = self._bigquery_client()
-        return tuple(
-            BigQueryReader(
-                f"{dataset}.{t}",
-                client=client,
-                max_workers=1,
-                ordered=True,
-                progress=False,
-                max_stream_count=1,
-            )
-            for t in (table, errors_table)
-        )  # type: ignore[return-value]
+        predictions = BigQueryReader(
+            f"{info.bigquery_output_dataset}.{table}",
+            client=self._bigquery_client(),
+            max_workers=1,
+            ordered=True,
+            progress=False,
+            max_stream_count=1,
+        )
+        return predictions, predictions.errors()
 
     def _bigquery_client(self) -> Any:
         with self._lock:
