@@ -653,6 +653,9 @@ def test_stack_bigquery_outputs(on_stack, stack):  # noqa: F811
         reader = await job.outputs(selected_fields=["prediction"])
         assert isinstance(reader, AsyncBigQueryReader) and (await reader.schema()).names == ["prediction"]
         assert (await reader.to_arrow()).num_rows == rows
+        failed = reader.errors()  # every instance predicted: an empty errors table, with its columns
+        assert isinstance(failed, AsyncBigQueryReader) and "errors" in (await failed.schema()).names
+        assert (await failed.to_arrow()).num_rows == 0
         assert len([row async for row in await job.iter_outputs()]) == 100
         assert len([row async for row in await job.iter_outputs(bq_max_results=1000)]) == rows
 

@@ -316,6 +316,11 @@ class AsyncBigQueryReader(AsyncReader):
     def _combine(self, batches: list[pa.RecordBatch]) -> pa.Table:
         return self.sync.combine(batches)
 
+    def errors(self) -> AsyncBigQueryReader:
+        """The same reader over the errors table beside the predictions (no I/O: its session is made at
+        its first read)."""
+        return AsyncBigQueryReader(self.sync.errors(), queue_size=self.queue_size)
+
 
 def wrap(reader: Reader, *, queue_size: int = QUEUE_SIZE) -> AsyncReader:
     """The async reader for a sync one: :class:`AsyncGcsReader` for a GcsReader, :class:`AsyncBigQueryReader`
