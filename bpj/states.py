@@ -146,6 +146,11 @@ class JobFailed(errors.BpjError, RuntimeError):
         self.state = job.gca_resource.state
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the job's message (a job object without its client's credentials), so the error
+        # crosses processes: a Dask or Ray task, concurrent.futures, multiprocessing.
+        return _rebuilt, (type(self), type(self.job), self.job.gca_resource)
+
     def __str__(self) -> str:
         s = self.status
         try:
@@ -173,6 +178,14 @@ class WaitTimeout(errors.BpjError, TimeoutError):
         self.timeout = timeout
         state = name(job.gca_resource.state)
         super().__init__(f"batch prediction job {job.resource_name} still {state} after {timeout:g}s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt, (type(self), type(self.job), self.job.gca_resource, self.timeout)
+
+
+def _rebuilt(error: type[Any], job_class: Any, resource: Any, *more: Any) -> Any:
+    """An error of a job again, unpickled: its job object made from the message (no RPC)."""
+    return error(job_class.from_resource(resource), *more)
 
 
 FAILURES: dict[Outcome, type[JobFailed]] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import threading
 import time
 
@@ -189,6 +190,11 @@ def test_wait_ends_on_every_terminal_state_with_its_outcome(fake, state, raises)
         assert caught.value.status.code == errors.Code.RESOURCE_EXHAUSTED
         assert caught.value.status.message == "no quota" and caught.value.job is job
         assert f"ended {S.Name(state)}: RESOURCE_EXHAUSTED: no quota" in str(caught.value)
+        # It crosses processes (a Dask or Ray task, multiprocessing): the same class, message and job.
+        back = pickle.loads(pickle.dumps(caught.value))
+        assert type(back) is raises and str(back) == str(caught.value)
+        assert (back.status, back.state) == (caught.value.status, caught.value.state)
+        assert back.job.gca_resource == job.gca_resource and back.job.resource_name == job.resource_name
 
 
 def test_wait_keeps_polling_through_paused_and_updating(mem, caplog):
@@ -217,6 +223,8 @@ def test_wait_times_out_with_a_timeout_error(mem):
     with pytest.raises(TimeoutError) as caught:
         job.wait(timeout=0.1)
     assert isinstance(caught.value, WaitTimeout) and "still JOB_STATE_PENDING" in str(caught.value)
+    back = pickle.loads(pickle.dumps(caught.value))
+    assert type(back) is WaitTimeout and str(back) == str(caught.value) and back.timeout == 0.1
 
 
 class Tty(io.StringIO):
