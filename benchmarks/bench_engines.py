@@ -22,6 +22,7 @@ machine's cores with the readers, and N above the core count measures oversubscr
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def on_ray(reader: Any, args: argparse.Namespace, expected_sum: int) -> tuple[st
 
     from bpj.outputs.reader import cores
 
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no report to Ray's usage-stats server
     ray.init(num_cpus=cores(), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         reduce = ray.remote(_count_and_sum)

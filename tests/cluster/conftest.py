@@ -106,6 +106,9 @@ def dask_client(worker_env):
 def ray_local(worker_env):
     import ray
 
+    # Never a report to Ray's usage-stats server (off by default for ray.init; said here so it stays off).
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -118,3 +121,4 @@ def ray_local(worker_env):
         yield ray
     finally:
         ray.shutdown()
+        patch.undo()
