@@ -11,6 +11,18 @@ from tests.servicers import Jobs, Reads
 TRANSPORTS = ["grpc", "rest", "memory"]
 
 
+def use_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """The process environment as a client sees it with only ``env``: bpj's variables (and those of the
+    official clients that bpj honours) replaced by ``env`` for the test."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("BPJ_") or key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture(scope="module")
 def servicers():
     return Jobs(), Reads()

@@ -22,6 +22,7 @@ from bpj.jobs import REQUEST_ID_LABEL, BatchPredictionJob, check_create
 from bpj.models import Model, plan_upload
 from bpj.testing import configs
 from bpj.transport.memory import InMemoryTransport
+from tests.conftest import use_environment
 
 ENDPOINT = "never-called.invalid:1"
 PROJECT, LOCATION = "bpj-test", "us-central1"
@@ -318,15 +319,13 @@ def test_wrong_types_are_type_errors_too():
 def unreachable(monkeypatch):
     """An environment whose every endpoint refuses connections: a command that gets past its argument
     checks says "cannot reach"; one that names a flag never tried."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("BPJ_") or key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("BPJ_PROJECT", PROJECT)
-    monkeypatch.setenv("BPJ_API_ENDPOINT", "127.0.0.1:9")
-    monkeypatch.setenv("BPJ_GCS_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setenv("BPJ_BIGQUERY_STORAGE_ENDPOINT", "127.0.0.1:9")
+    nowhere = {
+        "BPJ_PROJECT": PROJECT,
+        "BPJ_API_ENDPOINT": "127.0.0.1:9",
+        "BPJ_GCS_ENDPOINT": "http://127.0.0.1:9",
+        "BPJ_BIGQUERY_STORAGE_ENDPOINT": "127.0.0.1:9",
+    }
+    use_environment(monkeypatch, nowhere)
     config.reset()
     yield
     config.reset()

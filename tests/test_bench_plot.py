@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bpj import config
 from bpj.cli import main, plot
+from tests.conftest import use_environment
 from tests.local.conftest import SKLEARN_IMAGE, joblib_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -58,11 +59,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def env(stack, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("BPJ_") or key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
-            monkeypatch.delenv(key)
-    for key, value in stack.env().items():
-        monkeypatch.setenv(key, value)
+    use_environment(monkeypatch, stack.env())
     config.reset()
     yield
     config.reset()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from bpj import config, validation
 from bpj.cli import main, parser
 from bpj.cli.common import globals_parent
+from tests.conftest import use_environment
 from tests.local.conftest import SKLEARN_IMAGE, joblib_bytes
 
 N_ROWS = 150  # iris
@@ -76,11 +77,7 @@ def clean_config():
 
 @pytest.fixture
 def env(stack, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("BPJ_") or key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
-            monkeypatch.delenv(key)
-    for key, value in stack.env().items():
-        monkeypatch.setenv(key, value)
+    use_environment(monkeypatch, stack.env())
     return stack.env()
 
 
