@@ -36,6 +36,7 @@ from bpj import bq_uri, errors
 from bpj.gcs import split_uri
 from bpj.local.explain import Explained
 from bpj.local.inputs import Instance
+from bpj.outputs.json_columns import JSON_FIELD_METADATA
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -508,8 +509,6 @@ class BigQuerySink:
         schema = self._schemas.get(name)
         if schema is not None:
             return schema
-        from bpj.outputs.json_columns import JSON_FIELD_METADATA
-
         last = (
             pa.field("prediction", pa.string(), metadata=JSON_FIELD_METADATA)
             if name == self.predictions_table
@@ -527,8 +526,6 @@ class BigQuerySink:
 
     def _explanation_field(self, name: str) -> list[pa.Field]:
         import pyarrow as pa
-
-        from bpj.outputs.json_columns import JSON_FIELD_METADATA
 
         explained = self._explained and name == self.predictions_table
         return [pa.field("explanation", pa.string(), metadata=JSON_FIELD_METADATA)] if explained else []
