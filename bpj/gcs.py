@@ -26,7 +26,7 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -713,11 +713,17 @@ def client_for(endpoint: str | None, tls_root_cert: str | None = None) -> Gcs:
 def verify(obj: GcsObject, data: bytes, header_crc: int | None = None) -> None:
     """DataCorruption unless ``data`` has the object's size and crc32c (from its listing, else from the
     response headers)."""
-    if len(data) != obj.size:
-        raise errors.DataCorruption(f"{obj.uri}: downloaded {len(data)} bytes, the object has {obj.size}")
+    verify_sum(obj, len(data), lambda: checksum.crc32c(data), header_crc)
+
+
+def verify_sum(obj: GcsObject, size: int, crc: Callable[[], int], header_crc: int | None = None) -> None:
+    """:func:`verify` for bytes held elsewhere (a file, ranges checked apart): ``size`` of them, and
+    ``crc()`` their crc32c, asked for only when there is one to compare with."""
+    if size != obj.size:
+        raise errors.DataCorruption(f"{obj.uri}: downloaded {size} bytes, the object has {obj.size}")
     expected = obj.crc32c if obj.crc32c is not None else header_crc
     if expected is not None:
-        _check(obj.uri, checksum.crc32c(data), expected)
+        _check(obj.uri, crc(), expected)
 
 
 def _check(uri: str, got: int, expected: int, *, streamed: bool = False) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 
 from bpj import checksum, errors
-from bpj.gcs import GcsObject
+from bpj.gcs import GcsObject, verify_sum
 
 __all__ = ["Spool"]
 
@@ -51,30 +51,15 @@ class Spool:
         with self._lock:
             self._crcs[start] = (crc, len(data))
 
-    def crc32c(self) -> int:
-        """The CRC32C of the whole object, combined from the ranges written; DataCorruption unless they
-        cover it exactly."""
+    def check(self, header_crc: int | None = None) -> None:
+        """DataCorruption unless the ranges written cover the object, each byte once, and their CRC32Cs
+        combine to its listed crc32c (else ``header_crc``, from the response headers)."""
         crc, pos = 0, 0
         for start, (part, length) in sorted(self._crcs.items()):
             if start != pos:
                 raise errors.DataCorruption(f"{self.obj.uri}: bytes {pos}-{start} were not downloaded")
             crc, pos = checksum.combine(crc, part, length), pos + length
-        if pos != self.obj.size:
-            raise errors.DataCorruption(
-                f"{self.obj.uri}: downloaded {pos} bytes, the object has {self.obj.size}"
-            )
-        return crc
-
-    def check(self, header_crc: int | None = None) -> None:
-        """DataCorruption unless the file holds the object: its listed crc32c (else ``header_crc``, from the
-        response headers)."""
-        got = self.crc32c()
-        expected = self.obj.crc32c if self.obj.crc32c is not None else header_crc
-        if expected is not None and got != expected:
-            raise errors.DataCorruption(
-                f"{self.obj.uri}: crc32c of the downloaded bytes is {got:08x}, the object's is "
-                f"{expected:08x}; nothing of it was returned"
-            )
+        verify_sum(self.obj, pos, lambda: crc, header_crc)
 
     def read(self, start: int, end: int) -> bytearray:
         """Bytes ``[start, end)`` (fewer at the end of the file)."""
